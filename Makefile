@@ -1,0 +1,37 @@
+# AYLA benchmark suite. `make help` lists the targets; each sets up .venv on first use.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The data root: ../shared/data when it is there (this project's CI), else data/ (filled by download).
+AYLA_DATA ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),$(abspath data))
+export AYLA_DATA
+SEEDS ?= 5
+OUT ?= results
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint reproduce reproduce-quick figures bench data clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@echo "  variables: SEEDS=$(SEEDS) OUT=$(OUT) AYLA_DATA=$(AYLA_DATA)"
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install the project with its dev tools
+
+test: $(VENV)/.installed ## lint, then the whole test suite
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed ## ruff
+	$(VENV)/bin/ruff check .
+
+data: $(VENV)/.installed ## download MNIST and CIFAR-100 into $(AYLA_DATA) (needs internet)
+	$(PY) scripts/fetch_data.py mnist cifar100 --root $(AYLA_DATA)
+
+clean: ## remove outputs/ and multirun/ (never results/)
+	rm -rf outputs multirun

@@ -1,0 +1,106 @@
+"""Checks of a composed run config (conf/config.yaml), each failure one ConfigError line naming the key."""
+
+import math
+from numbers import Integral, Real
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ayla.errors import ConfigError
+from ayla.trainer import BASES, Arm
+from ayla.transform import check_exponents
+
+TOP_LEVEL = {"experiment", "optimizer", "figure", "lr", "N1", "N2", "epochs", "seed", "hidden", "batch_size",
+             "loss", "device", "dtype", "init", "data"}
+LOSSES = ("ce", "mse")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+INITS = ("authors", "pytorch")
+
+
+def number(cfg, key: str, low: float, *, low_ok: bool = False, integer: bool = False, high: float = math.inf):
+    """cfg[key] as a number in (low, high) (or [low, high) with low_ok); else a ConfigError naming key."""
+    value = OmegaConf.select(cfg, key)
+    kind = "an integer" if integer else "a finite number"
+    bound = f"{'>=' if low_ok else '>'} {low:g}" + (f" and < {high:g}" if high < math.inf else "")
+    good_type = isinstance(value, Integral if integer else Real) and not isinstance(value, bool)
+    if not good_type or not math.isfinite(value) or not (value >= low if low_ok else value > low) or value >= high:
+        raise ConfigError(f"{key} must be {kind} {bound}, got {value!r}")
+    return value
+
+
+def choice(cfg, key: str, allowed) -> str:
+    value = OmegaConf.select(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+    return value
+
+
+def resolve_device(name) -> torch.device:
+    """auto: the GPU when there is one, else the CPU; cuda without a GPU is an error, not a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(name, str) or not (name == "cpu" or name.split(":")[0] == "cuda"):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA GPU is visible to torch here; use device=cpu or device=auto")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device={name} but only {torch.cuda.device_count()} GPU(s) are visible")
+    return device
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Every value a run reads, in range; raises ConfigError on the first bad one."""
+    if OmegaConf.select(cfg, "experiment.name") is None:
+        raise ConfigError("choose an experiment: experiment=polynomial, curvefit, mnist or cifar100")
+    unknown = sorted(set(cfg.keys()) - TOP_LEVEL)
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(TOP_LEVEL))}")
+    number(cfg, "lr", 0)
+    number(cfg, "epochs", 1, low_ok=True, integer=True)
+    number(cfg, "seed", 0, low_ok=True, integer=True)
+    for key in ("hidden", "batch_size"):
+        if cfg[key] is not None:
+            number(cfg, key, 1, low_ok=True, integer=True)
+    if cfg.loss is not None:
+        choice(cfg, "loss", LOSSES)
+    choice(cfg, "dtype", tuple(DTYPES))
+    choice(cfg, "init", INITS)
+    resolve_device(cfg.device)
+    for key in ("data.train_subset", "data.test_subset", "data.val_size"):
+        number(cfg, key, 0, low_ok=True, integer=True)
+    check_optimizer(cfg)
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    opt = cfg.optimizer
+    choice(cfg, "optimizer.base", BASES)
+    number(cfg, "optimizer.lr", 0)
+    number(cfg, "optimizer.grad_scale", 0)
+    if opt.base == "adam":
+        number(cfg, "optimizer.eps", 0)
+        for i in (0, 1):
+            number(cfg, f"optimizer.betas.{i}", 0, low_ok=True, high=1)
+    else:
+        number(cfg, "optimizer.momentum", 0, low_ok=True, high=1)
+    if opt.ayla:
+        try:
+            check_exponents(opt.N1, opt.N2)
+        except ValueError as error:
+            raise ConfigError(f"{error} (top-level N1 / N2, read by optimizer=ayla)") from None
+
+
+def arm_from_config(cfg: DictConfig, name: str | None = None) -> Arm:
+    """The trainer's Arm for a checked run config; `name` labels it (default: the optimizer's name)."""
+    opt = cfg.optimizer
+    settings = dict(name=name or opt.name, base=opt.base, lr=float(opt.lr), grad_scale=float(opt.grad_scale))
+    if opt.ayla:
+        settings |= dict(ayla=True, N1=float(opt.N1), N2=float(opt.N2))
+    if opt.base == "adam":
+        settings |= dict(beta1=float(opt.betas[0]), beta2=float(opt.betas[1]), eps=float(opt.eps))
+    else:
+        settings |= dict(momentum=float(opt.momentum))
+    return Arm(**settings)

@@ -1,0 +1,235 @@
+"""The one trainer: any experiment, S seeds × A optimizer arms, trained together in stacked tensors.
+
+A `Task` (see experiments/) owns the data and the model; its parameters stack every seed and arm, so that one
+batched matmul serves them all. The update rule is one torch.optim optimizer (fused kernels) over the stacked
+tensors: its updates are elementwise, so each arm keeps its own state, and the arms of a population share lr,
+betas, eps, momentum. What differs per arm is the seed and what multiplies its gradient (the AYLA factor of
+its own loss, or a constant), applied by weighting each arm's loss in the backward pass.
+
+The trainer owns everything an optimizer benchmark must get right the same way for every experiment:
+  - same seed ⇒ same initial weights and same batch order, whatever the arm, so arms compare step for step;
+  - the AYLA factor of each arm comes from that arm's own mini-batch loss, with no host sync per step;
+  - per epoch: train loss/accuracy (mean over the epoch's batches), test (and validation) loss/accuracy on
+    the full sets, mean AYLA factor, mean effective step lr·factor·‖g‖, wall seconds;
+  - an arm whose loss turns NaN/inf is recorded as diverged and drops out; the others go on.
+Training the S·A arms one by one gives the same numbers (to float rounding): tests/test_fused.py.
+"""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ayla.errors import ConfigError
+from ayla.transform import ayla_factor
+
+BASES = ("sgd", "adam")
+UPDATE_FIELDS = ("base", "lr", "beta1", "beta2", "eps", "momentum")  # shared by the arms of a population
+SHUFFLE_STREAM, SPLIT_STREAM = 1, 2
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """An independent seed for one use (shuffling, splitting) of a run seed."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One optimizer setting. Every arm of a population is trained once per seed."""
+
+    name: str                 # label in CSVs and figures
+    base: str                 # update rule: "sgd" or "adam"
+    lr: float
+    ayla: bool = False        # scale the gradient by the AYLA factor of the mini-batch loss
+    N1: float = math.nan
+    N2: float = math.nan
+    grad_scale: float = 1.0   # constant gradient multiplier (the "Adam × c" ablation)
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    momentum: float = 0.0
+
+
+@dataclass
+class Trained:
+    metrics: pd.DataFrame            # one row per seed, arm and epoch
+    snapshots: pd.DataFrame | None   # the task's snapshots (e.g. the curve fit's predictions), labelled
+    params: list[Tensor]             # the final stacked parameters
+
+
+class Task(Protocol):
+    """What an experiment provides to the trainer. (S, A) means one value per seed and arm."""
+
+    n_train: int              # training rows per seed (1 for the data-free polynomial)
+    batch_size: int | None    # None: one full batch per epoch
+
+    def init_params(self, seeds: list[int], arms: int) -> tuple[list[Tensor], list[tuple]]:
+        """Stacked parameters and, per parameter, the broadcast shape of a per-arm (S, A) value."""
+
+    def train_pool(self, seeds: list[int]) -> Tensor:
+        """(S, n_train) row indices each seed trains on (a seed's validation rows are left out)."""
+
+    def train_losses(self, params: list[Tensor], rows: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Loss (S, A) of a batch of rows (S, B), and the number correct (S, A) or None."""
+
+    def evaluate(self, params: list[Tensor]) -> dict[str, Tensor]:
+        """End-of-epoch metrics, e.g. test_loss, test_acc, val_loss, val_acc, each (S, A)."""
+
+    def trace(self, params: list[Tensor], lr: float) -> dict[str, Tensor]:
+        """Extra per-step columns (S, A), read after backward and before the update; usually empty."""
+
+    def snapshot(self, params: list[Tensor], epoch: int) -> pd.DataFrame | None:
+        """Rows to keep at this epoch (e.g. the curve fit's predictions), with seed_index and arm_index."""
+
+
+def make_optimizer(arm: Arm, params: list[Tensor]) -> torch.optim.Optimizer:
+    """torch.optim's fused (one kernel per step) SGD or Adam over the stacked parameters."""
+    if arm.base == "sgd":
+        return torch.optim.SGD(params, lr=arm.lr, momentum=arm.momentum, fused=True)
+    return torch.optim.Adam(params, lr=arm.lr, betas=(arm.beta1, arm.beta2), eps=arm.eps, fused=True)
+
+
+def check_population(arms: list[Arm]) -> None:
+    for field in UPDATE_FIELDS:
+        values = {getattr(arm, field) for arm in arms}
+        if len(values) > 1:
+            raise ValueError(f"arms trained together share {field}; got {sorted(values)} "
+                             "(experiments.runner.run_population splits arms into such groups)")
+
+
+class GradientScale:
+    """What multiplies each arm's gradient: its AYLA factor (AYLA arms) or 1, times a constant, as (S, A)."""
+
+    def __init__(self, arms: list[Arm], seeds: list[int], device, dtype):
+        def table(values):
+            return torch.tensor(values, device=device, dtype=dtype).expand(len(seeds), len(arms))
+        self.uses_ayla = any(arm.ayla for arm in arms)
+        self.ayla = table([arm.ayla for arm in arms]).bool()
+        self.N1, self.N2 = table([arm.N1 for arm in arms]), table([arm.N2 for arm in arms])
+        self.constant = table([arm.grad_scale for arm in arms])
+
+    def __call__(self, loss: Tensor) -> Tensor:
+        if not self.uses_ayla:
+            return self.constant
+        return torch.where(self.ayla, ayla_factor(loss, self.N1, self.N2), 1.0) * self.constant
+
+
+def grad_norms(params: list[Tensor], arm_shapes: list[tuple]) -> Tensor:
+    """‖g‖ of each arm's whole gradient, (S, A), without leaving the device."""
+    total = 0
+    for p, shape in zip(params, arm_shapes):
+        dims = [i for i, n in enumerate(shape) if n == 1]
+        if dims and dims[-1] == p.dim() - 1:  # the contiguous last dim first: 10× quicker than one strided sum
+            squares = torch.linalg.vector_norm(p.grad, dim=-1, keepdim=True).square_()
+        else:
+            squares = p.grad.square()
+        total = total + (squares.sum(dims) if dims else squares).reshape(shape[0], -1)
+    return total.sqrt()
+
+
+def epoch_batches(order: Tensor, batch_size: int | None) -> list[Tensor]:
+    """Positions of each batch: the whole shuffled order, or B-sized chunks with the last partial one dropped."""
+    if batch_size is None:
+        return [order]
+    return [order[:, i:i + batch_size] for i in range(0, order.shape[1] - batch_size + 1, batch_size)]
+
+
+def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Callable[[str], None] = print
+          ) -> Trained:
+    """Train every arm for every seed, all at once."""
+    check_population(arms)
+    params, arm_shapes = task.init_params(seeds, len(arms))
+    device, dtype = params[0].device, params[0].dtype
+    optimizer = make_optimizer(arms[0], params)
+    scale_of = GradientScale(arms, seeds, device, dtype)
+    shufflers = [torch.Generator().manual_seed(stream_seed(seed, SHUFFLE_STREAM)) for seed in seeds]
+    pool = task.train_pool(seeds)
+    if task.batch_size is not None and task.batch_size > pool.shape[1]:
+        raise ConfigError(f"batch_size={task.batch_size} is larger than the {pool.shape[1]} training rows")
+    alive = np.ones((len(seeds), len(arms)), dtype=bool)
+    frames, snapshots, started = [], [], time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        tick = time.perf_counter()
+        # The order is drawn on the CPU (same on every device) and sent over once per epoch.
+        order = torch.stack([torch.randperm(task.n_train, generator=g) for g in shufflers]).to(device)
+        batches = epoch_batches(order, task.batch_size)
+        sums, traced = 0, {}
+        for positions in batches:
+            loss, correct = task.train_losses(params, pool.gather(1, positions))
+            with torch.no_grad():
+                scale = scale_of(loss.detach())
+            (loss * scale).sum().backward()
+            with torch.no_grad():  # accumulated on the device: no host sync inside the epoch
+                step = [loss.detach(), scale, arms[0].lr * grad_norms(params, arm_shapes)]
+                if correct is not None:
+                    step.append(correct.to(dtype))
+                sums = sums + torch.stack(step)
+                for key, value in task.trace(params, arms[0].lr).items():
+                    traced[key] = traced[key] + value if key in traced else value.clone()
+            optimizer.step()
+            optimizer.zero_grad()
+        with torch.inference_mode():
+            means = sums / len(batches)
+            metrics = {"train_loss": means[0], "factor": means[1], "step_size": means[2]}
+            if len(means) > 3:
+                metrics["train_acc"] = means[3].double() / batches[0].shape[1]
+            metrics |= {key: value / len(batches) for key, value in traced.items()} | task.evaluate(params)
+        metrics = {key: value.double().cpu().numpy() for key, value in metrics.items()}  # one sync per epoch
+        seconds = time.perf_counter() - tick
+        diverged = alive & ~np.isfinite(metrics["train_loss"])
+        frames.append(epoch_frame(metrics, arms, seeds, alive, diverged, epoch, epoch * len(batches), seconds))
+        with torch.inference_mode():
+            snap = task.snapshot(params, epoch)
+        if snap is not None:
+            snapshots.append(snap.assign(epoch=epoch))
+        log(progress_line(epoch, epochs, seconds, arms, metrics, alive))
+        for s, a in zip(*np.nonzero(diverged)):
+            log(f"arm {arms[a].name} (seed {seeds[s]}) diverged at epoch {epoch}: loss "
+                f"{metrics['train_loss'][s, a]}; it stops here (try a smaller lr)")
+        alive &= ~diverged
+        if not alive.any():
+            break
+    log(f"trained {len(seeds)} seed(s) × {len(arms)} arm(s) in {time.perf_counter() - started:.1f} s")
+    snapshot_frame = label_rows(pd.concat(snapshots), arms, seeds) if snapshots else None
+    return Trained(pd.concat(frames, ignore_index=True), snapshot_frame, [p.detach() for p in params])
+
+
+def label_rows(frame: pd.DataFrame, arms: list[Arm], seeds: list[int]) -> pd.DataFrame:
+    """Replace seed_index / arm_index by the seed and the arm's settings."""
+    settings = pd.DataFrame([asdict(arm) for arm in arms]).rename(columns={"name": "arm"})
+    sgd = settings["base"] == "sgd"  # blank what the arm's update rule does not use
+    settings.loc[sgd, ["beta1", "beta2", "eps"]] = np.nan
+    settings.loc[~sgd, "momentum"] = np.nan
+    frame = frame.assign(seed=np.asarray(seeds)[frame.pop("seed_index").to_numpy()])
+    arm_index = frame.pop("arm_index").to_numpy()
+    return pd.concat([settings.iloc[arm_index].reset_index(drop=True), frame.reset_index(drop=True)], axis=1)
+
+
+def epoch_frame(metrics: dict[str, np.ndarray], arms: list[Arm], seeds: list[int], alive: np.ndarray,
+                diverged: np.ndarray, epoch: int, steps: int, seconds: float) -> pd.DataFrame:
+    """One row per (seed, arm) still training: its metrics at this epoch."""
+    s, a = np.nonzero(alive)
+    columns = {"seed_index": s, "arm_index": a, "epoch": epoch, "step": steps}
+    columns |= {key: value[s, a] for key, value in metrics.items()}
+    columns |= {"seconds": seconds, "arms_fused": alive.size, "diverged": diverged[s, a]}
+    return label_rows(pd.DataFrame(columns), arms, seeds)
+
+
+def progress_line(epoch: int, epochs: int, seconds: float, arms: list[Arm], metrics: dict, alive) -> str:
+    """`epoch  3/40   1.2s | adam 0.412 88.1% | ayla 0.398 88.9%`: train loss and test accuracy, seed mean."""
+    parts = [f"epoch {epoch:>{len(str(epochs))}}/{epochs} {seconds:6.2f}s"]
+    for a, arm in enumerate(arms):
+        live = alive[:, a]
+        if not live.any():
+            continue
+        text = f"{arm.name} {np.mean(metrics['train_loss'][live, a]):.4g}"
+        if "test_acc" in metrics:
+            text += f" {100 * np.mean(metrics['test_acc'][live, a]):.1f}%"
+        parts.append(text)
+    return " | ".join(parts)

@@ -1,0 +1,41 @@
+"""One run of one experiment with one optimizer (Hydra entry point).
+
+    python run.py experiment=mnist optimizer=ayla N1=0.1
+    python run.py -m experiment=mnist optimizer=adam,ayla seed=0,1,2
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from ayla.errors import AylaError
+from experiments.runner import run_population, write_run
+
+
+def discard_if_empty(folder: Path) -> None:
+    """Remove a run folder that holds nothing but Hydra's own files: a failed run leaves no half-made folder."""
+    if folder.is_dir() and all(p.name in (".hydra", "run.log") for p in folder.iterdir()):
+        shutil.rmtree(folder)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        metrics, snapshots = run_population([cfg], [cfg.seed])
+        csv = write_run(folder, metrics, snapshots, [cfg])
+    except AylaError as error:
+        discard_if_empty(folder)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if metrics["diverged"].any():
+        print(f"diverged: the loss became NaN/inf at epoch {metrics['epoch'].iloc[-1]}; the CSV stops there")
+    print(f"wrote {csv}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Download MNIST and/or CIFAR-100 through torchvision into a data root (needs internet).
+
+    python scripts/fetch_data.py mnist cifar100 --root data
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ayla.data import fetch  # noqa: E402
+from ayla.errors import DataError  # noqa: E402
+from experiments import DATASETS  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="+", choices=sorted(DATASETS))
+    parser.add_argument("--root", default="data", help="data root (the suite's data.root / AYLA_DATA)")
+    args = parser.parse_args()
+    try:
+        for name in args.names:
+            fetch(DATASETS[name], Path(args.root).expanduser().resolve())
+            print(f"{name}: ready under {args.root}")
+    except DataError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Config composition for every experiment × optimizer, and bad values that must fail fast and clearly."""
+
+import pytest
+import torch
+from conftest import make_config, run_cli
+from omegaconf import OmegaConf
+
+from ayla.config import arm_from_config, check_run_config
+from ayla.errors import ConfigError
+
+EXPERIMENTS = ["polynomial", "curvefit", "mnist", "cifar100"]
+OPTIMIZERS = ["sgd", "adam", "ayla"]
+PAPER = {  # DESIGN.md §2: what `experiment=X` alone must reproduce
+    "polynomial": dict(lr=0.03, N1=1.0, N2=1.4, epochs=50, base="sgd"),
+    "curvefit": dict(lr=0.01, N1=0.2, N2=1.0, epochs=100, hidden=128, base="adam"),
+    "mnist": dict(lr=1e-4, N1=0.1, N2=0.1, epochs=40, hidden=8, batch_size=256, base="adam"),
+    "cifar100": dict(lr=1e-4, N1=1.5, N2=1.5, epochs=40, hidden=8, batch_size=256, base="adam"),
+}
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_with_every_optimizer(experiment, optimizer):
+    cfg = make_config(f"experiment={experiment}", f"optimizer={optimizer}", "epochs=1", "seed=3")
+    check_run_config(cfg)
+    arm = arm_from_config(cfg)
+    paper = PAPER[experiment]
+    assert cfg.experiment.name == experiment and cfg.epochs == 1 and cfg.seed == 3
+    assert arm.lr == paper["lr"] and arm.ayla == (optimizer == "ayla")
+    assert arm.base == (paper["base"] if optimizer == "ayla" else optimizer)
+    if optimizer == "ayla":
+        assert (arm.N1, arm.N2) == (paper["N1"], paper["N2"])
+    for key in ("hidden", "batch_size"):
+        assert cfg[key] == paper.get(key)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_alone_is_the_paper_setting(experiment):
+    cfg = make_config(f"experiment={experiment}")
+    paper = PAPER[experiment]
+    assert (cfg.lr, cfg.N1, cfg.N2, cfg.epochs) == (paper["lr"], paper["N1"], paper["N2"], paper["epochs"])
+    assert cfg.optimizer.name == ("sgd" if experiment == "polynomial" else "adam")
+
+
+def test_top_level_keys_reach_the_optimizer():
+    cfg = make_config("experiment=mnist", "optimizer=ayla", "N1=0.3", "N2=2", "lr=0.05", "optimizer.base=sgd")
+    arm = arm_from_config(cfg)
+    assert (arm.N1, arm.N2, arm.lr, arm.base) == (0.3, 2.0, 0.05, "sgd")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("N1=-1", "N1 must be a finite number >= 0, got -1"),
+    ("N2=nan", "N2 must be a finite number >= 0, got nan"),
+    ("N1=abc", "N1 must be a finite number >= 0, got 'abc'"),
+    ("lr=0", "lr must be a finite number > 0, got 0"),
+    ("lr=-0.1", "lr must be a finite number > 0, got -0.1"),
+    ("epochs=0", "epochs must be an integer >= 1, got 0"),
+    ("epochs=1.5", "epochs must be an integer >= 1, got 1.5"),
+    ("hidden=0", "hidden must be an integer >= 1, got 0"),
+    ("batch_size=0", "batch_size must be an integer >= 1, got 0"),
+    ("loss=hinge", "loss must be one of ce, mse; got 'hinge'"),
+    ("optimizer.base=rmsprop", "optimizer.base must be one of sgd, adam; got 'rmsprop'"),
+    ("dtype=float16", "dtype must be one of float32, float64; got 'float16'"),
+    ("device=tpu", "device must be auto, cpu, cuda or cuda:N; got 'tpu'"),
+    ("data.val_size=-5", "data.val_size must be an integer >= 0, got -5"),
+    ("+lrr=0.1", "unknown top-level key(s) lrr"),
+])
+def test_bad_values_are_one_line_config_errors(override, message):
+    cfg = make_config("experiment=mnist", "optimizer=ayla", override)
+    with pytest.raises(ConfigError) as error:
+        check_run_config(cfg)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_without_gpu_is_a_clear_error():
+    with pytest.raises(ConfigError, match="device=cuda but no CUDA GPU is visible"):
+        check_run_config(make_config("experiment=mnist", "device=cuda"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["experiment=mnist", "N1=-1", "optimizer=ayla"], "error: N1 must be a finite number >= 0, got -1"),
+    (["experiment=mnist", "lr=0"], "error: lr must be a finite number > 0, got 0"),
+    (["experiment=mnist", "hidden=0"], "error: hidden must be an integer >= 1, got 0"),
+    (["experiment=nope"], "Could not find 'experiment/nope'"),
+    (["experiment=mnist", "optimizer=nope"], "Could not find 'optimizer/nope'"),
+    (["experiment=mnist", "lrr=0.1"], "Could not override 'lrr'"),
+    ([], "error: choose an experiment: experiment=polynomial, curvefit, mnist or cifar100"),
+])
+def test_cli_fails_fast_and_leaves_no_output_folder(tmp_path, args, message):
+    result = run_cli(*args, "hydra.run.dir=out", cwd=tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_lists_the_groups_in_help(tmp_path):
+    result = run_cli("--help", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0
+    assert "experiment: cifar100, curvefit, mnist, polynomial" in result.stdout
+    assert "optimizer: adam, ayla, sgd" in result.stdout
+
+
+def test_cli_prints_the_composed_and_the_resolved_config(tmp_path):
+    args = ["experiment=curvefit", "optimizer=ayla", "N1=0.4", "--cfg", "job"]
+    composed = OmegaConf.create(run_cli(*args, cwd=tmp_path, timeout=120).stdout)
+    assert OmegaConf.to_container(composed)["optimizer"]["N1"] == "${N1}" and composed.N1 == 0.4
+    resolved = OmegaConf.create(run_cli(*args, "--resolve", cwd=tmp_path, timeout=120).stdout)
+    assert OmegaConf.to_container(resolved)["optimizer"] == {
+        "name": "ayla", "base": "adam", "ayla": True, "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8,
+        "grad_scale": 1.0, "momentum": 0.0, "N1": 0.4, "N2": 1.0}

@@ -1,0 +1,141 @@
+"""The shared trainer: seeds, batch order, AYLA arms, divergence, determinism."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import make_config, real_data
+
+from ayla.trainer import Arm, train
+from experiments import mnist
+from experiments.runner import run_population, write_run
+
+NO_LOG = {"log": lambda line: None}
+
+
+class RecordingTask:
+    """A linear least-squares task that records which rows each step trained on."""
+
+    n_train, batch_size = 50, 8
+
+    def __init__(self):
+        self.seen = []
+
+    def init_params(self, seeds, arms):
+        w = torch.stack([torch.randn(3, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        return [w[:, None, :].repeat(1, arms, 1).requires_grad_()], [(len(seeds), arms, 1)]
+
+    def train_pool(self, seeds):
+        return torch.arange(100, 150).expand(len(seeds), -1)
+
+    def train_losses(self, params, rows):
+        self.seen.append(rows.clone())
+        x = torch.stack([rows.float() / 150, torch.ones_like(rows, dtype=torch.float), rows.float() ** 0.5], -1)
+        return (torch.einsum("sbd,sad->sab", x, params[0]) - 1).square().mean(-1), None
+
+    def evaluate(self, params):
+        return {}
+
+    def trace(self, params, lr):
+        return {}
+
+    def snapshot(self, params, epoch):
+        return None
+
+
+def test_batch_order_depends_on_the_seed_alone():
+    runs = {}
+    for key, arms in (("adam", [Arm("a", "adam", 0.1)]), ("sgd+ayla", [Arm("s", "sgd", 0.01),
+                                                                      Arm("y", "sgd", 0.01, True, 0.5, 0.5)])):
+        task = RecordingTask()
+        train(task, arms, [7, 8], epochs=2, **NO_LOG)
+        runs[key] = torch.stack(task.seen)
+    assert torch.equal(runs["adam"], runs["sgd+ayla"])
+    order = runs["adam"]  # (steps, seeds, batch)
+    assert order.shape == (2 * (50 // 8), 2, 8)
+    assert not torch.equal(order[:, 0], order[:, 1]), "different seeds shuffle differently"
+    for epoch in order.view(2, 6, 2, 8):  # within an epoch every row at most once, last partial batch dropped
+        for s in range(2):
+            assert epoch[:, s].unique().numel() == 48
+    assert not torch.equal(order[:6], order[6:]), "reshuffled each epoch"
+
+
+def test_same_seed_same_initial_weights_whatever_the_arm():
+    real_data("mnist")
+    cfg = make_config("experiment=mnist", "hidden=5", "data.train_subset=500", "data.test_subset=100")
+    task = mnist.build(cfg, torch.device("cpu"), torch.float32)
+    params, _ = task.init_params([3, 4], arms=3)
+    W1 = params[0]
+    assert torch.equal(W1[:, :, 0], W1[:, :, 2]) and not torch.equal(W1[0], W1[1])
+    alone, _ = task.init_params([4], arms=1)
+    assert torch.equal(alone[0][0, :, 0], W1[1, :, 0])
+    assert W1.std().item() == pytest.approx(0.01, rel=0.05)  # the authors' randn · 0.01
+
+
+def mnist_cfgs(*arm_overrides, **kw):
+    real_data("mnist")
+    base = ["experiment=mnist", "epochs=2", "data.train_subset=2048", "data.test_subset=1000", "hidden=16"]
+    base += [f"{k}={v}" for k, v in kw.items()]
+    return [make_config(*base, *arm) for arm in arm_overrides]
+
+
+def test_ayla_with_exponents_one_is_adam():
+    adam, ayla = mnist_cfgs(["optimizer=adam"], ["optimizer=ayla", "N1=1", "N2=1"], lr=0.01)
+    a, _ = run_population([adam], [0], **NO_LOG)
+    b, _ = run_population([ayla], [0], **NO_LOG)
+    for column in ("train_loss", "train_acc", "test_loss", "test_acc", "step_size"):
+        assert a[column].tolist() == b[column].tolist()
+    assert (b["factor"] == 1).all()
+
+
+def test_same_seed_twice_gives_identical_csv_bytes(tmp_path):
+    cfgs = mnist_cfgs(["optimizer=adam"], ["optimizer=ayla"], lr=0.01)
+    for name in ("first", "second"):
+        metrics, _ = run_population(cfgs, [0, 1], names=["adam", "ayla"], **NO_LOG)
+        write_run(tmp_path / name, metrics.drop(columns="seconds"), None, cfgs, ["adam", "ayla"])
+    assert (tmp_path / "first" / "metrics.csv").read_bytes() == (tmp_path / "second" / "metrics.csv").read_bytes()
+
+
+def test_diverged_arm_stops_and_the_others_go_on():
+    cfgs = mnist_cfgs(["optimizer=sgd", "lr=0.01"], ["optimizer=sgd", "lr=0.01", "optimizer.grad_scale=1e38"],
+                      epochs=3)
+    metrics, _ = run_population(cfgs, [0], names=["sane", "huge"], **NO_LOG)
+    sane, huge = metrics[metrics["arm"] == "sane"], metrics[metrics["arm"] == "huge"]
+    assert sane["epoch"].tolist() == [1, 2, 3] and not sane["diverged"].any()
+    assert np.isfinite(sane["train_loss"]).all()
+    assert huge["epoch"].tolist() == [1] and huge["diverged"].tolist() == [True]
+    assert not np.isfinite(huge["train_loss"].iloc[0])
+
+
+def test_factor_and_step_size_are_recorded():
+    (cfg,) = mnist_cfgs(["optimizer=ayla", "N1=0.5", "N2=0.5"], lr=0.001)
+    metrics, _ = run_population([cfg], [0], **NO_LOG)
+    # factor = 0.5 · l^(-0.5) per batch: its epoch mean sits near 0.5 / sqrt(mean loss)
+    expected = 0.5 / np.sqrt(metrics["train_loss"])
+    np.testing.assert_allclose(metrics["factor"], expected, rtol=0.1)
+    assert (metrics["step_size"] > 0).all()
+
+
+def test_unequal_update_settings_are_split_into_populations():
+    cfgs = mnist_cfgs(["optimizer=adam", "lr=0.01"], ["optimizer=adam", "lr=0.001"], ["optimizer=sgd", "lr=0.1"])
+    metrics, _ = run_population(cfgs, [0], names=["a", "b", "c"], **NO_LOG)
+    assert sorted(set(metrics["arm"])) == ["a", "b", "c"]
+    assert (metrics["arms_fused"] == 1).all()
+    with pytest.raises(ValueError, match="arms trained together share lr"):
+        train(None, [Arm("a", "adam", 0.1), Arm("b", "adam", 0.2)], [0], 1)
+
+
+def test_population_must_share_the_task():
+    cfgs = mnist_cfgs(["optimizer=adam"]) + mnist_cfgs(["optimizer=adam", "hidden=32"])
+    with pytest.raises(ValueError, match=r"differ in \['hidden'\]"):
+        run_population(cfgs, [0], names=["a", "b"], **NO_LOG)
+
+
+def test_metrics_are_tidy():
+    cfgs = mnist_cfgs(["optimizer=adam"], ["optimizer=ayla"])
+    metrics, _ = run_population(cfgs, [5, 6], names=["Adam", "AYLA"], **NO_LOG)
+    assert len(metrics) == 2 * 2 * 2
+    assert not metrics.duplicated(["arm", "seed", "epoch"]).any()
+    assert set(metrics["optimizer"]) == {"adam", "ayla"} and set(metrics["seed"]) == {5, 6}
+    assert pd.isna(metrics.loc[metrics["arm"] == "Adam", "N1"]).all()
+    assert (metrics.loc[metrics["arm"] == "AYLA", "N1"] == 0.1).all()

@@ -1,0 +1,188 @@
+"""AYLA wrapped around torch.optim optimizers: same update as the functional form, torch.optim contract."""
+
+import copy
+
+import pytest
+import torch
+
+from ayla import AYLA, ayla_loss
+
+
+def make_problem(seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * 0.5)
+    x = torch.randn(20, 6 * 20, generator=g, dtype=dtype).view(20, 20, 6)
+    y = torch.randint(0, 3, (20, 20), generator=g)
+    return model, x, y
+
+
+def loss_at(model, x, y, step):
+    return torch.nn.functional.cross_entropy(model(x[step]), y[step])
+
+
+def train_bare(optimizer_cls, N1=None, N2=None, dtype=torch.float32, steps=20, **kw):
+    """The bare optimizer; with N1/N2 it sees the gradient of ayla_loss (the functional form)."""
+    model, x, y = make_problem(dtype=dtype)
+    opt = optimizer_cls(model.parameters(), **kw)
+    for step in range(steps):
+        opt.zero_grad()
+        loss = loss_at(model, x, y, step)
+        (loss if N1 is None else ayla_loss(loss, N1, N2)).backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def train_wrapped(optimizer_cls, N1, N2, dtype=torch.float32, steps=20, **kw):
+    model, x, y = make_problem(dtype=dtype)
+    opt = AYLA(optimizer_cls(model.parameters(), **kw), N1=N1, N2=N2)
+    for step in range(steps):
+        opt.zero_grad()
+        loss = loss_at(model, x, y, step)
+        loss.backward()
+        opt.step(loss=loss)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("cls,kw", [(torch.optim.SGD, {"lr": 0.1}), (torch.optim.Adam, {"lr": 0.01})])
+def test_exponent_one_is_bit_identical_to_bare_optimizer(cls, kw):
+    bare = train_bare(cls, **kw)
+    wrapped = train_wrapped(cls, 1.0, 1.0, **kw)
+    for a, b in zip(bare, wrapped):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("N1,N2", [(0.1, 0.1), (1e-6, 1e-6), (0.5, 1.5)])
+def test_functional_form_and_wrapper_agree_after_20_adam_steps(N1, N2):
+    functional = train_bare(torch.optim.Adam, N1, N2, dtype=torch.float64, lr=0.01)
+    wrapped = train_wrapped(torch.optim.Adam, N1, N2, dtype=torch.float64, lr=0.01)
+    bare = train_bare(torch.optim.Adam, dtype=torch.float64, lr=0.01)
+    for f, w in zip(functional, wrapped):
+        torch.testing.assert_close(f, w, rtol=1e-9, atol=1e-12)
+    assert any(not torch.allclose(f, b) for f, b in zip(functional, bare)), "AYLA must change the update"
+
+
+def test_closure_form_and_last_factor():
+    model, x, y = make_problem()
+    opt = AYLA(torch.optim.SGD(model.parameters(), lr=0.1), N1=0.5, N2=2.0)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_at(model, x, y, 0)
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    n = 2.0 if loss.item() > 1 else 0.5
+    assert opt.last_factor.item() == pytest.approx(n * loss.item() ** (n - 1), rel=1e-6)
+    assert opt.effective_lrs()[0].item() == pytest.approx(0.1 * opt.last_factor.item(), rel=1e-6)
+
+
+def test_polynomial_trajectory_matches_closed_form_float64():
+    """AYLA-SGD on f(x) = x⁴ − 3x³ + 2 from x0 = −1, lr 0.03, N1 = 1, N2 = 1.4 (paper §3.1)."""
+    def closed_form(ayla: bool):
+        x, path = -1.0, []
+        for _ in range(50):
+            fx = x**4 - 3 * x**3 + 2
+            n = (1.4 if abs(fx) > 1 else 1.0 if abs(fx) < 1 else 1.0) if ayla else 1.0
+            factor = n * abs(fx) ** (n - 1) if ayla else 1.0
+            x -= 0.03 * factor * (4 * x**3 - 9 * x**2)
+            path.append(x)
+        return path
+
+    for ayla in (False, True):
+        x = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
+        base = torch.optim.SGD([x], lr=0.03)
+        opt = AYLA(base, N1=1.0, N2=1.4) if ayla else base
+        path = []
+        for _ in range(50):
+            opt.zero_grad()
+            fx = x**4 - 3 * x**3 + 2
+            fx.backward()
+            opt.step(loss=fx) if ayla else opt.step()
+            path.append(x.item())
+        assert path == pytest.approx(closed_form(ayla), rel=1e-12, abs=1e-14)
+        if ayla:
+            assert abs(path[-1] - 2.25) < 0.05, "AYLA reaches the global minimum"
+        else:
+            assert abs(path[-1]) < 0.1, "plain SGD stays near the saddle at 0"
+
+
+def test_state_dict_round_trip_resumes_identically():
+    model, x, y = make_problem()
+    opt = AYLA(torch.optim.Adam(model.parameters(), lr=0.01), N1=0.3, N2=1.2)
+
+    def run(model, opt, steps):
+        for step in steps:
+            opt.zero_grad()
+            loss = loss_at(model, x, y, step)
+            loss.backward()
+            opt.step(loss=loss)
+
+    run(model, opt, range(10))
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    assert saved_opt["ayla"] == {"N1": 0.3, "N2": 1.2}
+    run(model, opt, range(10, 20))
+    reference = [p.detach().clone() for p in model.parameters()]
+
+    resumed, _, _ = make_problem()
+    resumed.load_state_dict(saved_model)
+    opt2 = AYLA(torch.optim.Adam(resumed.parameters(), lr=0.01), N1=1.0, N2=1.0)
+    opt2.load_state_dict(saved_opt)
+    assert (opt2.N1, opt2.N2) == (0.3, 1.2)
+    run(resumed, opt2, range(10, 20))
+    for a, b in zip(reference, resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_lr_scheduler_drives_the_wrapped_optimizer():
+    model, x, y = make_problem()
+    base = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = AYLA(base, N1=0.5, N2=1.5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    for step in range(4):
+        opt.zero_grad()
+        loss = loss_at(model, x, y, step)
+        loss.backward()
+        opt.step(loss=loss)
+        sched.step()
+    assert base.param_groups[0]["lr"] == pytest.approx(0.025)
+    assert opt.param_groups is base.param_groups
+
+
+def test_add_param_group_reaches_the_wrapped_optimizer():
+    model, _, _ = make_problem()
+    params = list(model.parameters())
+    base = torch.optim.SGD(params[:2], lr=0.1)
+    opt = AYLA(base, N1=0.5, N2=1.5)
+    opt.add_param_group({"params": params[2:], "lr": 0.01})
+    assert len(base.param_groups) == 2 and base.param_groups[1]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "a string"])
+def test_bad_exponents_rejected_by_wrapper(bad):
+    model, _, _ = make_problem()
+    with pytest.raises(ValueError, match="N1 must be a finite number >= 0"):
+        AYLA(torch.optim.SGD(model.parameters(), lr=0.1), N1=bad, N2=1.0)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_loss_raises_and_does_not_step(value):
+    model, x, y = make_problem()
+    opt = AYLA(torch.optim.SGD(model.parameters(), lr=0.1), N1=0.5, N2=1.5)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = loss_at(model, x, y, 0)
+    loss.backward()
+    with pytest.raises(FloatingPointError, match=f"the loss is {value}, not finite; not stepping"):
+        opt.step(loss=loss * value)
+    for a, b in zip(before, model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_step_without_loss_is_an_error():
+    model, _, _ = make_problem()
+    opt = AYLA(torch.optim.SGD(model.parameters(), lr=0.1), N1=0.5, N2=1.5)
+    with pytest.raises(ValueError, match="needs the scalar loss"):
+        opt.step()
