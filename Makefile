@@ -5,15 +5,13 @@ PY := $(VENV)/bin/python
 # The data root: ../shared/data when it is there (this project's CI), else data/ (filled by download).
 AYLA_DATA ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),$(abspath data))
 export AYLA_DATA
-SEEDS ?= 5
-OUT ?= results
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint reproduce reproduce-quick figures bench data clean
+.PHONY: help install test lint reproduce reproduce-quick figures data clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
-	@echo "  variables: SEEDS=$(SEEDS) OUT=$(OUT) AYLA_DATA=$(AYLA_DATA)"
+	@echo "  variables: SEEDS=n (default: conf/reproduce.yaml), OUT=folder, AYLA_DATA=$(AYLA_DATA)"
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,3 +33,12 @@ data: $(VENV)/.installed ## download MNIST and CIFAR-100 into $(AYLA_DATA) (need
 
 clean: ## remove outputs/ and multirun/ (never results/)
 	rm -rf outputs multirun
+
+reproduce: $(VENV)/.installed ## every paper figure over SEEDS seeds (default 5) into OUT (default results/), resumable
+	$(PY) scripts/reproduce.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT))
+
+reproduce-quick: $(VENV)/.installed ## the whole pipeline in a few minutes: few epochs, 1 seed, data subsets
+	$(PY) scripts/reproduce.py --quick $(if $(OUT),--out $(OUT))
+
+figures: $(VENV)/.installed ## redraw figures and REPORT.md from the CSVs alone
+	$(PY) scripts/reproduce.py --draw-only $(if $(OUT),--out $(OUT))

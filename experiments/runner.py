@@ -69,13 +69,15 @@ def with_run_columns(frame: pd.DataFrame | None, cfg: DictConfig, optimizer_of: 
 
 
 def write_run(folder: Path, metrics: pd.DataFrame, snapshots: pd.DataFrame | None, cfgs: list[DictConfig],
-              names: list[str] | None = None) -> Path:
-    """config.yaml (resolved settings of every arm, provenance), predictions.csv, then metrics.csv last:
-    a folder with metrics.csv is complete."""
+              names: list[str] | None = None, population: dict | None = None) -> Path:
+    """config.yaml (resolved settings of every arm, provenance, the population it was trained in),
+    predictions.csv, then metrics.csv last: a folder with metrics.csv is complete."""
     folder = Path(folder)
     names = names or [cfg.optimizer.name for cfg in cfgs]
     record = {"provenance": provenance(resolve_device(cfgs[0].device)),
               "arms": {name: OmegaConf.to_container(cfg, resolve=True) for name, cfg in zip(names, cfgs)}}
+    if population:
+        record["population"] = population
     write_atomic(folder / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(record)))
     if snapshots is not None:
         write_csv(snapshots, folder / "predictions.csv")

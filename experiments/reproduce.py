@@ -1,0 +1,115 @@
+"""`make reproduce`: the runs of every figure preset, for several seeds, resumable.
+
+A figure preset (conf/figure/figNN.yaml) names its arms as override lists and its hidden sizes. For each hidden
+size the arms form one population, trained fused over every seed still missing. Each seed's result goes to
+`<out>/<figure>/[H<hidden>_]seed<seed>/` (config.yaml, metrics.csv written last): a folder with metrics.csv
+whose recorded settings match the preset's is complete and is skipped, so an interrupted reproduction resumes.
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.runner import run_population, write_run
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+MACHINE_KEYS = ("device",)  # where a run ran, not what it computed
+MACHINE_DATA_KEYS = ("root", "download", "cache_dir")
+
+
+def load_settings(name: str = "reproduce") -> DictConfig:
+    return OmegaConf.load(CONF / f"{name}.yaml")
+
+
+def compose_run(overrides: list[str]) -> DictConfig:
+    """The run config `python run.py <overrides>` would get."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+@dataclass
+class Unit:
+    """A figure's arms at one hidden size: one fused population."""
+
+    figure: str
+    hidden: int | None
+    names: list[str]
+    cfgs: list[DictConfig]
+
+    def folder(self, out: Path, seed: int) -> Path:
+        prefix = f"H{self.hidden}_" if self.hidden else ""
+        return Path(out) / self.figure / f"{prefix}seed{seed}"
+
+
+def figure_units(figure: str, extra: dict | None = None) -> list[Unit]:
+    """The populations of one figure preset; `extra` maps an experiment name to overrides (the quick mode)."""
+    preset = compose_run([f"figure={figure}"])
+    extra_overrides = list((extra or {}).get(preset.experiment.name, []))
+    units = []
+    for hidden in preset.figure.hidden:
+        common = [f"figure={figure}"] + ([f"hidden={hidden}"] if hidden is not None else []) + extra_overrides
+        names = list(preset.figure.arms)
+        cfgs = [compose_run(common + list(preset.figure.arms[name])) for name in names]
+        units.append(Unit(figure, hidden, names, cfgs))
+    return units
+
+
+def comparable(cfg: DictConfig) -> dict:
+    """A run's settings without the seed and what depends only on the machine."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings.pop("seed", None)
+    for key in MACHINE_KEYS:
+        settings.pop(key, None)
+    for key in MACHINE_DATA_KEYS:
+        settings.get("data", {}).pop(key, None)
+    return settings
+
+
+def is_complete(unit: Unit, folder: Path) -> bool:
+    """metrics.csv is there (written last) and was produced by the settings the preset asks for now."""
+    if not (folder / "metrics.csv").exists() or not (folder / "config.yaml").exists():
+        return False
+    recorded = OmegaConf.load(folder / "config.yaml").arms
+    return list(recorded) == unit.names and all(
+        comparable(recorded[name]) == comparable(cfg) for name, cfg in zip(unit.names, unit.cfgs))
+
+
+def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
+    cfg = cfg.copy()
+    cfg.seed = seed
+    return cfg
+
+
+def run_unit(unit: Unit, seeds: list[int], out: Path, log=print) -> None:
+    todo = [seed for seed in seeds if not is_complete(unit, unit.folder(out, seed))]
+    label = f"{unit.figure}" + (f" H={unit.hidden}" if unit.hidden else "")
+    if not todo:
+        log(f"{label}: seeds {seeds} complete, skipped")
+        return
+    log(f"{label}: training {len(unit.names)} arm(s) × seeds {todo}")
+    started = time.perf_counter()
+    metrics, snapshots = run_population(unit.cfgs, todo, unit.names, log=log)
+    population = {"seeds": todo, "wall_seconds": round(time.perf_counter() - started, 2)}
+    for seed in todo:
+        write_run(unit.folder(out, seed), metrics[metrics["seed"] == seed],
+                  None if snapshots is None else snapshots[snapshots["seed"] == seed],
+                  [with_seed(cfg, seed) for cfg in unit.cfgs], unit.names, population)
+
+
+def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | None = None, log=print) -> float:
+    """Train whatever is missing; returns this call's wall seconds."""
+    started = time.perf_counter()
+    for figure in figures:
+        for unit in figure_units(figure, extra):
+            run_unit(unit, seeds, out, log)
+    return time.perf_counter() - started
+
+
+def load_figure(out: Path, figure: str, kind: str = "metrics") -> pd.DataFrame:
+    """Every seed and hidden size of one figure's runs, as one tidy frame (empty if none yet)."""
+    files = sorted((Path(out) / figure).glob(f"*seed*/{kind}.csv"))
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()

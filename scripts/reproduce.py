@@ -1,0 +1,48 @@
+"""Reproduce the paper's figures: train what is missing, draw every figure, write REPORT.md.
+
+    python scripts/reproduce.py                 # conf/reproduce.yaml: all figures, 5 seeds, into results/
+    python scripts/reproduce.py --seeds 1       # a fast pass
+    python scripts/reproduce.py --quick         # few epochs, one seed, data subsets: the CI smoke test
+    python scripts/reproduce.py --draw-only     # redraw figures and report from the CSVs alone
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ayla.errors import AylaError  # noqa: E402
+from ayla.io import write_atomic  # noqa: E402
+from experiments.figures import draw_figures  # noqa: E402
+from experiments.report import build_report  # noqa: E402
+from experiments.reproduce import compose_run, load_settings, run_figures  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the smoke-test settings of conf/reproduce.yaml")
+    parser.add_argument("--seeds", type=int, help="number of seeds (default: conf/reproduce.yaml)")
+    parser.add_argument("--out", help="results folder (default: conf/reproduce.yaml)")
+    parser.add_argument("--figures", help="comma-separated subset, e.g. fig06,fig07")
+    parser.add_argument("--draw-only", action="store_true", help="no training: figures and report from the CSVs")
+    args = parser.parse_args()
+    settings = load_settings()
+    mode = settings.quick if args.quick else settings
+    seeds = list(range(settings.first_seed, settings.first_seed + (args.seeds or mode.seeds)))
+    out = Path(args.out or mode.out)
+    figures = args.figures.split(",") if args.figures else list(settings.figures)
+    try:
+        wall = None
+        if not args.draw_only:
+            extra = settings.quick.overrides if args.quick else None
+            wall = run_figures(figures, seeds, out, extra)
+        drawn = draw_figures(out, figures, lambda name: compose_run([f"figure={name}"]).figure)
+        write_atomic(out / "REPORT.md", build_report(out, wall))
+    except AylaError as error:
+        sys.exit(f"error: {error}")
+    print(f"wrote {len(drawn)} figure files under {out / 'figures'} and {out / 'REPORT.md'}")
+
+
+if __name__ == "__main__":
+    main()

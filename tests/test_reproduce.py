@@ -1,0 +1,187 @@
+"""make reproduce: figure presets, drawing, verdicts, resuming, and the quick pipeline end to end."""
+
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import PROJECT, real_data
+from omegaconf import OmegaConf
+
+from ayla.config import arm_from_config
+from ayla.io import write_csv
+from experiments import figures, report, reproduce
+
+# DESIGN.md §3: experiment, hidden sizes, lr, and per arm (optimizer, N1, N2)
+PAPER_FIGURES = {
+    "fig01": ("polynomial", [None], 0.03, {"SGD": ("sgd", None, None), "AYLA": ("ayla", 1.0, 1.4)}),
+    "fig02": ("polynomial", [None], 0.03, {"SGD": ("sgd", None, None), "AYLA": ("ayla", 1.0, 1.4)}),
+    "fig03": ("polynomial", [None], 0.03, {"SGD": ("sgd", None, None), "AYLA": ("ayla", 1.0, 1.4)}),
+    "fig04": ("curvefit", [128], 0.01, {"Adam": ("adam", None, None), "AYLA N1=0.2": ("ayla", 0.2, 1.0),
+                                        "AYLA N1=0.4": ("ayla", 0.4, 1.0), "AYLA N1=0.6": ("ayla", 0.6, 1.0),
+                                        "AYLA N1=0.8": ("ayla", 0.8, 1.0)}),
+    "fig06": ("mnist", [8, 256], 1e-4, {"Adam": ("adam", None, None), "AYLA": ("ayla", 0.1, 0.1)}),
+    "fig07": ("mnist", [8, 256], 0.1, {"Adam": ("adam", None, None), "AYLA": ("ayla", 1e-6, 1e-6)}),
+    "fig08": ("cifar100", [8, 128], 1e-4, {"Adam": ("adam", None, None), "AYLA": ("ayla", 1.5, 1.5)}),
+    "fig09": ("cifar100", [8, 128], 0.01, {"Adam": ("adam", None, None), "AYLA": ("ayla", 1e-6, 1e-6)}),
+    "fig10": ("cifar100", [8, 128], 0.1, {"Adam": ("adam", None, None), "AYLA": ("ayla", 1e-7, 1e-7)}),
+}
+PAPER_FIGURES["fig05"] = PAPER_FIGURES["fig04"]
+
+
+@pytest.mark.parametrize("figure", sorted(PAPER_FIGURES))
+def test_figure_presets_are_the_papers_runs(figure):
+    experiment, hiddens, lr, arms = PAPER_FIGURES[figure]
+    units = reproduce.figure_units(figure)
+    assert [u.hidden for u in units] == hiddens
+    for unit in units:
+        assert unit.names == list(arms)
+        for name, cfg in zip(unit.names, unit.cfgs):
+            arm = arm_from_config(cfg, name)
+            optimizer, N1, N2 = arms[name]
+            assert (cfg.experiment.name, cfg.optimizer.name, arm.lr, cfg.hidden) == (experiment, optimizer, lr,
+                                                                                     unit.hidden)
+            if N1 is not None:
+                assert (arm.N1, arm.N2) == (N1, N2)
+            assert cfg.epochs == {"polynomial": 50, "curvefit": 300}.get(experiment, 40)
+    assert figure in reproduce.load_settings().figures
+
+
+def classifier_frame(gap: float, noise: float, seeds=(42, 43, 44), epochs=5, hiddens=(8, 256)) -> pd.DataFrame:
+    """Hand-made metrics: AYLA's accuracy is Adam's plus `gap`, each seed shifted by up to ±noise."""
+    rows = []
+    for hidden in hiddens:
+        for s, seed in enumerate(seeds):
+            for epoch in range(1, epochs + 1):
+                base = 0.5 + 0.05 * epoch
+                shift = noise * (s - 1)
+                for arm, acc in (("Adam", base + shift), ("AYLA", base + gap - shift)):
+                    rows.append(dict(arm=arm, hidden=hidden, seed=seed, epoch=epoch, train_loss=1 - acc,
+                                     test_loss=1.1 - acc, train_acc=acc, test_acc=acc, diverged=False))
+    return pd.DataFrame(rows)
+
+
+def write_figure(out, figure, frame):
+    for (hidden, seed), part in frame.groupby(["hidden", "seed"]):
+        write_csv(part, out / figure / f"H{hidden}_seed{seed}" / "metrics.csv")
+
+
+@pytest.mark.parametrize("gap,noise,verdicts", [
+    (0.10, 0.01, [True, True]),     # a clear win: AYLA above Adam on every seed
+    (-0.10, 0.01, [False, False]),  # a clear loss
+    (0.01, 0.05, [False, False]),   # a tie within the seed noise: ranges overlap, no difference called
+])
+def test_verdicts_on_hand_made_csvs(tmp_path, gap, noise, verdicts):
+    write_figure(tmp_path, "fig07", classifier_frame(gap, noise))
+    claim = report.claim_mnist_high_lr(tmp_path)
+    beats = [c.passed for c in claim.checks if "below AYLA's" in c.text]
+    assert beats == verdicts
+    if gap > 0 and noise < gap:
+        assert report.apart(pd.Series([0.7, 0.71]), pd.Series([0.6, 0.69]), lower_is_better=False)
+    assert report.claim_mnist_high_lr(tmp_path / "nothing").verdict == report.NO_DATA
+
+
+def test_verdict_levels():
+    claim = report.Claim("t", [], "p", [report.Check("a", True), report.Check("b", True)])
+    assert claim.verdict == report.CONFIRMED
+    claim.checks.append(report.Check("c", False))
+    assert claim.verdict == report.PARTLY
+    assert report.Claim("t", [], "p", [report.Check("a", False)]).verdict == report.NOT
+
+
+def test_classifier_figure_has_four_panels_of_train_and_test_curves(tmp_path):
+    spec = OmegaConf.create({"kind": "classifier", "title": "test figure"})
+    fig = figures.draw(spec, classifier_frame(0.1, 0.01))
+    assert len(fig.axes) == 4
+    for ax in fig.axes:
+        lines = ax.get_lines()
+        assert len(lines) == 4  # Adam and AYLA, train and test
+        assert sorted(line.get_linestyle() for line in lines) == ["-", "-", "--", "--"]
+        assert len(ax.collections) == 4  # one min-max band per curve
+    paths = figures.save(fig, tmp_path, "fig99")
+    assert [p.suffix for p in paths] == [".png", ".pdf"]
+    assert matplotlib.image.imread(paths[0]).shape[0] > 500
+
+
+def test_curvefit_and_polynomial_figures(tmp_path):
+    x = np.linspace(-1, 3, 100)
+    predictions = pd.DataFrame([dict(arm=arm, seed=seed, epoch=epoch, x=xi, y=xi, y_pred=xi * 0.9)
+                                for arm in ("Adam", "AYLA N1=0.2") for seed in (42, 43) for epoch in (100, 300)
+                                for xi in x])
+    metrics = pd.DataFrame([dict(arm=arm, seed=seed, epoch=e, train_loss=1 / e) for arm in ("Adam", "AYLA N1=0.2")
+                            for seed in (42, 43) for e in range(1, 301)])
+    for kind in ("curvefit_fit", "curvefit_loss"):
+        fig = figures.draw(OmegaConf.create({"kind": kind, "title": "t", "panels": [100, 300]}), metrics,
+                           predictions)
+        assert len(fig.axes) == 2
+        assert all(len(ax.get_lines()) >= 2 for ax in fig.axes)
+    path = pd.DataFrame([dict(arm=arm, seed=42, epoch=t, x=t / 10, signed_step=0.1, train_loss=1.0,
+                              ayla=arm == "AYLA", N1=1.0, N2=1.4) for arm in ("SGD", "AYLA") for t in range(1, 51)])
+    for kind in ("polynomial_landscape", "polynomial_path", "polynomial_steps"):
+        fig = figures.draw(OmegaConf.create({"kind": kind, "title": "t"}), path)
+        assert len(fig.axes) == 1 and len(fig.axes[0].get_lines()) >= 2
+
+
+QUICK = {"mnist": ["epochs=2", "data.train_subset=1024", "data.test_subset=500"]}
+
+
+def test_interrupted_reproduction_resumes_without_rerunning(tmp_path, monkeypatch):
+    real_data("mnist")
+    seeds = [42, 43]
+    reproduce.run_figures(["fig06", "fig02"], seeds, tmp_path / "whole", QUICK, log=lambda line: None)
+
+    calls = []
+    real_run = reproduce.run_population
+
+    def dies_after_first(cfgs, todo, names, log):
+        if calls:
+            raise KeyboardInterrupt("killed")
+        calls.append((cfgs[0].hidden, todo))
+        return real_run(cfgs, todo, names, log=log)
+
+    monkeypatch.setattr(reproduce, "run_population", dies_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.run_figures(["fig06", "fig02"], seeds, tmp_path / "resumed", QUICK, log=lambda line: None)
+    done = sorted(p.parent.name for p in (tmp_path / "resumed").rglob("metrics.csv"))
+    assert done == ["H8_seed42", "H8_seed43"]
+
+    reran = []
+    monkeypatch.setattr(reproduce, "run_population",
+                        lambda cfgs, todo, names, log: reran.append((cfgs[0].figure.name, cfgs[0].hidden, todo))
+                        or real_run(cfgs, todo, names, log=log))
+    reproduce.run_figures(["fig06", "fig02"], seeds, tmp_path / "resumed", QUICK, log=lambda line: None)
+    assert reran == [("fig06", 256, seeds), ("fig02", None, seeds)]
+    for whole in sorted((tmp_path / "whole").rglob("metrics.csv")):
+        resumed = tmp_path / "resumed" / whole.relative_to(tmp_path / "whole")
+        pd.testing.assert_frame_equal(pd.read_csv(whole).drop(columns="seconds"),
+                                      pd.read_csv(resumed).drop(columns="seconds"))
+
+
+def test_changed_settings_are_rerun_not_skipped(tmp_path):
+    real_data("mnist")
+    reproduce.run_figures(["fig06"], [42], tmp_path, QUICK, log=lambda line: None)
+    unit = reproduce.figure_units("fig06", QUICK)[0]
+    assert reproduce.is_complete(unit, unit.folder(tmp_path, 42))
+    changed = reproduce.figure_units("fig06", {"mnist": QUICK["mnist"] + ["lr=0.001"]})[0]
+    assert not reproduce.is_complete(changed, changed.folder(tmp_path, 42))
+
+
+def test_quick_reproduction_end_to_end(tmp_path):
+    """`make reproduce-quick`: every figure and the report, from real runs of the committed code."""
+    real_data("mnist")
+    real_data("cifar100")
+    result = subprocess.run([sys.executable, str(PROJECT / "scripts" / "reproduce.py"), "--quick", "--out",
+                             str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for n in range(1, 11):
+        for ext in ("png", "pdf"):
+            assert (tmp_path / "figures" / f"fig{n:02d}.{ext}").stat().st_size > 10_000
+    text = (tmp_path / "REPORT.md").read_text()
+    assert text.count("| confirmed |") + text.count("| partly confirmed |") + text.count("| not confirmed |") == 5
+    assert "torch" in text and "minutes of training" in text
+    again = subprocess.run([sys.executable, str(PROJECT / "scripts" / "reproduce.py"), "--quick", "--out",
+                            str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "training" not in again.stdout.replace("minutes of training", "")
+    assert again.stdout.count("complete, skipped") == 15
