@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.runner import run_population, write_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-MACHINE_KEYS = ("device",)  # where a run ran, not what it computed
+MACHINE_KEYS = ("device", "figure")  # where a run ran and how it is drawn, not what it computed
 MACHINE_DATA_KEYS = ("root", "download", "cache_dir")
 
 
@@ -59,7 +59,7 @@ def figure_units(figure: str, extra: dict | None = None) -> list[Unit]:
 
 
 def comparable(cfg: DictConfig) -> dict:
-    """A run's settings without the seed and what depends only on the machine."""
+    """A run's settings without the seed, the drawing and what depends only on the machine."""
     settings = OmegaConf.to_container(cfg, resolve=True)
     settings.pop("seed", None)
     for key in MACHINE_KEYS:

@@ -1,0 +1,208 @@
+"""How fast is an MNIST / CIFAR-100 epoch of the paper's MLP, four ways, measured in one process.
+
+  (a) numpy    the authors' protocol written out in float64 NumPy (the yardstick; their scripts are NumPy)
+  (b) loader   the conventional PyTorch loop: a map-style Dataset that returns one sample at a time through a
+               per-sample ToTensor-style transform, a DataLoader, nn.Sequential, torch.optim.Adam (+ ayla.AYLA)
+  (c) suite    this suite's trainer, one arm
+  (d) fused    this suite's trainer, K arms trained together: Adam and AYLA × K/2 seeds (as make reproduce
+               trains a figure), and K AYLA settings on one seed (as a sweep over N trains)
+
+Every epoch includes the test-set evaluation the protocol does after it. Reported per arm-epoch, with the ratio
+to (a) and (b) and the fraction of the machine's fp32 GEMM peak the matmuls alone would need.
+"""
+
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ayla import AYLA
+from ayla.config import arm_from_config
+from ayla.data import load_split, subset_indices
+from ayla.trainer import train
+from experiments import DATASETS, TASKS
+
+BATCH = 256
+
+
+def gemm_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """fp32 GEMM FLOP/s of an n×n product, best of `repeats`."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = math.inf
+    for _ in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def epoch_flops(n_train: int, n_test: int, sizes: tuple[int, int, int]) -> float:
+    """Matmul FLOPs of one arm-epoch: forward 2(DH + HC), backward 2DH + 4HC per training sample (no input
+    gradient); forward only per test sample."""
+    D, H, C = sizes
+    steps_rows = (n_train // BATCH) * BATCH
+    return steps_rows * (4 * D * H + 6 * H * C) + n_test * 2 * (D * H + H * C)
+
+
+def load(name: str, root, train_rows: int, test_rows: int):
+    spec = DATASETS[name]
+    arrays = []
+    for split, rows in (("train", train_rows), ("test", test_rows)):
+        x, y = load_split(spec, root, split)
+        keep = subset_indices(len(y), rows)
+        arrays += [x[keep], y[keep]]
+    return arrays
+
+
+def numpy_epochs(data, hidden: int, ayla: bool, lr: float, N: float, epochs: int) -> list[float]:
+    """(a) The authors' protocol in float64 NumPy: randn·0.01 init, softmax cross-entropy, Adam, AYLA factor."""
+    x_train, y_train, x_test, y_test = data
+    x_train = x_train.reshape(len(x_train), -1) / 255.0
+    x_test = x_test.reshape(len(x_test), -1) / 255.0
+    classes = int(max(y_train.max(), y_test.max())) + 1
+    rng = np.random.RandomState(0)
+    params = [rng.randn(x_train.shape[1], hidden) * 0.01, np.zeros((1, hidden)),
+              rng.randn(hidden, classes) * 0.01, np.zeros((1, classes))]
+    moments = [np.zeros_like(p) for p in params] + [np.zeros_like(p) for p in params]
+    one_hot = np.eye(classes)[y_train]
+    times, t = [], 0
+    for _ in range(epochs):
+        start = time.perf_counter()
+        order = rng.permutation(len(x_train))
+        for i in range(len(order) // BATCH):
+            rows = order[i * BATCH:(i + 1) * BATCH]
+            xb, yb = x_train[rows], one_hot[rows]
+            W1, b1, W2, b2 = params
+            z = xb @ W1 + b1
+            a = np.maximum(z, 0)
+            logits = a @ W2 + b2
+            e = np.exp(logits - logits.max(1, keepdims=True))
+            p = e / e.sum(1, keepdims=True)
+            loss = -np.sum(yb * np.log(np.clip(p, 1e-12, 1))) / BATCH
+            factor = N * loss ** (N - 1) if ayla else 1.0
+            dl = factor * (p - yb) / BATCH
+            da = (dl @ W2.T) * (z > 0)
+            grads = [xb.T @ da, da.sum(0, keepdims=True), a.T @ dl, dl.sum(0, keepdims=True)]
+            t += 1
+            for k, (param, grad) in enumerate(zip(params, grads)):
+                m, v = moments[k], moments[4 + k]
+                m *= 0.9
+                m += 0.1 * grad
+                v *= 0.999
+                v += 0.001 * grad * grad
+                param -= lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        W1, b1, W2, b2 = params
+        logits = np.maximum(x_test @ W1 + b1, 0) @ W2 + b2
+        (logits.argmax(1) == y_test).mean()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class PerSampleDataset(torch.utils.data.Dataset):
+    """What torchvision's datasets do: one image at a time, through a ToTensor-style transform."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        image = torch.from_numpy(self.x[i]).permute(2, 0, 1).float().div(255)  # ToTensor: HWC uint8 → CHW float
+        return image, int(self.y[i])
+
+
+def loader_epochs(data, hidden: int, ayla: bool, lr: float, N: float, epochs: int, device) -> list[float]:
+    """(b) The conventional loop: Dataset + DataLoader + nn.Sequential + torch.optim.Adam (wrapped in AYLA)."""
+    x_train, y_train, x_test, y_test = data
+    classes = int(max(y_train.max(), y_test.max())) + 1
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(x_train.shape[1:])), hidden),
+                                torch.nn.ReLU(), torch.nn.Linear(hidden, classes)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    if ayla:
+        optimizer = AYLA(optimizer, N1=N, N2=N)
+    train_loader = torch.utils.data.DataLoader(PerSampleDataset(x_train, y_train), batch_size=BATCH, shuffle=True,
+                                               drop_last=True)
+    test_loader = torch.utils.data.DataLoader(PerSampleDataset(x_test, y_test), batch_size=1000)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for xb, yb in train_loader:
+            xb, yb = xb.to(device), yb.to(device)
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step(loss=loss) if ayla else optimizer.step()
+        with torch.inference_mode():
+            sum((model(xb.to(device)).argmax(1) == yb.to(device)).sum().item() for xb, yb in test_loader)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def suite_epochs(cfg_of, name: str, hidden: int, arms: dict, seeds: int, epochs: int, device) -> list[float]:
+    """(c)/(d) The suite's trainer on arms {label: optimizer overrides}: seconds of each population epoch."""
+    cfgs = [cfg_of(name, hidden, overrides) for overrides in arms.values()]
+    task = TASKS[name](cfgs[0], device, torch.float32)
+    trained = train(task, [arm_from_config(c, label) for c, label in zip(cfgs, arms)], list(range(seeds)), epochs,
+                    log=lambda line: None)
+    return trained.metrics.groupby("epoch")["seconds"].first().tolist()
+
+
+def steady(times: list[float]) -> float:
+    """Seconds of a steady-state epoch: the best one after the first (warm-up), or the only one."""
+    return min(times[1:]) if len(times) > 1 else times[0]
+
+
+def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
+    """Every row of the benchmark; `cfg_of(name, hidden, optimizer)` composes the suite's run config."""
+    peak = gemm_peak(device)
+    log(f"fp32 GEMM peak on {device}: {peak / 1e9:.1f} GFLOP/s")
+    rows = []
+    for name, spec in settings.datasets.items():
+        data = load(name, root, spec.train_rows, spec.test_rows)
+        sizes = (int(np.prod(data[0].shape[1:])), None, DATASETS[name].num_classes)
+        for hidden in spec.hidden:
+            flops = epoch_flops(len(data[1]), len(data[3]), (sizes[0], hidden, sizes[2]))
+            timings = []
+            for optimizer in ("adam", "ayla"):
+                ayla = optimizer == "ayla"
+                timings += [("a numpy float64", optimizer, 1,
+                             numpy_epochs(data, hidden, ayla, spec.lr, spec.N, settings.epochs)),
+                            ("b per-sample DataLoader", optimizer, 1,
+                             loader_epochs(data, hidden, ayla, spec.lr, spec.N, settings.epochs, device)),
+                            ("c suite, one arm", optimizer, 1,
+                             suite_epochs(cfg_of, name, hidden, {optimizer: [f"optimizer={optimizer}"]}, 1,
+                                          settings.epochs, device))]
+            seeds, k = settings.fused_seeds, settings.fused_arms
+            timings.append((f"d suite, 2 arms × {seeds} seeds", "adam+ayla", 2 * seeds,
+                            suite_epochs(cfg_of, name, hidden, {"adam": ["optimizer=adam"],
+                                                                "ayla": ["optimizer=ayla"]}, seeds,
+                                         settings.epochs, device)))
+            sweep = {f"N={n:.2g}": ["optimizer=ayla", f"N1={n}", f"N2={n}"] for n in np.logspace(-6, 0, k)}
+            timings.append((f"d suite, {k} arms × 1 seed", "ayla", k,
+                            suite_epochs(cfg_of, name, hidden, sweep, 1, settings.epochs, device)))
+            for variant, optimizer, arms, times in timings:
+                per_arm = steady(times) / arms
+                rows.append(dict(dataset=name, hidden=hidden, variant=variant, optimizer=optimizer, arms=arms,
+                                 train_rows=len(data[1]), seconds_per_arm_epoch=per_arm,
+                                 gflops_per_arm_epoch=flops / 1e9, gemm_fraction=flops / per_arm / peak,
+                                 peak_gflops=peak / 1e9))
+                log(f"{name} H={hidden:<4} {variant:<26} {optimizer:<9} {per_arm:8.4f} s/arm-epoch")
+    frame = pd.DataFrame(rows)
+    key = ["dataset", "hidden"]
+    for variant, column in (("a numpy float64", "speedup_vs_numpy"), ("b per-sample DataLoader", "speedup_vs_loader")):
+        reference = frame[frame["variant"] == variant].groupby(key)["seconds_per_arm_epoch"].mean()
+        frame[column] = [reference[k] / s for k, s in zip(zip(frame["dataset"], frame["hidden"]),
+                                                           frame["seconds_per_arm_epoch"])]
+    return frame.assign(device=str(device))

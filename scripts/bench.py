@@ -1,0 +1,57 @@
+"""Time an MNIST and a CIFAR-100 epoch four ways (experiments/bench.py) and write results/bench.csv.
+
+    python scripts/bench.py                # conf/bench.yaml: full data sets, every variant
+    python scripts/bench.py --tiny         # small subsets, one epoch: checks that every row runs
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from ayla.config import resolve_device  # noqa: E402
+from ayla.errors import AylaError  # noqa: E402
+from ayla.io import git_state, write_csv  # noqa: E402
+from experiments.bench import run  # noqa: E402
+from experiments.reproduce import CONF, compose_run  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="small subsets and one epoch (CI)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--out", help="CSV path (default: conf/bench.yaml)")
+    args = parser.parse_args()
+    settings = OmegaConf.load(CONF / "bench.yaml")
+    if args.tiny:
+        for spec in settings.datasets.values():
+            spec.train_rows, spec.test_rows = settings.tiny.train_rows, settings.tiny.test_rows
+        for key in ("epochs", "fused_seeds", "fused_arms", "out"):
+            settings[key] = settings.tiny[key]
+    try:
+        device = resolve_device(args.device)
+        root = compose_run(["experiment=mnist"]).data.root
+
+        def cfg_of(name, hidden, arm_overrides):
+            spec = settings.datasets[name]
+            return compose_run([f"experiment={name}", f"hidden={hidden}", f"lr={spec.lr}", f"N1={spec.N}",
+                                f"N2={spec.N}", f"device={device}", f"data.train_subset={spec.train_rows}",
+                                f"data.test_subset={spec.test_rows}", *arm_overrides])
+
+        frame = run(cfg_of, settings, root, device)
+    except AylaError as error:
+        sys.exit(f"error: {error}")
+    frame = frame.assign(commit=git_state()["commit"])
+    out = Path(args.out or settings.out)
+    write_csv(frame, out)
+    columns = ["dataset", "hidden", "variant", "optimizer", "seconds_per_arm_epoch", "speedup_vs_numpy",
+               "speedup_vs_loader", "gemm_fraction"]
+    print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The benchmark script runs every variant in its tiny mode and writes the CSV (timings are not asserted)."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import PROJECT, real_data
+
+from experiments.bench import epoch_flops
+
+
+def test_bench_tiny_writes_every_row(tmp_path):
+    real_data("mnist")
+    real_data("cifar100")
+    out = tmp_path / "bench.csv"
+    result = subprocess.run([sys.executable, str(PROJECT / "scripts" / "bench.py"), "--tiny", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    frame = pd.read_csv(out)
+    variants = {"a numpy float64", "b per-sample DataLoader", "c suite, one arm", "d suite, 2 arms × 2 seeds",
+                "d suite, 3 arms × 1 seed"}
+    for (dataset, hidden), part in frame.groupby(["dataset", "hidden"]):
+        assert set(part["variant"]) == variants, (dataset, hidden)
+        assert len(part) == 8  # a, b, c for Adam and for AYLA, and the two fused rows
+    assert sorted(set(zip(frame["dataset"], frame["hidden"]))) == [("cifar100", 8), ("cifar100", 128),
+                                                                   ("mnist", 8), ("mnist", 256)]
+    assert (frame["seconds_per_arm_epoch"] > 0).all() and (frame["gemm_fraction"] > 0).all()
+    for reference, column in (("a numpy float64", "speedup_vs_numpy"), ("b per-sample DataLoader",
+                                                                        "speedup_vs_loader")):
+        base = frame[frame["variant"] == reference].groupby(["dataset", "hidden"])["seconds_per_arm_epoch"].mean()
+        expected = [base[(d, h)] / s for d, h, s in zip(frame["dataset"], frame["hidden"],
+                                                          frame["seconds_per_arm_epoch"])]
+        assert frame[column].tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_epoch_flops_counts_the_matmuls():
+    # MNIST H=256: 234 batches of 256 rows × (4·784·256 + 6·256·10) + 10,000 test rows × 2·(784·256 + 256·10)
+    assert epoch_flops(60000, 10000, (784, 256, 10)) == 59904 * (4 * 784 * 256 + 6 * 256 * 10) + 10000 * 2 * (
+        784 * 256 + 256 * 10)
