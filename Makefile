@@ -7,7 +7,7 @@ AYLA_DATA ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),$(a
 export AYLA_DATA
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint reproduce reproduce-quick figures bench data clean
+.PHONY: help install test lint reproduce reproduce-quick figures fair fair-quick bench data clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ reproduce-quick: $(VENV)/.installed ## the whole pipeline in a few minutes: few 
 
 figures: $(VENV)/.installed ## redraw figures and REPORT.md from the CSVs alone
 	$(PY) scripts/reproduce.py --draw-only $(if $(OUT),--out $(OUT))
+
+fair: $(VENV)/.installed ## tuned baselines vs AYLA on MNIST with equal budgets, after make reproduce (results/REPORT.md)
+	$(PY) scripts/fair.py $(if $(OUT),--out $(OUT))
+
+fair-quick: $(VENV)/.installed ## the fair-comparison pipeline on small subsets, one seed
+	$(PY) scripts/fair.py --quick $(if $(OUT),--out $(OUT))
 
 bench: $(VENV)/.installed ## time an epoch four ways (numpy, DataLoader, suite, fused) into results/bench.csv; TINY=1 for a check
 	$(PY) scripts/bench.py $(if $(TINY),--tiny)

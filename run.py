@@ -12,8 +12,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ayla.errors import AylaError
+from ayla.config import check_cli_overrides
+from ayla.errors import AylaError, ConfigError
 from experiments.runner import run_population, write_run
+
+CONF = Path(__file__).resolve().parent / "conf"
 
 
 def discard_if_empty(folder: Path) -> None:
@@ -23,7 +26,8 @@ def discard_if_empty(folder: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Returns the last epoch's validation accuracy (with data.val_size > 0): the objective of a tuning sweep."""
     folder = Path(HydraConfig.get().runtime.output_dir)
     try:
         metrics, snapshots = run_population([cfg], [cfg.seed])
@@ -35,7 +39,14 @@ def main(cfg: DictConfig) -> None:
     if metrics["diverged"].any():
         print(f"diverged: the loss became NaN/inf at epoch {metrics['epoch'].iloc[-1]}; the CSV stops there")
     print(f"wrote {csv}")
+    if "val_acc" in metrics:
+        return float(metrics.loc[metrics["epoch"] == metrics["epoch"].max(), "val_acc"].mean())
+    return None
 
 
 if __name__ == "__main__":
+    try:
+        check_cli_overrides(sys.argv[1:], CONF)
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
     main()

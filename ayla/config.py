@@ -2,6 +2,7 @@
 
 import math
 from numbers import Integral, Real
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -10,8 +11,8 @@ from ayla.errors import ConfigError
 from ayla.trainer import BASES, Arm
 from ayla.transform import check_exponents
 
-TOP_LEVEL = {"experiment", "optimizer", "figure", "lr", "N1", "N2", "epochs", "seed", "hidden", "batch_size",
-             "loss", "device", "dtype", "init", "data"}
+TOP_LEVEL = {"experiment", "optimizer", "figure", "sweep", "lr", "N1", "N2", "epochs", "seed", "hidden",
+             "batch_size", "loss", "device", "dtype", "init", "data"}
 LOSSES = ("ce", "mse")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 INITS = ("authors", "pytorch")
@@ -33,6 +34,36 @@ def choice(cfg, key: str, allowed) -> str:
     if value not in allowed:
         raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}; got {value!r}")
     return value
+
+
+def check_cli_overrides(argv: list[str], conf_dir: Path) -> None:
+    """The two command-line slips Hydra reports over several lines, said in one: an option of a config group
+    that does not exist, and a misspelled top-level key. What this cannot parse is left to Hydra."""
+    try:
+        from hydra._internal.utils import get_args_parser
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        args, _ = get_args_parser().parse_known_args(argv)
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception:  # noqa: BLE001 - Hydra gives its own message for anything it cannot parse
+        return
+    groups = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in conf_dir.iterdir()
+              if p.is_dir() and p.name != "hydra"}
+    for override in overrides:
+        name = override.key_or_group
+        if override.is_delete() or override.is_add() or override.is_force_add() or name.startswith("hydra"):
+            continue
+        if name in groups:
+            try:
+                values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                          else [override.get_value_element_as_str()])
+            except Exception:  # noqa: BLE001 - glob() and the like: Hydra expands them
+                continue
+            for value in values:
+                if value not in groups[name] and value != "null":
+                    raise ConfigError(f"{name}={value} does not exist; choose one of {', '.join(groups[name])}")
+        elif "." not in name and name not in TOP_LEVEL:
+            raise ConfigError(f"unknown key {name!r}; the top-level keys are {', '.join(sorted(TOP_LEVEL))} "
+                              f"(nested ones as group.key=value, new ones as +{name}=...)")
 
 
 def resolve_device(name) -> torch.device:

@@ -158,13 +158,21 @@ def save(fig: plt.Figure, folder: Path, name: str) -> list[Path]:
 
 
 def draw_figures(out: Path, figures: list[str], spec_of) -> list[Path]:
-    """Every figure whose runs are there, into <out>/figures/; `spec_of(name)` gives its preset's figure node."""
+    """Every figure whose runs are there, into <out>/figures/; `spec_of(name)` gives its preset's figure node.
+
+    A figure with ablation runs is drawn a second time, as <name>_ablation, with those arms added.
+    """
     from experiments.reproduce import load_figure
     written = []
     for name in figures:
         metrics = load_figure(out, name)
         if metrics.empty:
             continue
-        predictions = load_figure(out, name, "predictions")
-        written += save(draw(spec_of(name), metrics, predictions), Path(out) / "figures", name)
+        spec = spec_of(name)
+        written += save(draw(spec, metrics, load_figure(out, name, "predictions")), Path(out) / "figures", name)
+        ablation = load_figure(out, f"{name}_ablation")
+        if not ablation.empty:
+            spec.title = f"{spec.title}, with the eps and constant-scale ablation"
+            both = pd.concat([metrics, ablation], ignore_index=True)
+            written += save(draw(spec, both), Path(out) / "figures", f"{name}_ablation")
     return written

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.runner import run_population, write_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-MACHINE_KEYS = ("device", "figure")  # where a run ran and how it is drawn, not what it computed
+MACHINE_KEYS = ("device", "figure", "sweep")  # where a run ran and how it is labelled, not what it computed
 MACHINE_DATA_KEYS = ("root", "download", "cache_dir")
 
 
@@ -45,17 +45,34 @@ class Unit:
         return Path(out) / self.figure / f"{prefix}seed{seed}"
 
 
-def figure_units(figure: str, extra: dict | None = None) -> list[Unit]:
-    """The populations of one figure preset; `extra` maps an experiment name to overrides (the quick mode)."""
+def figure_units(figure: str, extra: dict | None = None, arms_key: str = "arms", out: Path | None = None
+                 ) -> list[Unit]:
+    """The populations of one figure preset; `extra` maps an experiment name to overrides (the quick mode).
+
+    With arms_key="ablation.arms" they are the preset's ablation arms, stored as `<figure>_ablation`; the
+    scaled arm's gradient multiplier is then the mean AYLA factor of the figure's own runs under `out`.
+    """
     preset = compose_run([f"figure={figure}"])
+    arms = OmegaConf.select(preset.figure, arms_key)
     extra_overrides = list((extra or {}).get(preset.experiment.name, []))
+    name = figure if arms_key == "arms" else f"{figure}_ablation"
     units = []
     for hidden in preset.figure.hidden:
         common = [f"figure={figure}"] + ([f"hidden={hidden}"] if hidden is not None else []) + extra_overrides
-        names = list(preset.figure.arms)
-        cfgs = [compose_run(common + list(preset.figure.arms[name])) for name in names]
-        units.append(Unit(figure, hidden, names, cfgs))
+        overrides = {arm: common + list(arms[arm]) for arm in arms}
+        if arms_key != "arms":
+            scale = mean_ayla_factor(load_figure(out, figure), hidden)
+            overrides[preset.figure.ablation.scaled_arm].append(f"optimizer.grad_scale={scale:.6g}")
+        units.append(Unit(name, hidden, list(arms), [compose_run(o) for o in overrides.values()]))
     return units
+
+
+def mean_ayla_factor(metrics: pd.DataFrame, hidden) -> float:
+    """c of the "Adam × c" ablation: the AYLA factor averaged over every step and seed of a figure's AYLA arm."""
+    ayla = metrics[metrics["ayla"] & ((metrics["hidden"] == hidden) if hidden is not None else True)]
+    if ayla.empty:
+        raise ValueError(f"no AYLA runs at hidden={hidden} to take the constant scale from")
+    return float(ayla["factor"].mean())  # each row is an epoch mean over the same number of steps
 
 
 def comparable(cfg: DictConfig) -> dict:
@@ -95,6 +112,8 @@ def run_unit(unit: Unit, seeds: list[int], out: Path, log=print) -> None:
     metrics, snapshots = run_population(unit.cfgs, todo, unit.names, log=log)
     population = {"seeds": todo, "wall_seconds": round(time.perf_counter() - started, 2)}
     for seed in todo:
+        for stale in unit.folder(out, seed).glob(".*.tmp"):  # left by a write that was killed
+            stale.unlink()
         write_run(unit.folder(out, seed), metrics[metrics["seed"] == seed],
                   None if snapshots is None else snapshots[snapshots["seed"] == seed],
                   [with_seed(cfg, seed) for cfg in unit.cfgs], unit.names, population)
@@ -106,6 +125,9 @@ def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | N
     for figure in figures:
         for unit in figure_units(figure, extra):
             run_unit(unit, seeds, out, log)
+        if "ablation" in compose_run([f"figure={figure}"]).figure:  # after the runs its scale comes from
+            for unit in figure_units(figure, extra, "ablation.arms", out):
+                run_unit(unit, seeds, out, log)
     return time.perf_counter() - started
 
 

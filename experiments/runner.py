@@ -10,7 +10,7 @@ from ayla.io import provenance, write_atomic, write_csv
 from ayla.trainer import UPDATE_FIELDS, train
 from experiments import TASKS
 
-ARM_KEYS = ("optimizer", "lr", "N1", "N2", "seed", "figure")  # what may differ between arms trained together
+ARM_KEYS = ("optimizer", "lr", "N1", "N2", "seed", "figure", "sweep")  # may differ between arms trained together
 RUN_COLUMNS = ("experiment", "hidden", "batch_size", "loss", "dtype", "init")
 COLUMN_ORDER = ("experiment", "arm", "optimizer", "base", "ayla", "N1", "N2", "lr", "eps", "beta1", "beta2",
                 "momentum", "grad_scale", *RUN_COLUMNS[1:], "seed", "epoch", "step", "train_loss", "train_acc",

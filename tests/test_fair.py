@@ -1,0 +1,149 @@
+"""The fair comparison: validation split, equal budgets, ablation arms, launchers, selection, time-to-target."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import make_config, real_data, run_cli
+from omegaconf import OmegaConf
+
+from experiments import fair, mnist, reproduce
+
+SWEEPS = OmegaConf.load(reproduce.CONF / "fair.yaml").sweeps
+
+
+def test_validation_split_is_disjoint_and_fixed_by_the_seed():
+    real_data("mnist")
+    cfg = make_config("experiment=mnist", "data.train_subset=3000", "data.val_size=500", "data.test_subset=100")
+    task = mnist.build(cfg, torch.device("cpu"), torch.float32)
+    pool = task.train_pool([1, 2])
+    val = task.val_rows
+    assert pool.shape == (2, 2500) and val.shape == (2, 500)
+    for s in range(2):
+        assert torch.cat([pool[s], val[s]]).sort().values.tolist() == list(range(3000))  # disjoint, complete
+    assert not torch.equal(val[0], val[1]), "another seed holds out other rows"
+    again = task.train_pool([2])
+    assert torch.equal(task.val_rows[0], val[1]) and torch.equal(again[0], pool[1]), "the same seed the same split"
+    # the training batches only ever draw from the pool: see test_trainer.test_batch_order_depends_on_the_seed_alone
+
+
+def test_training_never_sees_validation_rows():
+    real_data("mnist")
+    cfg = make_config("experiment=mnist", "data.train_subset=2048", "data.val_size=512", "data.test_subset=100",
+                      "epochs=1", "hidden=4")
+    task = mnist.build(cfg, torch.device("cpu"), torch.float32)
+    seen = []
+    original = task.train_losses
+    task.train_losses = lambda params, rows: seen.append(rows.clone()) or original(params, rows)
+    from ayla.config import arm_from_config
+    from ayla.trainer import train
+    metrics = train(task, [arm_from_config(cfg)], [5], 1, log=lambda line: None).metrics
+    used = torch.cat([r.flatten() for r in seen]).unique()
+    assert not set(used.tolist()) & set(task.val_rows[0].tolist())
+    assert {"val_loss", "val_acc"} <= set(metrics.columns) and 0 <= metrics["val_acc"].iloc[0] <= 1
+
+
+def grid_size(sweep: str) -> int:
+    params = reproduce.compose_run([f"sweep={sweep}"])  # the sweeper params live in hydra's node
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(reproduce.CONF), version_base="1.3"):
+        hydra_cfg = compose("config", overrides=[f"sweep={sweep}"], return_hydra_config=True).hydra
+    assert params.sweep.name == sweep
+    return int(np.prod([len(str(v).split(",")) for v in hydra_cfg.sweeper.params.values()]))
+
+
+def test_every_optimizer_gets_the_same_number_of_trials():
+    sizes = {sweep: grid_size(sweep) for sweep in SWEEPS}
+    trials = {sweep: reproduce.compose_run([f"sweep={sweep}"]).sweep.trials for sweep in SWEEPS}
+    assert sizes == trials
+    assert len(set(sizes.values())) == 1, sizes
+    optimizers = {reproduce.compose_run([f"sweep={s}"]).optimizer.name for s in SWEEPS}
+    assert optimizers == {"adam", "sgd", "ayla"}
+    for sweep in SWEEPS:
+        cfg = reproduce.compose_run([f"sweep={sweep}"])
+        assert cfg.data.val_size == 10000 and cfg.experiment.name == "mnist" and cfg.epochs == 40
+
+
+def test_ablation_arms_run_and_write_the_same_schema(tmp_path):
+    real_data("mnist")
+    quick = {"mnist": ["epochs=2", "data.train_subset=1024", "data.test_subset=500"]}
+    reproduce.run_figures(["fig07"], [42], tmp_path, quick, log=lambda line: None)
+    main, ablation = reproduce.load_figure(tmp_path, "fig07"), reproduce.load_figure(tmp_path, "fig07_ablation")
+    assert list(main.columns) == list(ablation.columns)
+    assert sorted(set(ablation["arm"])) == ["Adam eps=1e-1", "Adam eps=1e-2", "Adam eps=1e-3", "Adam eps=1e-4",
+                                            "Adam × c"]
+    assert sorted(ablation.loc[ablation["arm"].str.contains("eps"), "eps"].unique()) == [1e-4, 1e-3, 1e-2, 1e-1]
+    for hidden in (8, 256):
+        c = main[(main["arm"] == "AYLA") & (main["hidden"] == hidden)]["factor"].mean()
+        scaled = ablation[(ablation["arm"] == "Adam × c") & (ablation["hidden"] == hidden)]
+        assert scaled["grad_scale"].iloc[0] == pytest.approx(c, rel=1e-5)
+        assert scaled["factor"].tolist() == pytest.approx([c] * len(scaled), rel=1e-5)
+
+
+LAUNCHER_SWEEP = ["-m", "sweep=mnist_adam_lr", "hidden=4", "epochs=1", "data.train_subset=1024",
+                  "data.test_subset=300", "data.val_size=256", "hydra.sweeper.params.lr='0.001,0.01'"]
+
+
+def sweep_csvs(folder) -> dict:
+    csvs = sorted(folder.glob("*/metrics.csv"))
+    return {csv.parent.name: pd.read_csv(csv).drop(columns="seconds") for csv in csvs}
+
+
+@pytest.mark.parametrize("launcher", ["parallel", "local_processes"])
+def test_launchers_write_the_same_csvs_as_the_basic_one(tmp_path, launcher):
+    real_data("mnist")
+    results = {}
+    for name in ("basic", launcher):
+        result = run_cli(*LAUNCHER_SWEEP, f"hydra/launcher={name}", f"hydra.sweep.dir={tmp_path / name}",
+                         cwd=tmp_path, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        results[name] = sweep_csvs(tmp_path / name)
+    assert len(results["basic"]) == 2 and results["basic"].keys() == results[launcher].keys()
+    for job, frame in results["basic"].items():
+        pd.testing.assert_frame_equal(frame, results[launcher][job])
+
+
+def test_optuna_sweeper_keeps_the_budget(tmp_path):
+    real_data("mnist")
+    result = run_cli(*LAUNCHER_SWEEP, "hydra/sweeper=budgeted_optuna", "sweep.trials=3",
+                     f"hydra.sweep.dir={tmp_path}", cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(tmp_path.glob("*/metrics.csv"))) == 3
+    assert "Best value" in result.stdout + result.stderr
+
+
+def test_selection_uses_validation_accuracy_never_test():
+    trials = pd.DataFrame({"lr": [1e-3, 1e-2, 1e-1], "val_acc": [0.90, 0.95, 0.95], "val_loss": [0.3, 0.2, 0.1],
+                           "test_acc": [0.99, 0.5, 0.5], "ayla": False, "N1": np.nan, "N2": np.nan})
+    best = fair.best_trial(trials)
+    assert best["lr"] == 1e-1  # tie on accuracy broken by the lower validation loss; test accuracy ignored
+    assert fair.tuned_overrides("mnist_adam_lr", 8, best)[-1] == "data.val_size=0"
+
+
+def test_time_to_target_counts_epochs_and_the_arms_share_of_seconds():
+    rows = [dict(seed=s, epoch=e, test_acc=a, seconds=10.0, arms_fused=5)
+            for s, accs in ((1, [0.5, 0.91, 0.95]), (2, [0.5, 0.6, 0.7])) for e, a in enumerate(accs, 1)]
+    epochs, seconds = fair.time_to_target(pd.DataFrame(rows), "test_acc", 0.9)
+    assert epochs[1] == 2 and seconds[1] == pytest.approx(4.0) and np.isnan(epochs[2])
+    assert fair.reached(epochs) == "2 (1 of 2 seeds)" and fair.reached(pd.Series([np.nan])) == "never"
+
+
+def test_fair_verdicts_on_hand_made_results(tmp_path):
+    from ayla.io import write_csv
+    methods = {s: reproduce.compose_run([f"sweep={s}"]).sweep.method for s in SWEEPS}
+    rows = []
+    for (arm, acc), seed, epoch in itertools.product(
+            [(methods["mnist_ayla_lr_n"], 0.97), (methods["mnist_adam_lr"], 0.95), (methods["mnist_sgd_lr"], 0.96),
+             (methods["mnist_ayla_n_fig6"], 0.90), (methods["mnist_ayla_n_fig7"], 0.951)], [42, 43], [1, 2]):
+        rows.append(dict(arm=arm, hidden=8, seed=seed, epoch=epoch, lr=0.01, ayla=arm.startswith("AYLA"), N1=0.1,
+                         N2=0.1, eps=1e-8, grad_scale=1.0, train_loss=1 - acc, test_acc=acc + 0.001 * (seed - 42),
+                         seconds=1.0, arms_fused=1, diverged=False))
+    frame = pd.DataFrame(rows)
+    for seed, part in frame.groupby("seed"):
+        write_csv(part, tmp_path / "fair" / "tuned" / f"H8_seed{seed}" / "metrics.csv")
+    text = "\n".join(fair.fair_section(tmp_path))
+    assert f"Equal tuning budget: {methods['mnist_ayla_lr_n']} **beats** {methods['mnist_adam_lr']}" in text
+    assert f"{methods['mnist_ayla_n_fig6']} **loses to**" in text
+    assert f"{methods['mnist_ayla_n_fig7']} and {methods['mnist_adam_lr']}: **no difference" in text
