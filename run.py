@@ -25,7 +25,7 @@ def discard_if_empty(folder: Path) -> None:
         shutil.rmtree(folder)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns the last epoch's validation accuracy (with data.val_size > 0): the objective of a tuning sweep."""
     folder = Path(HydraConfig.get().runtime.output_dir)
@@ -44,9 +44,17 @@ def main(cfg: DictConfig) -> float | None:
     return None
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> None:
+    """`python run.py <argv>`: the one-line checks of the command line, then Hydra."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        check_cli_overrides(sys.argv[1:], CONF)
+        check_cli_overrides(argv, CONF)
     except ConfigError as error:
-        sys.exit(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *argv]  # hydra.main parses sys.argv
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -9,6 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))  # run.py, the command line, is imported by the CLI tests
 CONF = PROJECT / "conf"
 DATA = Path(os.environ.get("AYLA_DATA") or PROJECT.parent / "shared" / "data").resolve()
 

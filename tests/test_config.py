@@ -101,12 +101,24 @@ if not torch.cuda.is_available():
                          + [(["experiment=nope"], "error: experiment=nope does not exist; choose one of cifar100, "
                              "curvefit, mnist, polynomial"),
                             ([], "error: choose an experiment: experiment=polynomial, curvefit, mnist or cifar100")])
-def test_cli_fails_fast_in_one_line_and_leaves_no_output_folder(tmp_path, args, message):
-    result = run_cli(*args, "hydra.run.dir=out", cwd=tmp_path, timeout=120)
-    assert result.returncode != 0
-    assert result.stderr.strip().startswith(message)
-    assert len(result.stderr.strip().splitlines()) == 1
+def test_cli_fails_fast_in_one_line_and_leaves_no_output_folder(tmp_path, monkeypatch, capsys, args, message):
+    """run.cli is what `python run.py` runs; called in-process here (a process per case would take minutes)."""
+    import run
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        run.cli([*args, "hydra.run.dir=out"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args,message", [(["experiment=mnist", "lr=0"], "error: lr must be a finite number > 0"),
+                                          (["experiment=nope"], "error: experiment=nope does not exist")])
+def test_cli_error_in_a_real_process(tmp_path, args, message):
+    result = run_cli(*args, "hydra.run.dir=out", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_cli_lists_the_groups_in_help(tmp_path):

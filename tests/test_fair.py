@@ -86,23 +86,26 @@ LAUNCHER_SWEEP = ["-m", "sweep=mnist_adam_lr", "hidden=4", "epochs=1", "data.tra
                   "data.test_subset=300", "data.val_size=256", "hydra.sweeper.params.lr='0.001,0.01'"]
 
 
-def sweep_csvs(folder) -> dict:
-    csvs = sorted(folder.glob("*/metrics.csv"))
-    return {csv.parent.name: pd.read_csv(csv).drop(columns="seconds") for csv in csvs}
+def launched_sweep(folder, launcher: str) -> dict:
+    """The tiny sweep through one launcher: {job folder: its metrics without wall seconds}."""
+    result = run_cli(*LAUNCHER_SWEEP, f"hydra/launcher={launcher}", f"hydra.sweep.dir={folder}", cwd=folder.parent,
+                     timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {csv.parent.name: pd.read_csv(csv).drop(columns="seconds") for csv in sorted(folder.glob("*/metrics.csv"))}
+
+
+@pytest.fixture(scope="module")
+def basic_sweep(tmp_path_factory):
+    real_data("mnist")
+    return launched_sweep(tmp_path_factory.mktemp("sweeps") / "basic", "basic")
 
 
 @pytest.mark.parametrize("launcher", ["parallel", "local_processes"])
-def test_launchers_write_the_same_csvs_as_the_basic_one(tmp_path, launcher):
-    real_data("mnist")
-    results = {}
-    for name in ("basic", launcher):
-        result = run_cli(*LAUNCHER_SWEEP, f"hydra/launcher={name}", f"hydra.sweep.dir={tmp_path / name}",
-                         cwd=tmp_path, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
-        results[name] = sweep_csvs(tmp_path / name)
-    assert len(results["basic"]) == 2 and results["basic"].keys() == results[launcher].keys()
-    for job, frame in results["basic"].items():
-        pd.testing.assert_frame_equal(frame, results[launcher][job])
+def test_launchers_write_the_same_csvs_as_the_basic_one(tmp_path, basic_sweep, launcher):
+    other = launched_sweep(tmp_path / launcher, launcher)
+    assert len(basic_sweep) == 2 and basic_sweep.keys() == other.keys()
+    for job, frame in basic_sweep.items():
+        pd.testing.assert_frame_equal(frame, other[job])
 
 
 def test_optuna_sweeper_keeps_the_budget(tmp_path):

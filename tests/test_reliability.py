@@ -14,7 +14,7 @@ from conftest import PROJECT, real_data, run_cli
 
 from ayla.errors import OutputError
 from ayla.io import write_atomic
-from experiments import report, reproduce
+from experiments import figures, report, reproduce
 
 QUICK = {"mnist": ["epochs=2", "data.train_subset=1024", "data.test_subset=500"]}
 REPRODUCE = [sys.executable, str(PROJECT / "scripts" / "reproduce.py"), "--quick"]
@@ -22,18 +22,17 @@ REPRODUCE = [sys.executable, str(PROJECT / "scripts" / "reproduce.py"), "--quick
 
 def test_diverging_figure_is_recorded_and_the_rest_carries_on(tmp_path):
     real_data("mnist")
-    exploding = {"mnist": QUICK["mnist"] + ["lr=1e12"]}
-    reproduce.run_figures(["fig06", "fig02"], [42], tmp_path, exploding, log=lambda line: None)
-    metrics = reproduce.load_figure(tmp_path, "fig06")
-    assert metrics["diverged"].any()
-    for _, part in metrics.groupby(["arm", "hidden"]):
-        if part["diverged"].any():  # the diverged row is the arm's last, and its loss is NaN or infinite
-            last = part.sort_values("epoch").iloc[-1]
-            assert last["diverged"] and not np.isfinite(last["train_loss"])
-    assert not reproduce.load_figure(tmp_path, "fig02").empty, "the next figure still ran"
-    table = "\n".join(report.final_table(tmp_path))
-    diverged_counts = [int(row.rsplit("|", 2)[1]) for row in table.splitlines() if row.startswith("| fig06")]
-    assert sum(diverged_counts) == int(metrics["diverged"].sum()) > 0
+    exploding = {"polynomial": ["lr=10"], **QUICK}  # gradient descent on x⁴ − 3x³ + 2 with lr 10 overflows
+    reproduce.run_figures(["fig02", "fig06"], [42], tmp_path, exploding, log=lambda line: None)
+    metrics = reproduce.load_figure(tmp_path, "fig02")
+    for arm, part in metrics.groupby("arm"):  # each arm stops at its diverged epoch, recorded as such
+        last = part.sort_values("epoch").iloc[-1]
+        assert last["diverged"] and not np.isfinite(last["train_loss"]) and last["epoch"] < 50, arm
+        assert not part["diverged"].iloc[:-1].any()
+    assert not reproduce.load_figure(tmp_path, "fig06").empty, "the next figure still ran"
+    text = report.build_report(tmp_path)
+    assert "*Diverged: " in text and "AYLA seed 42 at epoch" in text and "SGD seed 42 at epoch" in text
+    figures.draw(reproduce.compose_run(["figure=fig02"]).figure, metrics)  # and it still draws
 
 
 def test_diverged_single_run_exits_cleanly_with_a_message(tmp_path):
@@ -48,7 +47,7 @@ def test_diverged_single_run_exits_cleanly_with_a_message(tmp_path):
 
 def test_kill_9_mid_reproduction_then_resume(tmp_path):
     real_data("mnist")
-    args = ["--figures", "fig06,fig07"]
+    args = ["--figures", "fig06"]
     whole = subprocess.run(REPRODUCE + args + ["--out", str(tmp_path / "whole")], capture_output=True, text=True,
                            timeout=600)
     assert whole.returncode == 0, whole.stderr[-2000:]
@@ -62,7 +61,7 @@ def test_kill_9_mid_reproduction_then_resume(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     finished = list(out.rglob("metrics.csv"))
-    assert 1 <= len(finished) < 4, "killed after the first run and before the last"
+    assert 1 <= len(finished) < 2, "killed after the first run and before the last"
     for csv in finished:  # whatever is there is whole
         assert len(pd.read_csv(csv)) == 2 * 3  # two arms × three epochs (quick mode)
 

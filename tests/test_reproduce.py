@@ -181,7 +181,5 @@ def test_quick_reproduction_end_to_end(tmp_path):
     text = (tmp_path / "REPORT.md").read_text()
     assert text.count("| confirmed |") + text.count("| partly confirmed |") + text.count("| not confirmed |") == 5
     assert "torch" in text and "minutes of training" in text
-    again = subprocess.run([sys.executable, str(PROJECT / "scripts" / "reproduce.py"), "--quick", "--out",
-                            str(tmp_path)], capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0 and "training" not in again.stdout.replace("minutes of training", "")
-    assert again.stdout.count("complete, skipped") == 15
+    for name in ("fig07", "fig09", "fig10"):  # the eps / constant-scale ablation is drawn beside them
+        assert (tmp_path / "figures" / f"{name}_ablation.png").stat().st_size > 10_000
