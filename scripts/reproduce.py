@@ -10,13 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
 
 from ayla.errors import AylaError  # noqa: E402
 from ayla.io import write_atomic  # noqa: E402
 from experiments.fair import fair_section  # noqa: E402
 from experiments.figures import draw_figures  # noqa: E402
-from experiments.report import build_report  # noqa: E402
+from experiments.report import build_report, update_readme  # noqa: E402
 from experiments.reproduce import compose_run, load_settings, run_figures  # noqa: E402
 
 
@@ -39,7 +40,10 @@ def main() -> None:
             extra = settings.quick.overrides if args.quick else None
             wall = run_figures(figures, seeds, out, extra)
         drawn = draw_figures(out, figures, lambda name: compose_run([f"figure={name}"]).figure)
-        write_atomic(out / "REPORT.md", build_report(out, wall, fair_section(out)))
+        fair = fair_section(out)
+        write_atomic(out / "REPORT.md", build_report(out, wall, fair))
+        if out.resolve() == (PROJECT / "results").resolve():  # the committed results: refresh the README too
+            update_readme(PROJECT / "README.md", out, fair)
     except AylaError as error:
         sys.exit(f"error: {error}")
     print(f"wrote {len(drawn)} figure files under {out / 'figures'} and {out / 'REPORT.md'}")

@@ -183,3 +183,17 @@ def test_quick_reproduction_end_to_end(tmp_path):
     assert "torch" in text and "minutes of training" in text
     for name in ("fig07", "fig09", "fig10"):  # the eps / constant-scale ablation is drawn beside them
         assert (tmp_path / "figures" / f"{name}_ablation.png").stat().st_size > 10_000
+
+
+def test_readme_results_block_is_regenerated_and_nothing_else_changes(tmp_path):
+    write_figure(tmp_path, "fig07", classifier_frame(0.1, 0.01))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nintro\n\n{report.README_START}\nstale text 0.123\n{report.README_END}\n\nend\n")
+    assert report.update_readme(readme, tmp_path, ["### H = 8", "- a verdict line", "| a table row |"])
+    text = readme.read_text()
+    assert text.startswith("# title\n\nintro\n\n") and text.endswith(f"{report.README_END}\n\nend\n")
+    assert "stale text" not in text and "- a verdict line" in text and "| a table row |" not in text
+    assert "| MNIST at lr 0.1: AYLA ≈ 90 % / 95 %, Adam stagnates | partly confirmed |" in text  # 85 %, not 90
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers here\n")
+    assert not report.update_readme(plain, tmp_path) and plain.read_text() == "no markers here\n"
