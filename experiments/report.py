@@ -356,3 +356,18 @@ def update_readme(readme: Path, out: Path, fair_lines: list[str] = ()) -> bool:
     block = "\n".join([README_START, *readme_results(out, fair_lines), README_END])
     readme.write_text(head + block + tail)
     return True
+
+
+SETTING_COLUMNS = ("experiment", "arm", "optimizer", "base", "ayla", "N1", "N2", "lr", "eps", "momentum", "grad_scale",
+                   "hidden", "batch_size", "loss", "epoch")
+METRIC_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "factor", "step_size")
+
+
+def summarize_seeds(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per setting and epoch: mean, std, min and max over seeds of every metric, and the seed count."""
+    keys = [c for c in SETTING_COLUMNS if c in frame.columns]
+    values = [c for c in METRIC_COLUMNS if c in frame.columns]
+    grouped = frame.groupby(keys, dropna=False, sort=True)
+    summary = grouped[values].agg(["mean", "std", "min", "max"])
+    summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
+    return summary.assign(seeds=grouped["seed"].nunique()).reset_index()

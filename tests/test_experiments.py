@@ -1,9 +1,12 @@
 """The four experiments end to end through `python run.py`, on the real data where there is data."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import real_data, run_cli
+from conftest import PROJECT, real_data, run_cli
 
 BASE_COLUMNS = ["experiment", "arm", "optimizer", "base", "N1", "N2", "lr", "hidden", "seed", "epoch", "step",
                 "train_loss", "factor", "step_size", "seconds", "diverged"]
@@ -130,3 +133,18 @@ def test_multirun_sweeps_optimizers_and_seeds(tmp_path):
     frames = pd.concat(pd.read_csv(c) for c in csvs)
     assert sorted(set(zip(frames["optimizer"], frames["seed"]))) == [("ayla", 0), ("ayla", 1), ("sgd", 0),
                                                                      ("sgd", 1)]
+
+
+def test_aggregate_a_seed_sweep(tmp_path):
+    result = run_cli("-m", "experiment=curvefit", "optimizer=adam,ayla", "seed=1,2,3", "epochs=5",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    done = subprocess.run([sys.executable, str(PROJECT / "scripts" / "aggregate.py"), str(tmp_path / "sweep")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = pd.read_csv(tmp_path / "sweep" / "summary.csv")
+    assert len(summary) == 2 * 5 and (summary["seeds"] == 3).all()
+    runs = pd.concat(pd.read_csv(f) for f in (tmp_path / "sweep").glob("*/metrics.csv"))
+    last = runs[(runs["optimizer"] == "ayla") & (runs["epoch"] == 5)]["train_loss"]
+    row = summary[(summary["optimizer"] == "ayla") & (summary["epoch"] == 5)].iloc[0]
+    assert row["train_loss_mean"] == pytest.approx(last.mean()) and row["train_loss_max"] == pytest.approx(last.max())

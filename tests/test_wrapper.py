@@ -186,3 +186,25 @@ def test_step_without_loss_is_an_error():
     opt = AYLA(torch.optim.SGD(model.parameters(), lr=0.1), N1=0.5, N2=1.5)
     with pytest.raises(ValueError, match="needs the scalar loss"):
         opt.step()
+
+
+def test_adam_divides_a_constant_gradient_scale_away_up_to_eps():
+    """DESIGN §9: Adam fed c·g with eps·c steps exactly as Adam fed g with eps; so AYLA on Adam acts only
+    through how its factor varies from step to step and through eps, never through its mean size."""
+    c = 1e-4
+
+    def train_scaled(scale, eps):
+        model, x, y = make_problem(dtype=torch.float64)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01, eps=eps)
+        for step in range(20):
+            opt.zero_grad()
+            (scale * loss_at(model, x, y, step)).backward()
+            opt.step()
+        return list(model.parameters())
+
+    for a, b in zip(train_scaled(c, 1e-8 * c), train_scaled(1.0, 1e-8)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # the same scale with the default eps is a different optimizer: eps now weighs 1/c times more
+    assert any(not torch.allclose(a, b) for a, b in zip(train_scaled(c, 1e-8), train_scaled(1.0, 1e-8)))
+    # AYLA whose factor happens to be constant (N1 = N2 = 1 gives factor 1) is plain Adam, bit for bit
+    assert torch.equal(train_wrapped(torch.optim.Adam, 1.0, 1.0, lr=0.01)[0], train_bare(torch.optim.Adam, lr=0.01)[0])
