@@ -43,8 +43,8 @@ reproduce-quick: $(VENV)/.installed ## the whole pipeline in a few minutes: few 
 figures: $(VENV)/.installed ## redraw figures and REPORT.md from the CSVs alone
 	$(PY) scripts/reproduce.py --draw-only $(if $(OUT),--out $(OUT))
 
-fair: $(VENV)/.installed ## tuned baselines vs AYLA on MNIST with equal budgets, after make reproduce (results/REPORT.md)
-	$(PY) scripts/fair.py $(if $(OUT),--out $(OUT))
+fair: $(VENV)/.installed ## tuned baselines vs AYLA on MNIST with equal budgets, after make reproduce; JOBS=2 trials side by side
+	$(PY) scripts/fair.py $(if $(OUT),--out $(OUT)) $(if $(JOBS),--jobs $(JOBS))
 
 fair-quick: $(VENV)/.installed ## the fair-comparison pipeline on small subsets, one seed
 	$(PY) scripts/fair.py --quick $(if $(OUT),--out $(OUT))

@@ -26,8 +26,10 @@ def tuning_folder(out: Path, sweep: str, hidden: int) -> Path:
     return Path(out) / "fair" / "tuning" / sweep / f"H{hidden}"
 
 
-def run_tuning(sweep: str, hidden: int, out: Path, extra: list[str] = (), log=print) -> Path:
-    """One sweep preset at one hidden size through `python run.py -m`; skipped when every trial is there."""
+def run_tuning(sweep: str, hidden: int, out: Path, extra: list[str] = (), log=print, jobs: int = 1) -> Path:
+    """One sweep preset at one hidden size through `python run.py -m`; skipped when every trial is there.
+    jobs > 1 runs that many trials side by side (hydra-joblib-launcher, which gives each worker
+    cores // jobs threads, so they do not oversubscribe the CPU)."""
     folder = tuning_folder(out, sweep, hidden)
     trials = compose_run([f"sweep={sweep}"]).sweep.trials
     if len(list(folder.glob("*/metrics.csv"))) == trials:
@@ -36,6 +38,8 @@ def run_tuning(sweep: str, hidden: int, out: Path, extra: list[str] = (), log=pr
     log(f"tuning {sweep} H={hidden}: {trials} trials through Hydra multirun into {folder}")
     command = [sys.executable, str(PROJECT / "run.py"), "-m", f"sweep={sweep}", f"hidden={hidden}",
                f"hydra.sweep.dir={folder}", *extra]
+    if jobs > 1:
+        command += ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"]
     result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
     if result.returncode != 0:
         raise AylaError(f"tuning sweep {sweep} H={hidden} failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -74,12 +78,12 @@ def tuned_unit(settings, hidden: int, out: Path, extra: list[str] = ()) -> Unit:
     return Unit(TUNED, hidden, names, cfgs)
 
 
-def run_fair(settings, seeds: list[int], out: Path, extra: list[str] = (), log=print) -> None:
-    """Tune every sweep at every hidden size, then retrain each sweep's best over the seeds; `extra` overrides
-    apply to both (the quick mode)."""
+def run_fair(settings, seeds: list[int], out: Path, extra: list[str] = (), log=print, jobs: int = 1) -> None:
+    """Tune every sweep at every hidden size (`jobs` trials at a time), then retrain each sweep's best over the
+    seeds, fused; `extra` overrides apply to both (the quick mode)."""
     for hidden in settings.hidden:
         for sweep in settings.sweeps:
-            run_tuning(sweep, hidden, out, extra, log)
+            run_tuning(sweep, hidden, out, extra, log, jobs)
         run_unit(tuned_unit(settings, hidden, out, extra), seeds, out, log)
 
 

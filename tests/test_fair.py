@@ -108,6 +108,18 @@ def test_launchers_write_the_same_csvs_as_the_basic_one(tmp_path, basic_sweep, l
         pd.testing.assert_frame_equal(frame, other[job])
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_tuning_runs_trials_side_by_side_only_when_asked(tmp_path, monkeypatch, jobs):
+    commands = []
+    monkeypatch.setattr(fair.subprocess, "run", lambda command, **kw: commands.append(command) or
+                        type("Done", (), {"returncode": 0})())
+    fair.run_tuning("mnist_adam_lr", 8, tmp_path, ["epochs=1"], log=lambda *a: None, jobs=jobs)
+    (command,) = commands
+    assert command[2:5] == ["-m", "sweep=mnist_adam_lr", "hidden=8"] and "epochs=1" in command
+    assert ("hydra/launcher=parallel" in command) == (jobs > 1)
+    assert ("hydra.launcher.n_jobs=2" in command) == (jobs == 2)
+
+
 def test_optuna_sweeper_keeps_the_budget(tmp_path):
     real_data("mnist")
     result = run_cli(*LAUNCHER_SWEEP, "hydra/sweeper=budgeted_optuna", "sweep.trials=3",
