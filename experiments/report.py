@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from ayla.io import write_atomic
 from experiments.reproduce import load_figure
 
 CONFIRMED, PARTLY, NOT, NO_DATA = "confirmed", "partly confirmed", "not confirmed", "no data"
@@ -354,7 +355,7 @@ def update_readme(readme: Path, out: Path, fair_lines: list[str] = ()) -> bool:
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
     block = "\n".join([README_START, *readme_results(out, fair_lines), README_END])
-    readme.write_text(head + block + tail)
+    write_atomic(readme, head + block + tail)
     return True
 
 
