@@ -224,8 +224,8 @@ def provenance_summary(out: Path) -> dict:
     Fused populations record their wall time once in each seed's config.yaml; a single run (a tuning trial)
     has only its epochs' seconds.
     """
-    records = {p: OmegaConf.load(p) for p in sorted(Path(out).rglob("config.yaml"))
-               if "quick" not in p.relative_to(out).parts}
+    records = {p: OmegaConf.load(p) for p in sorted(Path(out).rglob("config.yaml")) if not any(
+               part == "quick" or part.startswith(".") for part in p.relative_to(out).parts)}  # not Hydra's .hydra/
     populations, single = {}, 0.0
     for path, record in records.items():
         if "population" in record:

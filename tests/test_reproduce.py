@@ -197,3 +197,11 @@ def test_readme_results_block_is_regenerated_and_nothing_else_changes(tmp_path):
     plain = tmp_path / "plain.md"
     plain.write_text("no markers here\n")
     assert not report.update_readme(plain, tmp_path) and plain.read_text() == "no markers here\n"
+
+
+def test_hydra_job_configs_are_not_counted_as_runs(tmp_path):
+    """A tuning trial's .hydra/config.yaml (Hydra's copy, no provenance) is neither a run nor an error."""
+    trial = tmp_path / "fair" / "tuning" / "mnist_adam_lr" / "H8" / "0_lr=0.1"
+    (trial / ".hydra").mkdir(parents=True)
+    (trial / ".hydra" / "config.yaml").write_text("lr: 0.1\n")
+    assert report.provenance_summary(tmp_path)["runs"] == 0
