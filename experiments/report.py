@@ -15,7 +15,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ayla.io import write_atomic
-from experiments.reproduce import load_figure
+from experiments.reproduce import CONF, load_figure
 
 CONFIRMED, PARTLY, NOT, NO_DATA = "confirmed", "partly confirmed", "not confirmed", "no data"
 
@@ -299,6 +299,15 @@ def final_table(out: Path) -> list[str]:
     return lines
 
 
+def figures_not_run(out: Path) -> list[str]:
+    """The figures of conf/reproduce.yaml, and their ablations, that have no complete run under `out` yet."""
+    names = []
+    for figure in OmegaConf.load(CONF / "reproduce.yaml").figures:
+        preset = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure
+        names += [figure, f"{figure}_ablation"] if "ablation" in preset else [figure]
+    return [name for name in names if not any((Path(out) / name).glob("*/metrics.csv"))]
+
+
 def build_report(out: Path, wall_seconds: float | None = None, extra_sections: list[str] = ()) -> str:
     claims = [make(out) for make in CLAIMS]
     info = provenance_summary(out)
@@ -318,6 +327,9 @@ def build_report(out: Path, wall_seconds: float | None = None, extra_sections: l
               "README) was rebuilt from lossless public copies (pixels from zeruishao/FedLoRE, split and file "
               "names from SemicolonStruggles/CIFAR-100-JPG), sorted by label, matching the published channel "
               "statistics; it is not byte-identical to the official pickles."]
+    if missing := figures_not_run(out):
+        lines.append(f"- not run yet: {', '.join(missing)} (the run stopped before them; `make reproduce` resumes "
+                     "and adds them)")
     if wall_seconds is not None:
         lines.append(f"- this invocation of `make reproduce` took {wall_seconds / 60:.1f} minutes of wall time "
                      "(runs already complete are skipped, so a resumed run takes less)")

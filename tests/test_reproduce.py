@@ -205,3 +205,12 @@ def test_hydra_job_configs_are_not_counted_as_runs(tmp_path):
     (trial / ".hydra").mkdir(parents=True)
     (trial / ".hydra" / "config.yaml").write_text("lr: 0.1\n")
     assert report.provenance_summary(tmp_path)["runs"] == 0
+
+
+def test_report_names_the_figures_not_run_yet(tmp_path):
+    run = tmp_path / "fig01" / "seed42"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text("epoch\n1\n")
+    missing = report.figures_not_run(tmp_path)
+    assert "fig01" not in missing and {"fig02", "fig10", "fig07_ablation", "fig10_ablation"} <= set(missing)
+    assert "fig01_ablation" not in missing and "fig06_ablation" not in missing
