@@ -64,16 +64,12 @@ def apart(a: pd.Series, b: pd.Series, lower_is_better: bool) -> bool:
     return bool(a.max() < b.min()) if lower_is_better else bool(a.min() > b.max())
 
 
-def with_runs(out: Path, figure: str, claim: Claim) -> tuple[Claim, pd.DataFrame]:
-    """The claim and the runs of the figure it is judged on (empty until they exist)."""
-    return claim, load_figure(out, figure)
-
-
 def claim_polynomial(out: Path) -> Claim:
-    claim, metrics = with_runs(out, "fig02", Claim(
+    claim = Claim(
         "Polynomial: AYLA escapes the saddle that traps SGD", ["fig01", "fig02", "fig03"],
         "SGD drifts to and stays near the saddle x = 0; AYLA passes it and reaches x ≈ 2.25 within about 30 steps, "
-        "with small oscillations after (Figs. 1–3)."))
+        "with small oscillations after (Figs. 1–3).")
+    metrics = load_figure(out, "fig02")
     if metrics.empty:
         return claim
     first = metrics[metrics["seed"] == metrics["seed"].min()]
@@ -94,10 +90,11 @@ def claim_polynomial(out: Path) -> Claim:
 
 def claim_curvefit(out: Path) -> Claim:
     paper = {"AYLA N1=0.2": 0.103, "AYLA N1=0.4": 0.109, "AYLA N1=0.6": 0.113, "AYLA N1=0.8": 0.119}
-    claim, metrics = with_runs(out, "fig05", Claim(
+    claim = Claim(
         "Curve fit: AYLA is ahead at 100 epochs, level at 300", ["fig04", "fig05"],
         "Training loss at 100 epochs: Adam 0.13; AYLA 0.103 / 0.109 / 0.113 / 0.119 for N1 = 0.2 / 0.4 / 0.6 / 0.8 "
-        "(N2 = 1), all better than Adam. At 300 epochs both ≈ 0.03 (Figs. 4–5)."))
+        "(N2 = 1), all better than Adam. At 300 epochs both ≈ 0.03 (Figs. 4–5).")
+    metrics = load_figure(out, "fig05")
     if metrics.empty:
         return claim
     adam = at(metrics, "Adam", 100, "train_loss")
@@ -135,10 +132,11 @@ def gap(metrics, epoch, column, hidden) -> float:
 
 
 def claim_mnist_low_lr(out: Path) -> Claim:
-    claim, metrics = with_runs(out, "fig06", Claim(
+    claim = Claim(
         "MNIST at lr 1e-4: AYLA ahead early, most for the small network", ["fig06"],
         "N1 = N2 = 0.1, lr = 1e-4: AYLA ahead of Adam in training loss and accuracy, most for H = 8, mostly in the "
-        "early epochs (Fig. 6)."))
+        "early epochs (Fig. 6).")
+    metrics = load_figure(out, "fig06")
     if metrics.empty:
         return claim
     small, large = sorted(metrics["hidden"].unique())
@@ -163,10 +161,11 @@ def claim_mnist_low_lr(out: Path) -> Claim:
 
 
 def claim_mnist_high_lr(out: Path) -> Claim:
-    claim, metrics = with_runs(out, "fig07", Claim(
+    claim = Claim(
         "MNIST at lr 0.1: AYLA ≈ 90 % / 95 %, Adam stagnates", ["fig07"],
         "N1 = N2 = 1e-6, lr = 0.1: AYLA reaches about 90 % (H = 8) and 95 % (H = 256) accuracy; Adam shows signs "
-        "of stagnation and fails to reach similar levels (Fig. 7)."))
+        "of stagnation and fails to reach similar levels (Fig. 7).")
+    metrics = load_figure(out, "fig07")
     if metrics.empty:
         return claim
     last = int(metrics["epoch"].max())
