@@ -12,8 +12,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ayla.config import check_cli_overrides
-from ayla.errors import AylaError, ConfigError
+from experiments.config import check_cli_overrides
+from experiments.errors import AylaError, ConfigError
 from experiments.runner import run_population, write_run
 
 CONF = Path(__file__).resolve().parent / "conf"

@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 
 from ayla import AYLA
-from ayla.config import arm_from_config
-from ayla.data import load_split, subset_indices
-from ayla.trainer import train
 from experiments import DATASETS, TASKS
+from experiments.config import arm_from_config
+from experiments.data import load_split, subset_indices
+from experiments.trainer import train
 
 BATCH = 256
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ayla.data import DatasetSpec
-from ayla.errors import DataError
 from experiments import images
+from experiments.data import DatasetSpec
+from experiments.errors import DataError
 
 
 def layout_files(root: Path, split: str) -> list[Path]:

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ayla.errors import ConfigError
 from experiments import mlp
+from experiments.errors import ConfigError
 
 
 def truth(x: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from ayla.errors import AylaError
+from experiments.errors import AylaError
 from experiments.report import apart, describe
 from experiments.reproduce import CONF, Unit, compose_run, load_figure, run_unit
 

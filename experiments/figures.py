@@ -12,9 +12,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from ayla.io import write_atomic  # noqa: E402
 from ayla.transform import ayla_loss  # noqa: E402
 from experiments import curvefit, polynomial  # noqa: E402
+from experiments.io import write_atomic  # noqa: E402
 
 FIXED_COLORS = {"SGD": "black", "Adam": "black", "AYLA": "tab:blue"}
 OTHER_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive",

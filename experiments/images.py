@@ -6,10 +6,10 @@ no per-sample Dataset or DataLoader. Test (and validation) metrics are computed 
 
 import torch
 
-from ayla.data import DatasetSpec, load_split, subset_indices
-from ayla.errors import ConfigError
-from ayla.trainer import SPLIT_STREAM, stream_seed
 from experiments import mlp
+from experiments.data import DatasetSpec, load_split, subset_indices
+from experiments.errors import ConfigError
+from experiments.trainer import SPLIT_STREAM, stream_seed
 
 EVAL_FLOATS = 2**25  # activations per evaluation chunk (~128 MB in float32)
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ayla.data import DatasetSpec
-from ayla.errors import DataError
 from experiments import images
+from experiments.data import DatasetSpec
+from experiments.errors import DataError
 
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}

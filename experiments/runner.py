@@ -5,10 +5,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ayla.config import DTYPES, arm_from_config, check_run_config, resolve_device
-from ayla.io import provenance, write_atomic, write_csv
-from ayla.trainer import UPDATE_FIELDS, train
 from experiments import TASKS
+from experiments.config import DTYPES, arm_from_config, check_run_config, resolve_device
+from experiments.io import provenance, write_atomic, write_csv
+from experiments.trainer import UPDATE_FIELDS, train
 
 ARM_KEYS = ("optimizer", "lr", "N1", "N2", "seed", "figure", "sweep")  # may differ between arms trained together
 RUN_COLUMNS = ("experiment", "hidden", "batch_size", "loss", "dtype", "init")

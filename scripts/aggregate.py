@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
 
-from ayla.io import write_csv  # noqa: E402
+from experiments.io import write_csv  # noqa: E402
 from experiments.report import summarize_seeds  # noqa: E402
 
 

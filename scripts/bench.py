@@ -12,10 +12,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from ayla.config import resolve_device  # noqa: E402
-from ayla.errors import AylaError  # noqa: E402
-from ayla.io import git_state, write_csv  # noqa: E402
 from experiments.bench import run  # noqa: E402
+from experiments.config import resolve_device  # noqa: E402
+from experiments.errors import AylaError  # noqa: E402
+from experiments.io import git_state, write_csv  # noqa: E402
 from experiments.reproduce import CONF, compose_run  # noqa: E402
 
 

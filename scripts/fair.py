@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from ayla.errors import AylaError  # noqa: E402
-from ayla.io import write_atomic  # noqa: E402
+from experiments.errors import AylaError  # noqa: E402
 from experiments.fair import fair_section, run_fair  # noqa: E402
+from experiments.io import write_atomic  # noqa: E402
 from experiments.report import build_report  # noqa: E402
 from experiments.reproduce import CONF  # noqa: E402
 

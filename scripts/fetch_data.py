@@ -9,9 +9,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ayla.data import fetch  # noqa: E402
-from ayla.errors import DataError  # noqa: E402
 from experiments import DATASETS  # noqa: E402
+from experiments.data import fetch  # noqa: E402
+from experiments.errors import DataError  # noqa: E402
 
 
 def main() -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from ayla.errors import AylaError  # noqa: E402
-from ayla.io import write_atomic  # noqa: E402
+from experiments.errors import AylaError  # noqa: E402
 from experiments.fair import fair_section  # noqa: E402
 from experiments.figures import draw_figures  # noqa: E402
+from experiments.io import write_atomic  # noqa: E402
 from experiments.report import build_report, update_readme  # noqa: E402
 from experiments.reproduce import compose_run, load_settings, run_figures  # noqa: E402
 

@@ -5,8 +5,8 @@ import torch
 from conftest import make_config, run_cli
 from omegaconf import OmegaConf
 
-from ayla.config import arm_from_config, check_run_config
-from ayla.errors import ConfigError
+from experiments.config import arm_from_config, check_run_config
+from experiments.errors import ConfigError
 
 EXPERIMENTS = ["polynomial", "curvefit", "mnist", "cifar100"]
 OPTIMIZERS = ["sgd", "adam", "ayla"]

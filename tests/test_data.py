@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import DATA, make_config, real_data
 
-from ayla.data import load_split
-from ayla.errors import DataError
 from experiments import cifar100, mnist
+from experiments.data import load_split
+from experiments.errors import DataError
 from experiments.runner import run_population
 
 

@@ -37,8 +37,8 @@ def test_training_never_sees_validation_rows():
     seen = []
     original = task.train_losses
     task.train_losses = lambda params, rows: seen.append(rows.clone()) or original(params, rows)
-    from ayla.config import arm_from_config
-    from ayla.trainer import train
+    from experiments.config import arm_from_config
+    from experiments.trainer import train
     metrics = train(task, [arm_from_config(cfg)], [5], 1, log=lambda line: None).metrics
     used = torch.cat([r.flatten() for r in seen]).unique()
     assert not set(used.tolist()) & set(task.val_rows[0].tolist())
@@ -146,7 +146,7 @@ def test_time_to_target_counts_epochs_and_the_arms_share_of_seconds():
 
 
 def test_fair_verdicts_on_hand_made_results(tmp_path):
-    from ayla.io import write_csv
+    from experiments.io import write_csv
     methods = {s: reproduce.compose_run([f"sweep={s}"]).sweep.method for s in SWEEPS}
     rows = []
     for (arm, acc), seed, epoch in itertools.product(

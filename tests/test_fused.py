@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import make_config, real_data
 
-from ayla.config import DTYPES, arm_from_config
-from ayla.trainer import train
 from experiments import TASKS, mlp
+from experiments.config import DTYPES, arm_from_config
+from experiments.trainer import train
 
 NO_LOG = {"log": lambda line: None}
 ARMS = {"adam": ["optimizer=adam"], "ayla": ["optimizer=ayla", "N1=0.1", "N2=0.1"],

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from conftest import PROJECT, real_data, run_cli
 
-from ayla.errors import OutputError
-from ayla.io import write_atomic
 from experiments import figures, report, reproduce
+from experiments.errors import OutputError
+from experiments.io import write_atomic
 
 QUICK = {"mnist": ["epochs=2", "data.train_subset=1024", "data.test_subset=500"]}
 REPRODUCE = [sys.executable, str(PROJECT / "scripts" / "reproduce.py"), "--quick"]

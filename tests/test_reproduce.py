@@ -10,9 +10,9 @@ import pytest
 from conftest import PROJECT, real_data
 from omegaconf import OmegaConf
 
-from ayla.config import arm_from_config
-from ayla.io import write_csv
 from experiments import figures, report, reproduce
+from experiments.config import arm_from_config
+from experiments.io import write_csv
 
 # DESIGN.md §3: experiment, hidden sizes, lr, and per arm (optimizer, N1, N2)
 PAPER_FIGURES = {

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import make_config, real_data
 
-from ayla.trainer import Arm, train
 from experiments import mnist
 from experiments.runner import run_population, write_run
+from experiments.trainer import Arm, train
 
 NO_LOG = {"log": lambda line: None}
 

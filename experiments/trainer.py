@@ -26,8 +26,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ayla.errors import ConfigError
 from ayla.transform import ayla_factor
+from experiments.errors import ConfigError
 
 BASES = ("sgd", "adam")
 UPDATE_FIELDS = ("base", "lr", "beta1", "beta2", "eps", "momentum")  # shared by the arms of a population

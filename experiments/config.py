@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ayla.errors import ConfigError
-from ayla.trainer import BASES, Arm
 from ayla.transform import check_exponents
+from experiments.errors import ConfigError
+from experiments.trainer import BASES, Arm
 
 TOP_LEVEL = {"experiment", "optimizer", "figure", "sweep", "lr", "N1", "N2", "epochs", "seed", "hidden",
              "batch_size", "loss", "device", "dtype", "init", "data"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ayla.errors import OutputError
+from experiments.errors import OutputError
 
 PROJECT = Path(__file__).resolve().parent.parent
 UMASK = os.umask(0)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ayla.errors import DataError
+from experiments.errors import DataError
 
 SPLITS = ("train", "test")
 
