@@ -1,18 +1,47 @@
 """AYLA as a wrapper around any torch.optim.Optimizer.
 
+    optimizer = AYLA(torch.optim.Adam(model.parameters()), N1=0.1, N2=0.1)
     loss = criterion(model(x), y)
     optimizer.zero_grad()
     loss.backward()
-    optimizer.step(loss=loss)      # optimizer = AYLA(torch.optim.Adam(model.parameters()), N1=0.1, N2=0.1)
+    optimizer.step(loss=loss)      # every gradient × ayla_factor(loss), then Adam's step
 
-`step` multiplies every gradient by ayla_factor(loss) and then lets the wrapped optimizer step: the same
-update as calling `ayla_loss(loss).backward()` on the bare optimizer.
+Three ways to hand the loss over, for the three ways training code calls `step`:
+  - `step(loss=loss)` after backward: the factor multiplies the gradients inside `step`, so anything done to
+    the gradients in between (clipping) acts on the raw gradient and the step is factor × that;
+  - `step(closure)`: every evaluation of the closure has its gradients scaled by its own factor and returns the
+    transformed loss sign(l)·|l|ⁿ, so optimizers that evaluate the closure several times (LBFGS, SAM) work on
+    the transformed problem;
+  - `attach(loss)` before backward, for code that calls `step()` without a loss (Lightning, Hugging Face,
+    accelerate, GradScaler): the backward pass itself then produces factor × dl/dθ, the loss's value stays
+    what it was (logs and evaluation are unchanged), and clipping acts on the AYLA gradient, exactly as with
+    the functional form `ayla_loss(loss, N1, N2).backward()`.
+With one process and no clipping all three give the same update as the functional form.
+
+Data parallel (torch.distributed initialised, more than one process): DDP steps with the gradient averaged over
+ranks, so the factor is taken from the loss averaged over ranks too (one all-reduce of a scalar per step):
+every replica applies the same factor and stays identical, and the update is that of one process on the global
+batch. `reduce_loss=False` keeps each rank's own loss, for processes that train separate models.
 """
 
+import inspect
+
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
-from ayla.transform import ayla_factor, check_exponents
+from ayla.transform import ayla_factor, ayla_loss, check_exponents, compute_dtype
+
+
+def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether `optimizer.step()` must be given a closure: LBFGS, a `step(closure)` without a default, and the
+    SAM family (first_step / second_step), which raise without one."""
+    if isinstance(optimizer, torch.optim.LBFGS):
+        return True
+    if hasattr(optimizer, "first_step") and hasattr(optimizer, "second_step"):
+        return True
+    parameter = inspect.signature(optimizer.step).parameters.get("closure")
+    return parameter is not None and parameter.default is inspect.Parameter.empty
 
 
 class AYLA(torch.optim.Optimizer):
@@ -23,15 +52,24 @@ class AYLA(torch.optim.Optimizer):
     `last_factor` is the factor of the last step (a tensor, so reading it is the only host sync).
     """
 
+    # GradScaler must unscale the gradients and skip non-finite steps itself: a fused inner optimizer would do
+    # both inside its kernel, but the wrapper scales the gradients before that kernel runs.
+    _step_supports_amp_scaling = False
+
     # torch.optim.Optimizer.__init__ is not called on purpose: the wrapped optimizer owns params and state.
-    def __init__(self, optimizer: torch.optim.Optimizer, N1: float, N2: float, check_finite: bool = True):
+    def __init__(self, optimizer: torch.optim.Optimizer, N1: float, N2: float, check_finite: bool = True,
+                 reduce_loss: bool | None = None):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"AYLA wraps a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if isinstance(optimizer, AYLA):
+            raise TypeError("AYLA wraps the base optimizer, not another AYLA (the factor would apply twice)")
         check_exponents(N1, N2)
         self.optimizer = optimizer
         self.N1, self.N2 = float(N1), float(N2)
         self.check_finite = check_finite
+        self.reduce_loss = reduce_loss
         self.last_factor: Tensor | None = None
+        self._attached = 0  # backward passes since the last step/zero_grad whose gradient already has the factor
 
     def __getattr__(self, name):  # only called for what the wrapper itself lacks (hooks, helpers)
         if name == "optimizer":
@@ -52,36 +90,107 @@ class AYLA(torch.optim.Optimizer):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
+        self._attached = 0
 
     def add_param_group(self, param_group: dict) -> None:
         self.optimizer.add_param_group(param_group)
 
+    # --- the factor -----------------------------------------------------------------------------------------
+
+    def _reduces(self) -> bool:
+        if self.reduce_loss is not None:
+            return self.reduce_loss
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+    def factor(self, loss) -> Tensor:
+        """The factor for `loss` (averaged over ranks under data parallelism), after checking it.
+
+        Raises ValueError for anything but a one-element tensor and FloatingPointError (with check_finite) for a
+        NaN or infinite loss, both before anything is changed.
+        """
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise ValueError("AYLA needs the scalar loss tensor: call step(loss=loss), step(closure) or "
+                             f"attach(loss) before backward; got {type(loss).__name__}"
+                             + (f" of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else ""))
+        loss = loss.detach().reshape(()).to(compute_dtype(loss))
+        if self._reduces():
+            loss = loss.clone()
+            dist.all_reduce(loss)  # every rank gets the same sum, so every rank raises or none does
+            loss /= dist.get_world_size()
+        if self.check_finite and not torch.isfinite(loss):
+            raise FloatingPointError(f"AYLA: the loss is {loss.item()}, not finite; not stepping "
+                                     "(lower the learning rate or check the data)")
+        self.last_factor = ayla_factor(loss, self.N1, self.N2, validate=False)
+        return self.last_factor
+
+    def _scale_gradients(self, factor: Tensor) -> None:
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        for grad in grads:
+            grad.mul_(factor.to(device=grad.device, dtype=grad.dtype))
+
+    # --- the three hand-overs -------------------------------------------------------------------------------
+
+    def attach(self, loss: Tensor) -> Tensor:
+        """Make the coming backward of `loss` (or of anything computed from it, e.g. GradScaler's scaled loss or
+        loss / accumulation_steps) give factor × dl/dθ. Returns `loss` itself, unchanged in value.
+
+        The next `step()` then needs no loss. With gradient accumulation each backward carries the factor of its
+        own micro-batch loss, as the functional form would.
+        """
+        factor = self.factor(loss)  # checks now, before the backward pass
+
+        def hook(grad: Tensor) -> Tensor:
+            self._attached += 1
+            return grad * factor.to(dtype=grad.dtype, device=grad.device)
+
+        if not loss.requires_grad:
+            raise ValueError("AYLA.attach: the loss does not require grad (attach it before backward, "
+                             "outside torch.no_grad)")
+        loss.register_hook(hook)
+        return loss
+
     @torch.no_grad()
     def step(self, closure=None, *, loss: Tensor | None = None):
-        """Scale the gradients by the factor of `loss` (or of the loss `closure` returns), then step.
+        """Apply AYLA's factor to the gradients, then let the wrapped optimizer step.
 
-        With check_finite (the default) a NaN or infinite loss raises FloatingPointError before anything
-        is changed; that check reads the loss on the host, so pass check_finite=False to keep a CUDA loop
-        free of syncs and check the losses yourself.
+        The loss comes from, in this order: the closure's return value; `loss=`; a loss attached before
+        backward. A closure that returns None (Lightning's manual optimization passes one) falls back to the
+        others. Without a loss, or with a loss given twice, nothing is changed and ValueError says why; a
+        non-finite loss raises FloatingPointError (check_finite=False skips that check, the one host sync).
         """
         if closure is not None:
+            result = self.optimizer.step(self._transformed_closure(closure, loss))
+        elif needs_closure(self.optimizer):
+            raise ValueError(f"{type(self.optimizer).__name__} evaluates the loss itself: call AYLA.step(closure) "
+                             "with a closure that recomputes the loss and its gradients")
+        elif self._attached:
+            if loss is not None:
+                raise ValueError("AYLA.step: the loss was attached before backward and passed to step(loss=) too; "
+                                 "hand it over once")
+            result = self.optimizer.step()
+        else:
+            self._scale_gradients(self.factor(loss))
+            self.optimizer.step()
+            result = loss
+        self._attached = 0
+        return result
+
+    def _transformed_closure(self, closure, loss: Tensor | None):
+        def evaluate():
+            self._attached = 0
             with torch.enable_grad():
-                loss = closure()
-        if not isinstance(loss, Tensor) or loss.numel() != 1:
-            raise ValueError("AYLA.step needs the scalar loss tensor: call step(loss=loss) or step(closure)")
-        if self.check_finite and not torch.isfinite(loss).all():
-            raise FloatingPointError(
-                f"AYLA: the loss is {loss.item()}, not finite; not stepping "
-                "(lower the learning rate or check the data)"
-            )
-        factor = ayla_factor(loss, self.N1, self.N2).reshape(())
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad.mul_(factor.to(p.grad.device))
-        self.last_factor = factor
-        self.optimizer.step()
-        return loss
+                value = closure()
+            if self._attached:  # the loss was attached inside the closure: its gradient has the factor
+                return value
+            returned = isinstance(value, Tensor)
+            if not returned and loss is None:
+                raise ValueError("AYLA.step: the closure returned no loss; return it, pass step(closure, "
+                                 "loss=loss) or attach(loss) before backward")
+            raw = value if returned else loss
+            self._scale_gradients(self.factor(raw))
+            # a line search compares these values, so they must be of the loss whose gradient it steps along
+            return ayla_loss(raw.detach(), self.N1, self.N2, validate=False) if returned else value
+        return evaluate
 
     def effective_lrs(self) -> list[Tensor]:
         """lr · factor for each param group at the last step: what multiplies the raw gradient (Fig. 3)."""
@@ -102,3 +211,17 @@ class AYLA(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"AYLA(N1={self.N1}, N2={self.N2}, {self.optimizer!r})"
+
+
+def find_ayla(optimizer) -> AYLA:
+    """The AYLA inside `optimizer` and the wrappers training stacks put around it (accelerate's
+    AcceleratedOptimizer, Lightning's LightningOptimizer), through their `.optimizer` / `._optimizer`."""
+    seen = optimizer
+    for _ in range(8):
+        if isinstance(seen, AYLA):
+            return seen
+        seen = getattr(seen, "optimizer", None) or getattr(seen, "_optimizer", None)
+        if seen is None:
+            break
+    raise TypeError(f"no AYLA optimizer found in {type(optimizer).__name__}; wrap the base optimizer in "
+                    "ayla.AYLA(...)")
