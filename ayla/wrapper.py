@@ -110,7 +110,8 @@ class AYLA(torch.optim.Optimizer):
         """
         if not isinstance(loss, Tensor) or loss.numel() != 1:
             raise ValueError("AYLA needs the scalar loss tensor: call step(loss=loss), step(closure) or "
-                             f"attach(loss) before backward; got {type(loss).__name__}"
+                             "attach(loss) before backward (Lightning: ayla.integrations.lightning.AYLACallback; "
+                             f"Hugging Face: ayla.integrations.huggingface.AYLATrainer); got {type(loss).__name__}"
                              + (f" of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else ""))
         loss = loss.detach().reshape(()).to(compute_dtype(loss))
         if self._reduces():
@@ -130,22 +131,24 @@ class AYLA(torch.optim.Optimizer):
 
     # --- the three hand-overs -------------------------------------------------------------------------------
 
-    def attach(self, loss: Tensor) -> Tensor:
+    def attach(self, loss: Tensor, scale=1.0) -> Tensor:
         """Make the coming backward of `loss` (or of anything computed from it, e.g. GradScaler's scaled loss or
         loss / accumulation_steps) give factor × dl/dθ. Returns `loss` itself, unchanged in value.
 
-        The next `step()` then needs no loss. With gradient accumulation each backward carries the factor of its
-        own micro-batch loss, as the functional form would.
+        `scale` says that `loss` is scale × the loss whose factor applies (a training stack that hands over the
+        loss after scaling it for AMP or dividing it by the accumulation steps); the factor is that of
+        loss / scale. The next `step()` then needs no loss. With gradient accumulation each backward carries
+        the factor of its own micro-batch loss, as the functional form would.
         """
-        factor = self.factor(loss)  # checks now, before the backward pass
+        if not isinstance(loss, Tensor) or not loss.requires_grad:
+            raise ValueError("AYLA.attach needs the loss tensor before backward (one that requires grad, "
+                             "computed outside torch.no_grad)")
+        factor = self.factor(loss.detach() / scale)  # checks now, before the backward pass
 
         def hook(grad: Tensor) -> Tensor:
             self._attached += 1
             return grad * factor.to(dtype=grad.dtype, device=grad.device)
 
-        if not loss.requires_grad:
-            raise ValueError("AYLA.attach: the loss does not require grad (attach it before backward, "
-                             "outside torch.no_grad)")
         loss.register_hook(hook)
         return loss
 
@@ -177,19 +180,25 @@ class AYLA(torch.optim.Optimizer):
 
     def _transformed_closure(self, closure, loss: Tensor | None):
         def evaluate():
-            self._attached = 0
+            attached = self._attached
             with torch.enable_grad():
                 value = closure()
-            if self._attached:  # the loss was attached inside the closure: its gradient has the factor
+            if self._attached > attached:  # the closure attached its loss: its gradient has the factor already
                 return value
-            returned = isinstance(value, Tensor)
-            if not returned and loss is None:
-                raise ValueError("AYLA.step: the closure returned no loss; return it, pass step(closure, "
-                                 "loss=loss) or attach(loss) before backward")
-            raw = value if returned else loss
-            self._scale_gradients(self.factor(raw))
+            if not isinstance(value, Tensor):  # e.g. Lightning's manual optimization: backward ran before step
+                if self._attached and loss is not None:
+                    raise ValueError("AYLA.step: the loss was attached before backward and passed to step(loss=) "
+                                     "too; hand it over once")
+                if self._attached:
+                    return value
+                if loss is None:
+                    raise ValueError("AYLA.step: the closure returned no loss; return it, pass step(closure, "
+                                     "loss=loss) or attach(loss) before backward")
+                self._scale_gradients(self.factor(loss))
+                return value
+            self._scale_gradients(self.factor(value))
             # a line search compares these values, so they must be of the loss whose gradient it steps along
-            return ayla_loss(raw.detach(), self.N1, self.N2, validate=False) if returned else value
+            return ayla_loss(value.detach(), self.N1, self.N2, validate=False)
         return evaluate
 
     def effective_lrs(self) -> list[Tensor]:
@@ -214,14 +223,19 @@ class AYLA(torch.optim.Optimizer):
 
 
 def find_ayla(optimizer) -> AYLA:
-    """The AYLA inside `optimizer` and the wrappers training stacks put around it (accelerate's
-    AcceleratedOptimizer, Lightning's LightningOptimizer), through their `.optimizer` / `._optimizer`."""
+    """The AYLA inside `optimizer` and the wrappers training stacks put around it: accelerate's
+    AcceleratedOptimizer (`.optimizer`) and Lightning's LightningOptimizer (`._optimizer`; it subclasses the class
+    it wraps and copies its attributes, so it passes isinstance but its state is not the real optimizer's)."""
     seen = optimizer
     for _ in range(8):
-        if isinstance(seen, AYLA):
+        inner = getattr(seen, "_optimizer", None)
+        if inner is not None:
+            seen = inner
+        elif isinstance(seen, AYLA):
             return seen
-        seen = getattr(seen, "optimizer", None) or getattr(seen, "_optimizer", None)
-        if seen is None:
-            break
+        else:
+            seen = getattr(seen, "optimizer", None)
+            if seen is None:
+                break
     raise TypeError(f"no AYLA optimizer found in {type(optimizer).__name__}; wrap the base optimizer in "
                     "ayla.AYLA(...)")

@@ -1,0 +1,42 @@
+"""The README's snippets of "AYLA in your own training loop" run as printed (each as a script, as a user would)."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import PROJECT
+
+
+def snippets() -> list[tuple[str, str]]:
+    text = (PROJECT / "README.md").read_text()
+    section = text[text.index("## AYLA in your own training loop"):text.index("## Running experiments")]
+    found, heading = [], "plain loop"
+    for part in re.split(r"(^### .*$)", section, flags=re.M):
+        if part.startswith("### "):
+            heading = part[4:].strip()
+        for code in re.findall(r"```python\n(.*?)```", part, flags=re.S):
+            found.append((heading, code))
+    return found
+
+
+def test_the_section_has_a_snippet_per_stack():
+    headings = [h for h, _ in snippets()]
+    for stack in ("plain loop", "mixed precision", "Lightning", "Hugging Face", "DistributedDataParallel"):
+        assert any(stack in h for h in headings), stack
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("heading,code", snippets(), ids=[h for h, _ in snippets()])
+def test_readme_snippet_runs(tmp_path, heading, code):
+    script = tmp_path / "snippet.py"
+    script.write_text(code)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {**os.environ, "MASTER_PORT": port, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, f"{heading}: {result.stderr[-2000:]}"
