@@ -1,4 +1,11 @@
-"""The paper's Figs. 1-10 drawn from the tidy CSVs: seeds as a mean line with a min-max band."""
+"""The paper's Figs. 1-10 drawn from the tidy CSVs.
+
+Seeds are a mean line with a min-max band, except: a deterministic figure (every seed the same path, Figs. 1-3)
+draws that one path and says so; a collapsed run (experiments/stats.py) is never folded into a band but drawn as
+a thin line of its own, marked × at its end; an ablation figure draws each arm's median over its seeds that did not
+collapse with a thin line per seed, and only the metrics its report section uses (train loss, test accuracy).
+Figures are written byte for byte the same from the same CSVs (no timestamps, no software version in the files).
+"""
 
 import io
 import textwrap
@@ -13,7 +20,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from ayla.transform import ayla_loss  # noqa: E402
-from experiments import curvefit, polynomial  # noqa: E402
+from experiments import curvefit, polynomial, stats  # noqa: E402
 from experiments.io import write_atomic  # noqa: E402
 
 FIXED_COLORS = {"SGD": "black", "Adam": "black", "AYLA": "tab:blue"}
@@ -29,20 +36,69 @@ def colors_for(arms: list[str]) -> dict[str, str]:
 
 
 def band(ax, frame: pd.DataFrame, x: str, y: str, label: str, color: str, style: str = "-") -> None:
-    """Mean over seeds as a line, the min-max over seeds as a shaded band."""
-    stats = frame.groupby(x)[y].agg(["mean", "min", "max", "count"])
-    ax.plot(stats.index, stats["mean"], style, color=color, label=label, lw=1.4)
-    if stats["count"].max() > 1:
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.18, lw=0)
+    """Mean over seeds as a line, the min-max over seeds as a shaded band (none where the seeds agree)."""
+    spread = frame.groupby(x)[y].agg(["mean", "min", "max", "count"])
+    ax.plot(spread.index, spread["mean"], style, color=color, label=label, lw=1.4)
+    if spread["count"].max() > 1 and not np.allclose(spread["min"], spread["max"], rtol=0, atol=0, equal_nan=True):
+        ax.fill_between(spread.index, spread["min"], spread["max"], color=color, alpha=0.18, lw=0)
 
 
 def arms_in_order(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame["arm"]))
 
 
-def seeds_note(frame: pd.DataFrame) -> str:
+PATH_COLUMNS = ("x", "signed_step", "train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def deterministic(frame: pd.DataFrame) -> bool:
+    """Several seeds, and every one gives the same path: each arm's values agree across seeds at every epoch."""
+    if "seed" not in frame.columns or frame["seed"].nunique() < 2:
+        return False
+    keys = [k for k in ("arm", "hidden", "epoch") if k in frame.columns]
+    values = [c for c in PATH_COLUMNS if c in frame.columns]
+    return bool(values) and bool((frame.groupby(keys, dropna=False)[values].nunique(dropna=False) <= 1).all().all())
+
+
+def collapsed_runs(frame: pd.DataFrame) -> set[tuple]:
+    """(hidden, arm, seed) of every collapsed run in a classifier frame."""
+    if not {"train_loss", "epoch", "seed", "arm"} <= set(frame.columns):
+        return set()
+    runs = stats.run_summary(frame)
+    runs = runs[runs["collapsed"]]
+    return {(r.get("hidden"), r["arm"], r["seed"]) for _, r in runs.iterrows()}
+
+
+def seeds_note(frame: pd.DataFrame, kind: str = "") -> str:
     n = frame["seed"].nunique()
-    return f"{n} seed{'s' if n > 1 else ''}: mean, band = min–max" if n > 1 else "1 seed"
+    if deterministic(frame):
+        return "deterministic: every seed gives the same path"
+    if n < 2:
+        return "1 seed"
+    if kind == "classifier_ablation":
+        return (f"{n} seeds: median of the seeds that did not collapse, a thin line per seed"
+                + (", × = a collapsed seed" if collapsed_runs(frame) else ""))
+    if kind == "classifier" and collapsed_runs(frame):
+        return (f"{n} seeds: mean, band = min–max of the seeds that did not collapse; thin lines ending in × = "
+                "collapsed seeds")
+    return f"{n} seeds: mean, band = min–max"
+
+
+def positions(path: pd.DataFrame) -> pd.DataFrame:
+    """x_t at step t = 0 … T of one seed's polynomial run: a row of epoch e holds x_{e-1}, the position before
+    step e, and that step's lr·g, so x_T = x_{T-1} − lr·g of the last row."""
+    path = path.sort_values("epoch")
+    t, x = (path["epoch"] - 1).to_numpy(), path["x"].to_numpy(dtype=float)
+    last = x[-1] - float(path["signed_step"].iloc[-1]) if len(x) else np.nan
+    if np.isfinite(last):
+        t, x = np.append(t, t[-1] + 1), np.append(x, last)
+    return pd.DataFrame({"step": t, "x": x})
+
+
+def seed_paths(metrics: pd.DataFrame, arm: str, make) -> pd.DataFrame:
+    """`make(one seed's rows)` for every seed of an arm (only the first when every seed gives the same path)."""
+    part = metrics[metrics["arm"] == arm]
+    seeds = sorted(part["seed"].unique())[:1] if deterministic(metrics) else sorted(part["seed"].unique())
+    return pd.concat([make(part[part["seed"] == seed]).assign(seed=seed) for seed in seeds], ignore_index=True)
 
 
 def polynomial_landscape(ax_list, metrics, predictions):
@@ -58,10 +114,11 @@ def polynomial_landscape(ax_list, metrics, predictions):
     ax.plot(xs, fx, color="black", lw=1, label="Loss f(x) (SGD)")
     ax.plot(xs, transformed(fx), color="tab:blue", lw=1, label=f"Loss L(x) (AYLA, N1 = {N1:g}, N2 = {N2:g})")
     for arm, marker in (("SGD", "o"), ("AYLA", "s")):
-        path = metrics[(metrics["arm"] == arm) & (metrics["seed"] == metrics["seed"].min())]
-        values = path["train_loss"] if arm == "SGD" else transformed(path["train_loss"].to_numpy())
+        path = positions(metrics[(metrics["arm"] == arm) & (metrics["seed"] == metrics["seed"].min())])
+        values = polynomial.f(path["x"].to_numpy())
+        values = values if arm == "SGD" else transformed(values)
         ax.scatter(path["x"], values, marker=marker, s=22, facecolors="none",
-                   edgecolors=FIXED_COLORS[arm], lw=1, label=f"Steps ({arm})")
+                   edgecolors=FIXED_COLORS[arm], lw=1, label=f"x_0 … x_{int(path['step'].max())} ({arm})")
     ax.set(xlabel="x", ylabel="loss")
 
 
@@ -70,15 +127,18 @@ def polynomial_path(ax_list, metrics, predictions):
     ax.axhline(polynomial.MINIMUM, color="black", lw=1, label="global minimum x = 2.25")
     ax.axhline(polynomial.SADDLE, color="black", lw=1, ls="--", label="saddle point x = 0")
     for arm, color in colors_for(arms_in_order(metrics)).items():
-        band(ax, metrics[metrics["arm"] == arm], "epoch", "x", arm, color)
-    ax.set(xlabel="step (epoch)", ylabel="x")
+        band(ax, seed_paths(metrics, arm, positions), "step", "x", arm, color)
+    ax.set(xlabel="step t (t = 0: the start x_0)", ylabel="x_t")
 
 
 def polynomial_steps(ax_list, metrics, predictions):
     (ax,) = ax_list
+    def steps(path):  # the row of epoch e holds the step taken from x_{e-1}: drawn at t = e − 1
+        return pd.DataFrame({"step": path["epoch"].to_numpy() - 1, "signed_step": path["signed_step"].to_numpy()})
+
     for arm, color in colors_for(arms_in_order(metrics)).items():
-        band(ax, metrics[metrics["arm"] == arm], "epoch", "signed_step", arm, color)
-    ax.set(xlabel="step (epoch)", ylabel="effective step  lr · gradient")
+        band(ax, seed_paths(metrics, arm, steps), "step", "signed_step", arm, color)
+    ax.set(xlabel="step t (the step taken from x_t to x_t+1; t = 0: the first)", ylabel="effective step  lr · gradient")
 
 
 def curvefit_fit(ax_list, metrics, predictions, panels):
@@ -104,23 +164,80 @@ def curvefit_loss(ax_list, metrics, predictions, panels):
         ax.set(xlabel="epoch", ylabel="training loss (MSE)", yscale="log", title=f"({letter}) {epochs} epochs")
 
 
+def collapsed_line(ax, run: pd.DataFrame, column: str, color: str, style: str, label: str) -> None:
+    """One collapsed seed: a thin line of its own, an × at its last epoch."""
+    run = run.sort_values("epoch")
+    ax.plot(run["epoch"], run[column], style, color=color, lw=0.7, alpha=0.9, label=label)
+    ax.plot(run["epoch"].iloc[-1:], run[column].iloc[-1:], "x", color=color, ms=6, mew=1.4)
+
+
+def split_collapsed(part: pd.DataFrame, collapsed: set, hidden, arm: str) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """An arm's rows at one hidden size: the seeds that learned, and each collapsed seed's rows apart."""
+    bad = [seed for (h, a, seed) in collapsed if a == arm and (h == hidden or (pd.isna(h) and pd.isna(hidden)))]
+    return part[~part["seed"].isin(bad)], [part[part["seed"] == seed] for seed in sorted(bad)]
+
+
+def collapsed_title(part: pd.DataFrame, collapsed: set, hidden) -> str:
+    """'; Adam collapsed on 1/5 seeds' for a panel's title, '' when no arm collapsed there."""
+    notes = []
+    for arm in arms_in_order(part):
+        _, bad = split_collapsed(part[part["arm"] == arm], collapsed, hidden, arm)
+        if bad:
+            notes.append(f"{arm} collapsed on {len(bad)}/{part[part['arm'] == arm]['seed'].nunique()} seeds")
+    return "".join(f"\n{note}" for note in notes)
+
+
 def classifier(ax_list, metrics, predictions):
     colors = colors_for(arms_in_order(metrics))
     hiddens = sorted(metrics["hidden"].unique())
+    collapsed = collapsed_runs(metrics)
     for row, hidden in enumerate(hiddens):
         part = metrics[metrics["hidden"] == hidden]
         for col, (what, label) in enumerate((("loss", "loss"), ("acc", "accuracy"))):
             ax = ax_list[2 * row + col]
             for arm, color in colors.items():
+                learned, bad = split_collapsed(part[part["arm"] == arm], collapsed, hidden, arm)
                 for split, style in (("train", "-"), ("test", "--")):
-                    band(ax, part[part["arm"] == arm], "epoch", f"{split}_{what}", f"{arm} {split}", color, style)
-            ax.set(xlabel="epoch", ylabel=label, title=f"({'abcd'[2 * row + col]}) {label}, H = {hidden}")
+                    if not learned.empty:
+                        band(ax, learned, "epoch", f"{split}_{what}", f"{arm} {split}", color, style)
+                    for run in bad:
+                        collapsed_line(ax, run, f"{split}_{what}", color, style, f"{arm} {split}, a collapsed seed")
+            ax.set(xlabel="epoch", ylabel=label,
+                   title=f"({'abcd'[2 * row + col]}) {label}, H = {hidden}{collapsed_title(part, collapsed, hidden)}")
+
+
+def classifier_ablation(ax_list, metrics, predictions):
+    """Ablation arms beside Adam and AYLA: train loss and test accuracy per hidden size, each arm's median over
+    its seeds that did not collapse as a line, every seed as a thin line, a collapsed seed's end marked ×."""
+    colors = colors_for(arms_in_order(metrics))
+    collapsed = collapsed_runs(metrics)
+    for row, hidden in enumerate(sorted(metrics["hidden"].unique())):
+        part = metrics[metrics["hidden"] == hidden]
+        for col, (column, label) in enumerate((("train_loss", "train loss"), ("test_acc", "test accuracy"))):
+            ax = ax_list[2 * row + col]
+            for arm, color in colors.items():
+                rows = part[part["arm"] == arm]
+                learned, bad = split_collapsed(rows, collapsed, hidden, arm)
+                for _, run in rows.groupby("seed"):
+                    run = run.sort_values("epoch")
+                    ax.plot(run["epoch"], run[column], "-", color=color, lw=0.5, alpha=0.35)
+                for run in bad:
+                    ax.plot(run["epoch"].iloc[-1:], run[column].iloc[-1:], "x", color=color, ms=6, mew=1.4)
+                if not learned.empty:
+                    median = learned.groupby("epoch")[column].median()
+                    ax.plot(median.index, median.to_numpy(), "-", color=color, lw=1.8 if arm == "AYLA" else 1.3,
+                            zorder=3 if arm == "AYLA" else 2, label=arm)
+                else:
+                    ax.plot([], [], "-", color=color, lw=1.3, label=arm)
+            ax.set(xlabel="epoch", ylabel=label,
+                   title=f"({'abcd'[2 * row + col]}) {label}, H = {hidden}{collapsed_title(part, collapsed, hidden)}")
 
 
 KINDS = {  # kind: (drawing, number of panels)
     "polynomial_landscape": (polynomial_landscape, 1), "polynomial_path": (polynomial_path, 1),
     "polynomial_steps": (polynomial_steps, 1), "curvefit_fit": (curvefit_fit, 2),
     "curvefit_loss": (curvefit_loss, 2), "classifier": (classifier, 4),
+    "classifier_ablation": (classifier_ablation, 4),
 }
 
 
@@ -134,21 +251,27 @@ def draw(spec, metrics: pd.DataFrame, predictions: pd.DataFrame | None = None) -
     drawing(list(axes.flat), metrics, predictions, **extra)
     for ax in axes.flat:
         ax.grid(True, ls=":", color="grey", alpha=0.6)
-    fig.suptitle("\n".join(textwrap.wrap(f"{spec.title}  ({seeds_note(metrics)})", 90)), fontsize=10)
+    fig.suptitle("\n".join(textwrap.wrap(f"{spec.title}  ({seeds_note(metrics, spec.kind)})", 90)), fontsize=10)
     if panels == 1:
         axes.flat[0].legend(fontsize=8)
         fig.tight_layout()
         return fig
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    legend = {}  # every panel's entries, once each (a collapsed seed may show in one panel only)
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(labels) - 1) // 4), 1, 1))
     return fig
 
 
 def save(fig: plt.Figure, folder: Path, name: str) -> list[Path]:
-    """PNG and a vector PDF, each written whole."""
+    """PNG and a vector PDF, each written whole, without a creation date or software version, so that the same
+    CSVs give the same bytes."""
     paths = []
-    for ext, kw in (("png", {"dpi": 150}), ("pdf", {})):
+    options = {"png": {"dpi": 150, "metadata": {"Software": None}}, "pdf": {"metadata": {"CreationDate": None}}}
+    for ext, kw in options.items():
         buffer = io.BytesIO()
         fig.savefig(buffer, format=ext, **kw)
         write_atomic(Path(folder) / f"{name}.{ext}", buffer.getvalue())
@@ -173,6 +296,7 @@ def draw_figures(out: Path, figures: list[str], spec_of) -> list[Path]:
         ablation = load_figure(out, f"{name}_ablation")
         if not ablation.empty:
             spec.title = f"{spec.title}, with the eps and constant-scale ablation"
+            spec.kind = "classifier_ablation"
             both = pd.concat([metrics, ablation], ignore_index=True)
             written += save(draw(spec, both), Path(out) / "figures", f"{name}_ablation")
     return written

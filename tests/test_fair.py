@@ -149,16 +149,21 @@ def test_fair_verdicts_on_hand_made_results(tmp_path):
     from experiments.io import write_csv
     methods = {s: reproduce.compose_run([f"sweep={s}"]).sweep.method for s in SWEEPS}
     rows = []
-    for (arm, acc), seed, epoch in itertools.product(
+    for (k, (arm, acc)), seed, epoch in itertools.product(enumerate(
             [(methods["mnist_ayla_lr_n"], 0.97), (methods["mnist_adam_lr"], 0.95), (methods["mnist_sgd_lr"], 0.96),
-             (methods["mnist_ayla_n_fig6"], 0.90), (methods["mnist_ayla_n_fig7"], 0.951)], [42, 43], [1, 2]):
-        rows.append(dict(arm=arm, hidden=8, seed=seed, epoch=epoch, lr=0.01, ayla=arm.startswith("AYLA"), N1=0.1,
-                         N2=0.1, eps=1e-8, grad_scale=1.0, train_loss=1 - acc, test_acc=acc + 0.001 * (seed - 42),
-                         seconds=1.0, arms_fused=1, diverged=False))
+             (methods["mnist_ayla_n_fig6"], 0.90), (methods["mnist_ayla_n_fig7"], 0.951)]), range(42, 47), [1, 2]):
+        # seeds differ (shared by every arm: same weights, same batches) and each arm jitters a little per seed;
+        # the fig7 arm's lead of 0.001 flips sign from seed to seed
+        jitter = 0.002 * ((seed * 7 + k) % 3 - 1) + (0.01 * (-1) ** seed if k == 4 else 0)
+        rows.append(dict(arm=arm, hidden=8, seed=seed, epoch=epoch, step=100 * epoch, lr=0.01,
+                         ayla=arm.startswith("AYLA"), N1=0.1, N2=0.1, eps=1e-8, grad_scale=1.0, train_loss=1 - acc,
+                         test_acc=acc + 0.01 * (seed - 42) + jitter, seconds=1.0, arms_fused=1, diverged=False))
     frame = pd.DataFrame(rows)
     for seed, part in frame.groupby("seed"):
         write_csv(part, tmp_path / "fair" / "tuned" / f"H8_seed{seed}" / "metrics.csv")
     text = "\n".join(fair.fair_section(tmp_path))
     assert f"Equal tuning budget: {methods['mnist_ayla_lr_n']} **beats** {methods['mnist_adam_lr']}" in text
     assert f"{methods['mnist_ayla_n_fig6']} **loses to**" in text
-    assert f"{methods['mnist_ayla_n_fig7']} and {methods['mnist_adam_lr']}: **no difference" in text
+    assert f"{methods['mnist_ayla_n_fig7']} and {methods['mnist_adam_lr']}: **no difference shown**" in text
+    assert text.count("(paired t, 95 %)") == 4 and "better on 5/5 seeds" in text
+    assert "| 1 (100 steps) |" in text  # time-to-target in epochs and steps
