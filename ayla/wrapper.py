@@ -125,9 +125,13 @@ class AYLA(torch.optim.Optimizer):
         return self.last_factor
 
     def _scale_gradients(self, factor: Tensor) -> None:
-        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
-        for grad in grads:
-            grad.mul_(factor.to(device=grad.device, dtype=grad.dtype))
+        by_kind: dict[tuple, list[Tensor]] = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    by_kind.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+        for (device, dtype), grads in by_kind.items():  # one kernel per device and dtype
+            torch._foreach_mul_(grads, factor.to(device=device, dtype=dtype))
 
     # --- the three hand-overs -------------------------------------------------------------------------------
 

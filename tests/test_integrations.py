@@ -98,9 +98,9 @@ class FunctionalModule(TinyModule):
         return make_base(self.parameters())
 
 
-def fit(module, batches, steps, ckpt_path=None, **trainer_kw):
+def fit(module, batches, steps, ckpt_path=None, devices=1, **trainer_kw):
     loader = torch.utils.data.DataLoader(batches, batch_size=None)  # the batches as they are, in order
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, max_steps=steps, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, **trainer_kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Lightning's advice on num_workers and the like
@@ -174,6 +174,27 @@ def test_lightning_checkpoint_resume_restores_ayla(tmp_path):
     assert not all(torch.equal(p, q) for p, q in zip(resumed.net.parameters(), net.parameters()))
 
 
+class SaveWeights(pl.Callback):
+    def __init__(self, folder):
+        self.folder = folder
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save([p.detach().clone() for p in pl_module.net.parameters()],
+                   os.path.join(self.folder, f"rank{trainer.global_rank}.pt"))
+
+
+@pytest.mark.slow
+def test_lightning_ddp_spawn_keeps_replicas_identical(tmp_path):
+    """Two CPU processes, each its own half of every batch: the factor comes from the loss averaged over both."""
+    net, batches = make_net(), make_batches()
+    os.environ["MASTER_PORT"] = str(free_port())
+    fit(TinyModule(net), batches, 6, strategy="ddp_spawn", devices=2,
+        callbacks=[AYLACallback(), SaveWeights(str(tmp_path))])
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert max((a - b).abs().max().item() for a, b in zip(rank0, rank1)) == 0.0
+    assert max((a - b.detach()).abs().max().item() for a, b in zip(rank0, net.parameters())) > 1e-3
+
+
 # --- Hugging Face Trainer --------------------------------------------------------------------------------------
 
 transformers = pytest.importorskip("transformers")
@@ -217,6 +238,20 @@ def test_hugging_face_trainer_trains_with_ayla_and_logs_the_raw_loss(tmp_path):
     logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert logged == pytest.approx(raw, rel=1e-4), "the Trainer logs the raw loss, not the transformed one"
     assert raw[0] > 1 and logged[-1] < logged[0]
+
+
+def test_plain_hugging_face_trainer_refuses_before_any_change(tmp_path):
+    """accelerate calls step() with no loss: AYLA says which class to use instead and leaves the weights alone."""
+    ids = torch.randint(0, 32, (8, 12), generator=torch.Generator().manual_seed(3))
+    model = tiny_gpt2()
+    start = copy.deepcopy(model)
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, max_steps=2,
+                                          report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=[{"input_ids": r, "labels": r} for r in ids],
+                                   optimizers=(AYLA(torch.optim.SGD(model.parameters(), lr=0.05), N1, N2), None))
+    with pytest.raises(ValueError, match="AYLATrainer"):
+        trainer.train()
+    assert_same_params(model, start, rtol=0, atol=0)
 
 
 # --- DDP over gloo, two processes on 127.0.0.1 ------------------------------------------------------------------
