@@ -25,12 +25,15 @@ batch. `reduce_loss=False` keeps each rank's own loss, for processes that train 
 """
 
 import inspect
+import weakref
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from ayla.transform import ayla_factor, ayla_loss, check_exponents, compute_dtype
+
+TWICE = "AYLA.step: the loss was handed over twice (attach, a closure's return value or step(loss=)); hand it over once"
 
 
 def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
@@ -69,7 +72,14 @@ class AYLA(torch.optim.Optimizer):
         self.check_finite = check_finite
         self.reduce_loss = reduce_loss
         self.last_factor: Tensor | None = None
-        self._attached = 0  # backward passes since the last step/zero_grad whose gradient already has the factor
+        self.last_loss: Tensor | None = None  # the loss the last factor came from (averaged over ranks)
+        # Since the last step or zero_grad: backward passes whose gradient already carries the factor (attach),
+        # and whether a raw backward added to gradients that were already there (gradient accumulation).
+        self._attached = 0
+        self._accumulated = False
+        self._hooks_fired = 0  # attach hooks ever fired: tells whether a closure attached, whatever it zeroed
+        for group in self.optimizer.param_groups:
+            self._watch(group["params"])
 
     def __getattr__(self, name):  # only called for what the wrapper itself lacks (hooks, helpers)
         if name == "optimizer":
@@ -89,11 +99,30 @@ class AYLA(torch.optim.Optimizer):
         return self.optimizer.defaults
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-        self._attached = 0
+        ayla = find_ayla(self)  # Lightning calls this on its LightningOptimizer, a subclass holding the real one
+        ayla.optimizer.zero_grad(set_to_none=set_to_none)
+        ayla._attached, ayla._accumulated = 0, False
 
     def add_param_group(self, param_group: dict) -> None:
         self.optimizer.add_param_group(param_group)
+        self._watch(self.optimizer.param_groups[-1]["params"])
+
+    def _watch(self, params) -> None:
+        """A gradient hook per parameter that notes when a backward adds to a gradient already there: one loss's
+        factor cannot be right for gradients summed over several losses (step(loss=) then refuses)."""
+        me = weakref.ref(self)
+
+        def hook(p):
+            def note(grad):
+                ayla = me()
+                if ayla is not None and p.grad is not None:
+                    ayla._accumulated = True
+                return grad
+            return note
+
+        for p in params:
+            if p.requires_grad:
+                p.register_hook(hook(p))
 
     # --- the factor -----------------------------------------------------------------------------------------
 
@@ -121,10 +150,15 @@ class AYLA(torch.optim.Optimizer):
         if self.check_finite and not torch.isfinite(loss):
             raise FloatingPointError(f"AYLA: the loss is {loss.item()}, not finite; not stepping "
                                      "(lower the learning rate or check the data)")
+        self.last_loss = loss
         self.last_factor = ayla_factor(loss, self.N1, self.N2, validate=False)
         return self.last_factor
 
     def _scale_gradients(self, factor: Tensor) -> None:
+        if self._accumulated:
+            raise ValueError("AYLA: the gradients were summed over several backward passes (gradient "
+                             "accumulation), so the factor of one loss cannot be right for them; call attach(loss) "
+                             "before each backward (Lightning: AYLACallback), or zero the gradients between steps")
         by_kind: dict[tuple, list[Tensor]] = {}
         for group in self.param_groups:
             for p in group["params"]:
@@ -132,6 +166,10 @@ class AYLA(torch.optim.Optimizer):
                     by_kind.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
         for (device, dtype), grads in by_kind.items():  # one kernel per device and dtype
             torch._foreach_mul_(grads, factor.to(device=device, dtype=dtype))
+
+    def _transformed_value(self) -> Tensor:
+        """sign(l)·|l|ⁿ of the loss the last factor came from: what a closure returns to the base optimizer."""
+        return ayla_loss(self.last_loss, self.N1, self.N2, validate=False)
 
     # --- the three hand-overs -------------------------------------------------------------------------------
 
@@ -144,13 +182,15 @@ class AYLA(torch.optim.Optimizer):
         loss / scale. The next `step()` then needs no loss. With gradient accumulation each backward carries
         the factor of its own micro-batch loss, as the functional form would.
         """
+        ayla = find_ayla(self)  # called on Lightning's LightningOptimizer, act on the real AYLA
         if not isinstance(loss, Tensor) or not loss.requires_grad:
             raise ValueError("AYLA.attach needs the loss tensor before backward (one that requires grad, "
                              "computed outside torch.no_grad)")
-        factor = self.factor(loss.detach() / scale)  # checks now, before the backward pass
+        factor = ayla.factor(loss.detach() / scale)  # checks now, before the backward pass
 
         def hook(grad: Tensor) -> Tensor:
-            self._attached += 1
+            ayla._attached += 1
+            ayla._hooks_fired += 1
             return grad * factor.to(dtype=grad.dtype, device=grad.device)
 
         loss.register_hook(hook)
@@ -162,8 +202,9 @@ class AYLA(torch.optim.Optimizer):
 
         The loss comes from, in this order: the closure's return value; `loss=`; a loss attached before
         backward. A closure that returns None (Lightning's manual optimization passes one) falls back to the
-        others. Without a loss, or with a loss given twice, nothing is changed and ValueError says why; a
-        non-finite loss raises FloatingPointError (check_finite=False skips that check, the one host sync).
+        others. Without a loss, with a loss given twice, or with gradients accumulated over several backward
+        passes without attach, nothing is changed and ValueError says why; a non-finite loss raises
+        FloatingPointError (check_finite=False skips that check, the one host sync).
         """
         if closure is not None:
             result = self.optimizer.step(self._transformed_closure(closure, loss))
@@ -172,27 +213,31 @@ class AYLA(torch.optim.Optimizer):
                              "with a closure that recomputes the loss and its gradients")
         elif self._attached:
             if loss is not None:
-                raise ValueError("AYLA.step: the loss was attached before backward and passed to step(loss=) too; "
-                                 "hand it over once")
+                raise ValueError(TWICE)
             result = self.optimizer.step()
         else:
-            self._scale_gradients(self.factor(loss))
+            factor = self.factor(loss)
+            self._scale_gradients(factor)
             self.optimizer.step()
             result = loss
-        self._attached = 0
+        self._attached, self._accumulated = 0, False
         return result
 
     def _transformed_closure(self, closure, loss: Tensor | None):
         def evaluate():
-            attached = self._attached
+            fired = self._hooks_fired
             with torch.enable_grad():
                 value = closure()
-            if self._attached > attached:  # the closure attached its loss: its gradient has the factor already
-                return value
-            if not isinstance(value, Tensor):  # e.g. Lightning's manual optimization: backward ran before step
+            returned = isinstance(value, Tensor)
+            if self._hooks_fired > fired:  # the closure attached its loss: its gradient has the factor already
+                if loss is not None:
+                    raise ValueError(TWICE)
+                return self._transformed_value() if returned else value
+            if returned and loss is not None:
+                raise ValueError(TWICE)
+            if not returned:  # e.g. Lightning's manual optimization: backward ran before step
                 if self._attached and loss is not None:
-                    raise ValueError("AYLA.step: the loss was attached before backward and passed to step(loss=) "
-                                     "too; hand it over once")
+                    raise ValueError(TWICE)
                 if self._attached:
                     return value
                 if loss is None:
@@ -201,8 +246,9 @@ class AYLA(torch.optim.Optimizer):
                 self._scale_gradients(self.factor(loss))
                 return value
             self._scale_gradients(self.factor(value))
-            # a line search compares these values, so they must be of the loss whose gradient it steps along
-            return ayla_loss(value.detach(), self.N1, self.N2, validate=False)
+            # a line search compares these values, so they must be of the loss whose gradient it steps along;
+            # under data parallelism that is the loss averaged over ranks, so every rank decides alike
+            return self._transformed_value()
         return evaluate
 
     def effective_lrs(self) -> list[Tensor]:
@@ -229,17 +275,17 @@ class AYLA(torch.optim.Optimizer):
 def find_ayla(optimizer) -> AYLA:
     """The AYLA inside `optimizer` and the wrappers training stacks put around it: accelerate's
     AcceleratedOptimizer (`.optimizer`) and Lightning's LightningOptimizer (`._optimizer`; it subclasses the class
-    it wraps and copies its attributes, so it passes isinstance but its state is not the real optimizer's)."""
+    it wraps, so it passes isinstance, but its attributes are not the real optimizer's)."""
     seen = optimizer
     for _ in range(8):
-        inner = getattr(seen, "_optimizer", None)
-        if inner is not None:
-            seen = inner
+        own = vars(seen) if hasattr(seen, "__dict__") else {}
+        if own.get("_optimizer") is not None:
+            seen = own["_optimizer"]
         elif isinstance(seen, AYLA):
             return seen
+        elif own.get("optimizer") is not None:
+            seen = own["optimizer"]
         else:
-            seen = getattr(seen, "optimizer", None)
-            if seen is None:
-                break
+            break
     raise TypeError(f"no AYLA optimizer found in {type(optimizer).__name__}; wrap the base optimizer in "
                     "ayla.AYLA(...)")

@@ -134,6 +134,45 @@ def test_lightning_manual_optimization(pass_loss):
     assert_same_params(module.net, reference(net, batches, 8, mode="wrapper" if pass_loss else "functional"))
 
 
+class AttachingModule(TinyModule):
+    """Manual optimization handing the loss over through Lightning's own optimizer object."""
+
+    def training_step(self, batch, index):
+        x, y = batch
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(opt.attach(F.cross_entropy(self.net(x), y)))
+        opt.step()
+
+
+def test_lightning_manual_attach_through_lightning_optimizer():
+    net, batches = make_net(), make_batches()
+    module = AttachingModule(net, manual=True)
+    fit(module, batches, 8)
+    assert_same_params(module.net, reference(net, batches, 8))
+
+
+def accumulated_reference(net, batches, steps, k):
+    net = copy.deepcopy(net)
+    opt = make_base(net.parameters())
+    for step in range(steps):
+        opt.zero_grad()
+        for i in range(k):
+            x, y = batches[(step * k + i) % len(batches)]
+            (ayla_loss(F.cross_entropy(net(x), y), N1, N2) / k).backward()
+        opt.step()
+    return net
+
+
+def test_lightning_gradient_accumulation_with_callback_and_refused_without():
+    net, batches = make_net(), make_batches()
+    module = TinyModule(net)
+    fit(module, batches, 4, accumulate_grad_batches=2, callbacks=[AYLACallback()])
+    assert_same_params(module.net, accumulated_reference(net, batches, 4, 2))
+    with pytest.raises(ValueError, match="summed over several backward passes"):
+        fit(TinyModule(net), batches, 4, accumulate_grad_batches=2)
+
+
 @pytest.mark.parametrize("manual", [False, True])
 def test_lightning_16_mixed_goes_through_grad_scaler(manual):
     from lightning.pytorch.plugins.precision import MixedPrecision
@@ -238,6 +277,31 @@ def test_hugging_face_trainer_trains_with_ayla_and_logs_the_raw_loss(tmp_path):
     logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert logged == pytest.approx(raw, rel=1e-4), "the Trainer logs the raw loss, not the transformed one"
     assert raw[0] > 1 and logged[-1] < logged[0]
+
+
+def test_hugging_face_gradient_accumulation_gives_each_micro_batch_its_factor(tmp_path):
+    """Two micro-batches per step; the Trainer divides each loss by the token count of both, AYLATrainer undoes
+    that for the factor. Every row is the same sequence, so any shuffling gives the same micro-batches."""
+    from ayla.integrations.huggingface import AYLATrainer
+    ids = torch.randint(0, 32, (1, 12), generator=torch.Generator().manual_seed(3)).repeat(8, 1)
+    model = tiny_gpt2()
+    start = copy.deepcopy(model)
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=3,
+                                          gradient_accumulation_steps=2, learning_rate=0.05,
+                                          lr_scheduler_type="constant", max_grad_norm=1e9, report_to=[],
+                                          save_strategy="no", use_cpu=True, disable_tqdm=True)
+    optimizer = AYLA(torch.optim.SGD(model.parameters(), lr=0.05), N1, N2)
+    AYLATrainer(model=model, args=args, train_dataset=[{"input_ids": r, "labels": r} for r in ids],
+                optimizers=(optimizer, None)).train()
+    opt = torch.optim.SGD(start.parameters(), lr=0.05)
+    micro = ids[:4]
+    for _ in range(3):
+        opt.zero_grad()
+        for _ in range(2):  # a micro-batch's loss as the Trainer counts it: summed, over its label tokens
+            loss = start(input_ids=micro, labels=micro, num_items_in_batch=torch.tensor(micro.numel())).loss
+            (ayla_loss(loss, N1, N2) / 2).backward()
+        opt.step()
+    assert_same_params(model, start, rtol=1e-4, atol=1e-6)
 
 
 def test_plain_hugging_face_trainer_refuses_before_any_change(tmp_path):

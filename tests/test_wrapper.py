@@ -398,3 +398,55 @@ def test_import_ayla_loads_torch_only():
             "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] != 'ayla'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_accumulated_gradients_refuse_one_loss_and_take_attach_per_micro_batch():
+    """Two backward passes before one step: step(loss=) cannot know the factor of each; attach() can."""
+    def micro_losses(model, x, y):
+        return [loss_at(model, x, y, 0), loss_at(model, x, y, 1)]
+
+    model, x, y = make_problem(dtype=torch.float64)
+    opt = AYLA(torch.optim.SGD(model.parameters(), lr=0.1), N1=0.5, N2=1.5)
+    losses = micro_losses(model, x, y)
+    for loss in losses:
+        (loss / 2).backward()
+    params, grads = [p.detach().clone() for p in model.parameters()], grads_of(model)
+    with pytest.raises(ValueError, match="summed over several backward passes"):
+        opt.step(loss=sum(losses) / 2)
+    assert all(torch.equal(a, p) and torch.equal(g, p.grad) for a, g, p in zip(params, grads, model.parameters()))
+
+    opt.zero_grad()
+    for loss in micro_losses(model, x, y):
+        (opt.attach(loss) / 2).backward()
+    opt.step()
+    functional, x, y = make_problem(dtype=torch.float64)
+    bare = torch.optim.SGD(functional.parameters(), lr=0.1)
+    for loss in micro_losses(functional, x, y):
+        (ayla_loss(loss, 0.5, 1.5) / 2).backward()
+    bare.step()
+    for a, b in zip(model.parameters(), functional.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_closure_that_zeroes_and_attaches_is_scaled_once_per_evaluation():
+    """LBFGS evaluates the closure several times; each evaluation zeroes the gradients and attaches its loss."""
+    def run(mode):
+        model, x, y = make_problem(dtype=torch.float64)
+        base = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5, line_search_fn="strong_wolfe")
+        opt = AYLA(base, N1=0.5, N2=1.5) if mode == "attach" else base
+
+        def closure():
+            opt.zero_grad()
+            loss = loss_at(model, x, y, 0)
+            if mode == "attach":
+                opt.attach(loss).backward()
+                return loss
+            ayla_loss(loss, 0.5, 1.5).backward()
+            return ayla_loss(loss.detach(), 0.5, 1.5)
+
+        for _ in range(3):
+            opt.step(closure)
+        return list(model.parameters())
+
+    for a, b in zip(run("attach"), run("functional")):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)

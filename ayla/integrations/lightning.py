@@ -6,8 +6,11 @@ skipping non-finite steps, accumulation) acts on that gradient, as with the func
 the raw ones. Lightning hands the hook the loss already divided by `accumulate_grad_batches` (automatic
 optimization) and multiplied by the GradScaler's scale (16-mixed): both are undone for the factor.
 
-Manual optimization works without the callback too: `opt.step(loss=loss)` after `self.manual_backward(loss)`.
-With the callback, call `opt.step()` without the loss (AYLA refuses a loss handed over twice).
+Manual optimization works without the callback too: `opt.step(loss=loss)` after `self.manual_backward(loss)`, or
+`opt.attach(loss)` before it and `opt.step()`; with several optimizers (a GAN) that is the way, and the callback
+refuses. With the callback, call `opt.step()` without the loss (AYLA refuses a loss handed over twice).
+Without the callback, automatic optimization with accumulate_grad_batches > 1 is refused by AYLA: one loss's
+factor cannot be right for gradients summed over several micro-batches.
 """
 
 import lightning.pytorch as pl
@@ -21,9 +24,10 @@ class AYLACallback(pl.Callback):
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         ayla = [find_ayla(opt) for opt in trainer.optimizers if _holds_ayla(opt)]
-        if len(ayla) != 1:
-            raise ValueError(f"AYLACallback needs exactly one AYLA optimizer, found {len(ayla)}; with several, "
-                             "call opt.attach(loss) for the right one before manual_backward")
+        if len(ayla) != 1 or (not pl_module.automatic_optimization and len(trainer.optimizers) > 1):
+            raise ValueError(f"AYLACallback needs exactly one optimizer, an AYLA (found {len(trainer.optimizers)}, "
+                             f"{len(ayla)} AYLA): with several it cannot tell whose loss a backward is; drop the "
+                             "callback and call self.optimizers()[i].attach(loss) before manual_backward")
         scale = 1.0
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if scaler is not None and scaler.is_enabled():
