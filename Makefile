@@ -7,7 +7,7 @@ AYLA_DATA ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),$(a
 export AYLA_DATA
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint reproduce reproduce-quick figures fair fair-quick bench data clean
+.PHONY: help install test lint reproduce reproduce-quick compare figures fair fair-quick bench data clean run
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -25,10 +25,13 @@ test: $(VENV)/.installed ## lint, then the whole test suite
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
+run: $(VENV)/.installed ## one run: make run ARGS="experiment=mnist optimizer=ayla N1=0.1" (python run.py ARGS)
+	$(PY) run.py $(ARGS)
+
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check .
 
-data: $(VENV)/.installed ## download MNIST and CIFAR-100 into $(AYLA_DATA) (needs internet)
+data: $(VENV)/.installed ## download MNIST and CIFAR-100 into AYLA_DATA (below; needs internet)
 	$(PY) scripts/fetch_data.py mnist cifar100 --root $(AYLA_DATA)
 
 clean: ## remove outputs/ and multirun/ (never results/)
@@ -39,6 +42,10 @@ reproduce: $(VENV)/.installed ## every paper figure over SEEDS seeds (default 5)
 
 reproduce-quick: $(VENV)/.installed ## the whole pipeline in a few minutes: few epochs, 1 seed, data subsets
 	$(PY) scripts/reproduce.py --quick $(if $(OUT),--out $(OUT))
+
+compare: $(VENV)/.installed ## does a rerun agree with results/? OUT=<the rerun's folder>; exit code 0 when it does
+	@test -n "$(OUT)" || { echo "usage: make compare OUT=<folder of a rerun, e.g. from make reproduce OUT=...>"; exit 2; }
+	$(PY) scripts/compare.py --out $(OUT)
 
 figures: $(VENV)/.installed ## redraw figures and REPORT.md from the CSVs alone
 	$(PY) scripts/reproduce.py --draw-only $(if $(OUT),--out $(OUT))

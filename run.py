@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from experiments.config import check_cli_overrides
+from experiments.config import check_cli_overrides, check_run_config, ignored_settings
 from experiments.errors import AylaError, ConfigError
 from experiments.runner import run_population, write_run
 
@@ -30,6 +30,12 @@ def main(cfg: DictConfig) -> float | None:
     """Returns the last epoch's validation accuracy (with data.val_size > 0): the objective of a tuning sweep."""
     folder = Path(HydraConfig.get().runtime.output_dir)
     try:
+        check_run_config(cfg)
+        ignored = ignored_settings(cfg, list(HydraConfig.get().overrides.task))
+        if ignored:
+            print(f"warning: optimizer={cfg.optimizer.name} (base {cfg.optimizer.base}) does not read "
+                  f"{', '.join(ignored)}, so {'it has' if len(ignored) == 1 else 'they have'} no effect on this run"
+                  + (" (add optimizer=ayla to use N1/N2)" if {"N1", "N2"} & set(ignored) else ""), file=sys.stderr)
         metrics, snapshots = run_population([cfg], [cfg.seed])
         csv = write_run(folder, metrics, snapshots, [cfg])
     except AylaError as error:

@@ -13,6 +13,11 @@ from experiments.trainer import BASES, Arm
 
 TOP_LEVEL = {"experiment", "optimizer", "figure", "sweep", "lr", "N1", "N2", "epochs", "seed", "hidden",
              "batch_size", "loss", "device", "dtype", "init", "data"}
+EXPERIMENT_SOURCES = {"experiment", "figure", "sweep"}  # config groups whose presets choose the experiment
+IGNORED_BY = {  # settings an optimizer does not read: giving them is a slip worth a warning
+    "N1": lambda opt: not opt.ayla, "N2": lambda opt: not opt.ayla,
+    "optimizer.eps": lambda opt: opt.base != "adam", "optimizer.betas": lambda opt: opt.base != "adam",
+    "optimizer.momentum": lambda opt: opt.base != "sgd"}
 LOSSES = ("ce", "mse")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 INITS = ("authors", "pytorch")
@@ -48,6 +53,11 @@ def check_cli_overrides(argv: list[str], conf_dir: Path) -> None:
         return
     groups = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in conf_dir.iterdir()
               if p.is_dir() and p.name != "hydra"}
+    asks_hydra_only = args.help or args.hydra_help or args.info or args.shell_completion
+    if not asks_hydra_only and not {o.key_or_group for o in overrides} & EXPERIMENT_SOURCES:
+        raise ConfigError(f"choose an experiment: experiment=NAME with NAME one of {', '.join(groups['experiment'])} "
+                          "(e.g. python run.py experiment=mnist optimizer=ayla N1=0.1; figure=... and sweep=... "
+                          "presets choose their own)")
     for override in overrides:
         name = override.key_or_group
         if override.is_delete() or override.is_add() or override.is_force_add() or name.startswith("hydra"):
@@ -83,6 +93,12 @@ def resolve_device(name) -> torch.device:
     return device
 
 
+def ignored_settings(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """The settings given on the command line that the chosen optimizer does not read."""
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return [key for key, ignored in IGNORED_BY.items() if key in given and ignored(cfg.optimizer)]
+
+
 def check_run_config(cfg: DictConfig) -> None:
     """Every value a run reads, in range; raises ConfigError on the first bad one."""
     if OmegaConf.select(cfg, "experiment.name") is None:
@@ -91,6 +107,8 @@ def check_run_config(cfg: DictConfig) -> None:
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(TOP_LEVEL))}")
     number(cfg, "lr", 0)
+    for key in ("N1", "N2"):  # refused whatever the optimizer: a bad value is a slip even where it is not read
+        number(cfg, key, 0, low_ok=True)
     number(cfg, "epochs", 1, low_ok=True, integer=True)
     number(cfg, "seed", 0, low_ok=True, integer=True)
     for key in ("hidden", "batch_size"):

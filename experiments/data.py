@@ -113,11 +113,18 @@ def missing_message(root: Path, spec: DatasetSpec, why: str) -> str:
 
 
 def fetch(spec: DatasetSpec, root: Path) -> None:
-    """Download through torchvision into root; any failure becomes one DataError line."""
+    """Download through torchvision into root; any failure becomes one DataError line, and what the failed
+    attempt created (empty folders, partial files) is removed, so the next try starts clean."""
+    existed = root.exists()
+    before = set(root.rglob("*")) if existed else set()
     try:
         root.mkdir(parents=True, exist_ok=True)
         spec.download(root)
     except Exception as error:  # urllib, ssl, http and file errors all mean the same thing to the user
+        for path in sorted(set(root.rglob("*")) - before, reverse=True):  # children before their folders
+            path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
+        if not existed:
+            root.rmdir()
         why = " ".join(str(error).split())  # torchvision's messages span lines
         raise DataError(missing_message(root, spec, f"download failed: {type(error).__name__}: {why}")) from None
 

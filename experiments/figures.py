@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ayla.transform import ayla_loss  # noqa: E402
 from experiments import curvefit, polynomial, stats  # noqa: E402
@@ -251,6 +252,8 @@ def draw(spec, metrics: pd.DataFrame, predictions: pd.DataFrame | None = None) -
     drawing(list(axes.flat), metrics, predictions, **extra)
     for ax in axes.flat:
         ax.grid(True, ls=":", color="grey", alpha=0.6)
+        if ax.get_xlabel().startswith(("epoch", "step")):  # whole epochs and steps: no tick at 1.25
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("\n".join(textwrap.wrap(f"{spec.title}  ({seeds_note(metrics, spec.kind)})", 90)), fontsize=10)
     if panels == 1:
         axes.flat[0].legend(fontsize=8)

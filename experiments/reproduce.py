@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.runner import run_population, write_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+COMMITTED = CONF.parent / "results"  # the committed runs: their recorded wall times give the plan's estimates
 MACHINE_KEYS = ("device", "figure", "sweep")  # where a run ran and how it is labelled, not what it computed
 MACHINE_DATA_KEYS = ("root", "download", "cache_dir")
 
@@ -119,9 +120,57 @@ def run_unit(unit: Unit, seeds: list[int], out: Path, log=print) -> None:
                   [with_seed(cfg, seed) for cfg in unit.cfgs], unit.names, population)
 
 
+def seconds_per_seed(figure: str, hidden) -> float | None:
+    """Wall seconds one seed of this population took in the committed runs (fused seeds share the time)."""
+    prefix = f"H{hidden}_" if hidden else ""
+    for config in sorted((COMMITTED / figure).glob(f"{prefix}seed*/config.yaml")):
+        population = OmegaConf.load(config).get("population")
+        if population and population.get("wall_seconds"):
+            return float(population.wall_seconds) / len(population.seeds)
+    return None
+
+
+def duration(seconds: float) -> str:
+    return f"~{seconds:.0f} s" if seconds < 90 else f"~{seconds / 60:.0f} min"
+
+
+def plan(figures: list[str], seeds: list[int], out: Path, extra: dict | None = None) -> list[str]:
+    """What a reproduction into `out` will skip and train, with estimates from the committed runs' wall times
+    (full settings only; the machine that made them is named in results/REPORT.md)."""
+    lines, total, unknown = [], 0.0, 0
+    for figure in figures:
+        preset = compose_run([f"figure={figure}"])
+        names = [figure] + ([f"{figure}_ablation"] if "ablation" in preset.figure else [])
+        for name in names:
+            arms = preset.figure.ablation.arms if name.endswith("_ablation") else preset.figure.arms
+            for hidden in preset.figure.hidden:
+                prefix = f"H{hidden}_" if hidden else ""
+                label = f"{name}" + (f" H={hidden}" if hidden else "")
+                if name == figure:
+                    unit = next(u for u in figure_units(figure, extra) if u.hidden == hidden)
+                    todo = [seed for seed in seeds if not is_complete(unit, unit.folder(out, seed))]
+                else:  # its settings depend on the figure's runs: judged by the files alone
+                    todo = [seed for seed in seeds if not (Path(out) / name / f"{prefix}seed{seed}" /
+                                                           "metrics.csv").exists()]
+                if not todo:
+                    lines.append(f"  {label}: complete for seeds {seeds}, skipped")
+                    continue
+                per_seed = None if extra else seconds_per_seed(name, hidden)
+                estimate = "no estimate" if per_seed is None else duration(per_seed * len(todo))
+                total += per_seed * len(todo) if per_seed else 0
+                unknown += per_seed is None
+                lines.append(f"  {label}: train {len(arms)} arm(s) × seeds {todo} ({estimate})")
+    summary = (f"plan for {out}: about {duration(total)} of training by the committed runs' wall times"
+               + (f", plus {unknown} population(s) without an estimate" if unknown else "")
+               + "; `make reproduce OUT=<new folder>` reruns everything from scratch")
+    return [summary, *lines]
+
+
 def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | None = None, log=print) -> float:
-    """Train whatever is missing; returns this call's wall seconds."""
+    """Say what will be skipped and trained, then train whatever is missing; returns this call's wall seconds."""
     started = time.perf_counter()
+    for line in plan(figures, seeds, out, extra):
+        log(line)
     for figure in figures:
         for unit in figure_units(figure, extra):
             run_unit(unit, seeds, out, log)

@@ -41,7 +41,7 @@ def main() -> None:
             wall = run_figures(figures, seeds, out, extra)
         drawn = draw_figures(out, figures, lambda name: compose_run([f"figure={name}"]).figure)
         fair = fair_section(out)
-        write_atomic(out / "REPORT.md", build_report(out, wall, fair))
+        write_atomic(out / "REPORT.md", build_report(out, wall, fair, smoke=args.quick))
         if out.resolve() == (PROJECT / "results").resolve():  # the committed results: refresh the README too
             update_readme(PROJECT / "README.md", out, fair)
     except AylaError as error:

@@ -1,8 +1,10 @@
 """Config composition for every experiment × optimizer, and bad values that must fail fast and clearly."""
 
+import subprocess
+
 import pytest
 import torch
-from conftest import make_config, run_cli
+from conftest import PROJECT, make_config, run_cli
 from omegaconf import OmegaConf
 
 from experiments.config import arm_from_config, check_run_config
@@ -100,7 +102,10 @@ if not torch.cuda.is_available():
 @pytest.mark.parametrize("args,message", [(["experiment=mnist", *args], message) for args, message in CLI_MISTAKES]
                          + [(["experiment=nope"], "error: experiment=nope does not exist; choose one of cifar100, "
                              "curvefit, mnist, polynomial"),
-                            ([], "error: choose an experiment: experiment=polynomial, curvefit, mnist or cifar100")])
+                            ([], "error: choose an experiment: experiment=NAME with NAME one of cifar100, curvefit, "
+                                 "mnist, polynomial"),
+                            (["optimizer=ayla", "N1=0.1"], "error: choose an experiment"),
+                            (["experiment=mnist", "N1=-1"], "error: N1 must be a finite number >= 0, got -1")])
 def test_cli_fails_fast_in_one_line_and_leaves_no_output_folder(tmp_path, monkeypatch, capsys, args, message):
     """run.cli is what `python run.py` runs; called in-process here (a process per case would take minutes)."""
     import run
@@ -136,3 +141,37 @@ def test_cli_prints_the_composed_and_the_resolved_config(tmp_path):
     assert OmegaConf.to_container(resolved)["optimizer"] == {
         "name": "ayla", "base": "adam", "ayla": True, "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8,
         "grad_scale": 1.0, "momentum": 0.0, "N1": 0.4, "N2": 1.0}
+
+
+@pytest.mark.parametrize("args", [[], ["optimizer=ayla", "N1=0.1"]])
+def test_no_experiment_is_one_line_in_a_real_process(tmp_path, args):
+    """Without hydra.run.dir: Hydra's run folder names the experiment, which used to end in a 96-line trace."""
+    result = run_cli(*args, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: choose an experiment: experiment=NAME with NAME one of cifar100, curvefit")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_setting_the_optimizer_ignores_is_warned_about_and_the_log_is_labelled(tmp_path):
+    result = run_cli("experiment=mnist", "N1=0.1", "epochs=2", "data.train_subset=512", "data.test_subset=200",
+                     "hydra.run.dir=out", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert ("warning: optimizer=adam (base adam) does not read N1, so it has no effect on this run "
+            "(add optimizer=ayla to use N1/N2)") in result.stderr
+    assert "| train loss, test acc (seed mean) | adam " in result.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".hydra", "config.yaml", "metrics.csv"]
+
+
+def test_long_full_batch_runs_print_a_compact_log(tmp_path):
+    result = run_cli("experiment=curvefit", "optimizer=ayla", "N1=0.4", "epochs=300", "hydra.run.dir=out",
+                     cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch")]
+    assert 15 <= len(epochs) <= 21 and epochs[0].startswith("epoch   1/300") and epochs[-1].startswith("epoch 300/300")
+    assert "| train loss (seed mean) | ayla " in epochs[0]
+
+
+def test_make_help_shows_values_not_make_syntax():
+    result = subprocess.run(["make", "-s", "help"], cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "$(" not in result.stdout and "make compare" in result.stdout

@@ -140,6 +140,25 @@ def test_failed_download_is_one_clear_line(tmp_path):
         load_split(spec, tmp_path, "train", download=True)
 
 
+def test_failed_download_leaves_nothing_behind(tmp_path):
+    """torchvision makes MNIST/raw/ and starts a file before the network fails: both are removed, what was
+    there before stays."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.txt").write_text("kept")
+
+    def half_way(root):
+        (root / "MNIST" / "raw").mkdir(parents=True)
+        (root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"partial")
+        raise urllib.error.URLError("connection reset")
+    spec = dataclasses.replace(mnist.SPEC, download=half_way)
+    with pytest.raises(DataError, match="download failed"):
+        load_split(spec, tmp_path / "data", "train", download=True)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["mine.txt"]
+    with pytest.raises(DataError):
+        load_split(spec, tmp_path / "fresh", "train", download=True)
+    assert not (tmp_path / "fresh").exists()
+
+
 @pytest.mark.parametrize("damage,message", [
     ("truncate", "is truncated or corrupt"),
     ("garbage", "is truncated or corrupt"),

@@ -1,6 +1,7 @@
 """make reproduce: figure presets, drawing, verdicts, resuming, and the quick pipeline end to end."""
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from omegaconf import OmegaConf
 
 from experiments import figures, report, reproduce
 from experiments.config import arm_from_config
+from experiments.fair import fair_section
 from experiments.io import write_csv
 
 # DESIGN.md §3: experiment, hidden sizes, lr, and per arm (optimizer, N1, N2)
@@ -244,12 +246,31 @@ def test_quick_reproduction_end_to_end(tmp_path):
         for ext in ("png", "pdf"):
             assert (tmp_path / "figures" / f"fig{n:02d}.{ext}").stat().st_size > 10_000
     text = (tmp_path / "REPORT.md").read_text()
-    verdicts = re.findall(r"^\| [^|]+ \| (confirmed|partly confirmed|not confirmed)\b[^|]*\| [^|]+ \|$", text, re.M)
-    assert len(verdicts) == 5  # the verdict table: against the paper's baseline, against a tuned one
+    assert report.SMOKE_BANNER in text and text.startswith("# AYLA reproduction report (smoke test)")
+    withheld = re.findall(r"^\| [^|]+ \| – \(smoke test\) \| – \(smoke test\) \|$", text, re.M)
+    assert len(withheld) == 5  # the verdict table's rows, both columns withheld
+    verdict_words = r"\bconfirmed\b|✅|❌|\*\*(AYLA|Adam|SGD) better\*\*|AYLA worse|no difference shown"
+    assert not re.search(verdict_words, text), "a smoke test carries no verdict words"
     assert (tmp_path / "runs.csv").exists() and "## Controls" in text
     assert "torch" in text and "minutes of training" in text
     for name in ("fig07", "fig09", "fig10"):  # the eps / constant-scale ablation is drawn beside them
         assert (tmp_path / "figures" / f"{name}_ablation.png").stat().st_size > 10_000
+
+    # make compare: the rerun against itself agrees; a copy with one arm's accuracy moved does not, naming it
+    def compare_cli(rerun, reference):
+        return subprocess.run([sys.executable, str(PROJECT / "scripts" / "compare.py"), "--out", str(rerun),
+                               "--reference", str(reference)], capture_output=True, text=True, timeout=300)
+    same = compare_cli(tmp_path, tmp_path)
+    assert same.returncode == 0 and same.stdout.strip().splitlines()[-1].startswith("AGREES")
+    perturbed = tmp_path.parent / "perturbed"
+    shutil.copytree(tmp_path, perturbed)
+    csv = perturbed / "fig07" / "H8_seed42" / "metrics.csv"
+    frame = pd.read_csv(csv)
+    frame.loc[frame["arm"] == "AYLA", "test_acc"] -= 0.05
+    frame.to_csv(csv, index=False)
+    differs = compare_cli(perturbed, tmp_path)
+    assert differs.returncode == 1 and differs.stdout.strip().splitlines()[-1].startswith("DISAGREES: 1 differs")
+    assert "| fig07 | 8 | AYLA | 42 | differs | test_acc" in differs.stdout
 
 
 def test_readme_results_block_is_regenerated_and_nothing_else_changes(tmp_path):
@@ -283,3 +304,51 @@ def test_report_names_the_figures_not_run_yet(tmp_path):
     missing = report.figures_not_run(tmp_path)
     assert "fig01" not in missing and {"fig02", "fig10", "fig07_ablation", "fig10_ablation"} <= set(missing)
     assert "fig01_ablation" not in missing and "fig06_ablation" not in missing
+
+
+def test_compare_within_spread_and_differs_on_hand_made_runs(tmp_path):
+    from experiments import compare
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    write_figure(ours, "fig07", classifier_frame(0.02, 0.01))
+    other = classifier_frame(0.02, 0.01)
+    other["test_acc"] += other["seed"].map({42: 2e-3, 43: -1e-3, 44: 1e-3})  # another CPU: near, not on
+    write_figure(theirs, "fig07", other)
+    rows = compare.compare(ours, theirs)
+    assert {r.status for r in rows} == {"within spread"} and compare.agrees(rows)
+    other.loc[other["arm"] == "Adam", "test_acc"] += 0.2
+    write_figure(theirs, "fig07", other)
+    rows = compare.compare(ours, theirs)
+    assert {(r.arm, r.status) for r in rows} >= {("Adam", "differs"), ("AYLA", "within spread")}
+    assert not compare.agrees(rows)
+
+
+def test_reproduction_says_up_front_what_it_skips_and_trains(tmp_path):
+    real_data("mnist")
+    logged = []
+    reproduce.run_figures(["fig06"], [42], tmp_path, QUICK, log=logged.append)
+    assert logged[0].startswith(f"plan for {tmp_path}:") and "reruns everything from scratch" in logged[0]
+    assert "  fig06 H=8: train 2 arm(s) × seeds [42] (no estimate)" in logged  # quick settings: no estimate
+    logged.clear()
+    reproduce.run_figures(["fig06"], [42, 43], tmp_path, QUICK, log=logged.append)
+    assert "  fig06 H=8: train 2 arm(s) × seeds [43] (no estimate)" in logged[:3]
+    full = reproduce.plan(["fig06"], [42], tmp_path / "empty")
+    estimate = float(re.search(r"fig06 H=256: train 2 arm\(s\) × seeds \[42\] \(~(\d+) s\)", "\n".join(full))[1])
+    committed = OmegaConf.load(PROJECT / "results" / "fig06" / "H256_seed42" / "config.yaml").population
+    assert estimate == pytest.approx(committed.wall_seconds / len(committed.seeds), abs=1)
+
+
+@pytest.mark.slow
+def test_make_figures_on_the_committed_results_changes_no_byte(tmp_path):
+    """`make figures` redraws from the committed CSVs; on an untouched clone it must leave git status clean."""
+    out = tmp_path / "results"
+    shutil.copytree(PROJECT / "results", out)
+    result = subprocess.run([sys.executable, str(PROJECT / "scripts" / "reproduce.py"), "--draw-only", "--out",
+                             str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    changed = [str(p.relative_to(out)) for p in out.rglob("*")
+               if p.is_file() and p.read_bytes() != (PROJECT / "results" / p.relative_to(out)).read_bytes()]
+    assert changed == []
+    readme = tmp_path / "README.md"
+    shutil.copy(PROJECT / "README.md", readme)
+    report.update_readme(readme, out, fair_section(out))
+    assert readme.read_text() == (PROJECT / "README.md").read_text(), "the README's results block is stale"

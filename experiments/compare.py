@@ -1,0 +1,110 @@
+"""Does a rerun agree with the committed results? (`make compare OUT=<rerun folder>`)
+
+For every run set present in both folders (a figure, its ablation, the fair comparison's tuned arms), every
+hidden size and arm, the final epoch's metrics are compared:
+  - seed by seed where both have the seed: "same" when every metric agrees to SAME_RTOL (relative) or
+    SAME_ATOL (absolute). The same code, seed and software on the same kind of CPU repeat byte for byte (a
+    test checks it); another CPU or BLAS build computes its GEMMs in another order, and the ~1e-7 differences
+    grow over thousands of steps, so a rerun elsewhere lands near, not on, our numbers;
+  - "within spread" when not the same but the rerun's mean lies inside the committed seeds' min–max (widened by
+    SAME_ATOL), i.e. the rerun is as far from our mean as our own seeds are from each other;
+  - "differs" otherwise. An arm present in only one folder is "missing" and counts as a disagreement only when
+    the rerun lacks it.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.reproduce import load_figure
+
+METRICS = ("train_loss", "test_acc", "test_loss", "x")  # whichever a run set has
+SAME_RTOL, SAME_ATOL = 1e-4, 1e-6
+AGREEING = ("same", "within spread")
+
+
+@dataclass
+class Row:
+    run_set: str
+    hidden: str
+    arm: str
+    seeds: str
+    status: str
+    detail: str
+
+
+def run_sets(folder: Path) -> list[str]:
+    """Folders holding runs (`<set>/<run>/metrics.csv`), as paths relative to `folder`."""
+    found = {f.parent.parent.relative_to(folder).as_posix() for f in Path(folder).glob("**/*seed*/metrics.csv")}
+    return sorted(s for s in found if not s.startswith("quick"))
+
+
+def finals(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The last epoch of each (hidden, arm, seed), with the metrics this run set has."""
+    metrics = metrics.assign(hidden=metrics["hidden"].fillna(-1) if "hidden" in metrics else -1)
+    last = metrics.sort_values("epoch").groupby(["hidden", "arm", "seed"], dropna=False).tail(1)
+    return last.set_index(["hidden", "arm", "seed"])[[m for m in METRICS if m in last.columns]].sort_index()
+
+
+def close(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all(np.isclose(a, b, rtol=SAME_RTOL, atol=SAME_ATOL, equal_nan=True)))
+
+
+def compare_arm(ours: pd.DataFrame, theirs: pd.DataFrame) -> tuple[str, str]:
+    """ours / theirs: one arm's final metrics by seed (committed / rerun)."""
+    common = ours.index.intersection(theirs.index)
+    if len(common) and close(ours.loc[common].to_numpy(float), theirs.loc[common].to_numpy(float)):
+        return "same", f"{len(common)} seed(s) equal to rounding"
+    worst = []
+    for metric in ours.columns:
+        low, high = ours[metric].min() - SAME_ATOL, ours[metric].max() + SAME_ATOL
+        mean = theirs[metric].mean()
+        if not low <= mean <= high:
+            worst.append(f"{metric} {mean:.4g} outside ours {ours[metric].min():.4g}–{ours[metric].max():.4g}")
+    if not worst:
+        gap = max(abs(theirs[m].mean() - ours[m].mean()) for m in ours.columns)
+        return "within spread", f"largest gap of means {gap:.3g}, inside our seed range"
+    return "differs", "; ".join(worst)
+
+
+def compare(reference: Path, rerun: Path) -> list[Row]:
+    rows = []
+    for run_set in sorted(set(run_sets(reference)) | set(run_sets(rerun))):
+        ours, theirs = load_figure(reference, run_set), load_figure(rerun, run_set)
+        if theirs.empty or ours.empty:
+            status = "missing in the rerun" if theirs.empty else "not in the committed results"
+            rows.append(Row(run_set, "", "", "", status, ""))
+            continue
+        ours, theirs = finals(ours), finals(theirs)
+        mine = {key: frame.droplevel([0, 1]) for key, frame in ours.groupby(level=["hidden", "arm"], sort=False)}
+        other = {key: frame.droplevel([0, 1]) for key, frame in theirs.groupby(level=["hidden", "arm"], sort=False)}
+        for hidden, arm in dict.fromkeys([*mine, *other]):
+            label = "" if hidden == -1 else str(int(hidden))
+            if (hidden, arm) not in mine or (hidden, arm) not in other:
+                status = "missing in the rerun" if (hidden, arm) not in other else "not in the committed results"
+                rows.append(Row(run_set, label, arm, "", status, ""))
+                continue
+            status, detail = compare_arm(mine[hidden, arm], other[hidden, arm])
+            rows.append(Row(run_set, label, arm, ",".join(map(str, other[hidden, arm].index)), status, detail))
+    return rows
+
+
+def agrees(rows: list[Row]) -> bool:
+    """Every arm found in both agrees, and there is at least one; arms only one side has are not compared (a
+    partial rerun, or runs we have not committed yet)."""
+    compared = [r for r in rows if r.status in (*AGREEING, "differs")]
+    return bool(compared) and all(r.status in AGREEING for r in compared)
+
+
+def render(rows: list[Row], reference: Path, rerun: Path) -> str:
+    lines = [f"rerun {rerun} against {reference}", "",
+             "| run set | H | arm | rerun seeds | status | detail |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.run_set} | {r.hidden} | {r.arm} | {r.seeds} | {r.status} | {r.detail} |" for r in rows]
+    counts = pd.Series([r.status for r in rows]).value_counts()
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+    verdict = "AGREES" if agrees(rows) else "DISAGREES"
+    lines += ["", f"{verdict}: {summary} (same: seed by seed to {SAME_RTOL:g} relative; within spread: the rerun's "
+              "mean inside our seeds' range)"]
+    return "\n".join(lines)
