@@ -135,6 +135,11 @@ def check_optimizer(cfg: DictConfig) -> None:
             number(cfg, f"optimizer.betas.{i}", 0, low_ok=True, high=1)
     else:
         number(cfg, "optimizer.momentum", 0, low_ok=True, high=1)
+    if "dynamic_eps" in opt and not isinstance(opt.dynamic_eps, bool):
+        raise ConfigError(f"optimizer.dynamic_eps must be true or false, got {opt.dynamic_eps!r}")
+    if opt.get("dynamic_eps") and (opt.ayla or opt.base != "adam"):
+        raise ConfigError("optimizer.dynamic_eps is a control for optimizer=adam (Adam with eps / the AYLA "
+                          "factor of its own loss); drop it or use optimizer=adam")
     if opt.ayla:
         try:
             check_exponents(opt.N1, opt.N2)
@@ -148,6 +153,8 @@ def arm_from_config(cfg: DictConfig, name: str | None = None) -> Arm:
     settings = dict(name=name or opt.name, base=opt.base, lr=float(opt.lr), grad_scale=float(opt.grad_scale))
     if opt.ayla:
         settings |= dict(ayla=True, N1=float(opt.N1), N2=float(opt.N2))
+    if opt.get("dynamic_eps"):  # +optimizer.dynamic_eps=true: Adam with eps / the AYLA factor of N1, N2
+        settings |= dict(dynamic_eps=True, N1=float(cfg.N1), N2=float(cfg.N2))
     if opt.base == "adam":
         settings |= dict(beta1=float(opt.betas[0]), beta2=float(opt.betas[1]), eps=float(opt.eps))
     else:

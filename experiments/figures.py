@@ -298,8 +298,8 @@ def draw_figures(out: Path, figures: list[str], spec_of) -> list[Path]:
         written += save(draw(spec, metrics, load_figure(out, name, "predictions")), Path(out) / "figures", name)
         ablation = load_figure(out, f"{name}_ablation")
         if not ablation.empty:
-            spec.title = f"{spec.title}, with the eps and constant-scale ablation"
+            spec.title = f"{spec.title}, with the eps, constant-scale and dynamic-eps controls"
             spec.kind = "classifier_ablation"
-            both = pd.concat([metrics, ablation], ignore_index=True)
+            both = pd.concat([metrics, ablation, load_figure(out, f"{name}_dynamic_eps")], ignore_index=True)
             written += save(draw(spec, both), Path(out) / "figures", f"{name}_ablation")
     return written

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from experiments import stats
 from experiments.io import write_atomic, write_csv
-from experiments.reproduce import CONF, load_figure
+from experiments.reproduce import CONF, CONTROL_SETS, load_figure
 
 CONFIRMED, PARTLY, NOT, NO_DATA = "confirmed", "partly confirmed", "not confirmed", "no data"
 NO_TUNED = "no tuned baseline yet"
@@ -388,7 +388,10 @@ def ablation_section(out: Path) -> tuple[list[str], list[str], dict]:
              "as its Adam and AYLA arms, which live in the figure's own runs; every difference below pairs the "
              "same seed and hidden size. Adam × c is Adam fed the gradient times a constant c, the mean AYLA "
              "factor of that figure's AYLA runs (the matched control: AYLA's average scale without its variation "
-             "from step to step); Adam eps=… is Adam with a larger eps. The share of AYLA's gain a control "
+             "from step to step); Adam eps=… is Adam with a larger eps; Adam, dynamic eps (stored as "
+             "<fig>_dynamic_eps) is Adam on the raw gradient whose eps at each step is eps / the AYLA factor of its "
+             "own loss, which for a constant factor is exactly Adam fed factor × gradient, so it asks whether AYLA "
+             "on Adam is a loss-dependent eps and nothing else. The share of AYLA's gain a control "
              "reproduces is (X − Adam) / (AYLA − Adam), the ratio of the mean paired differences; 100 % means the "
              "control does all AYLA does, above 100 % that it does more. It is given only where AYLA's own gain "
              "over Adam is shown; where Adam collapsed on some seeds and the gain is not shown over all of them, "
@@ -401,6 +404,9 @@ def ablation_section(out: Path) -> tuple[list[str], list[str], dict]:
     for figure in ablation_figures():
         name = f"{figure}_ablation"
         ablation, main = load_figure(out, name), load_figure(out, figure)
+        dynamic = load_figure(out, f"{figure}_dynamic_eps")  # the dynamic-eps control, where it was run
+        if not ablation.empty and not dynamic.empty:
+            ablation = pd.concat([ablation, dynamic], ignore_index=True)
         if ablation.empty or main.empty:
             lines += [f"### {name}", "", f"Not run yet (`make reproduce` adds it after {figure}).", ""]
             summary.append(f"{name}: not run yet")
@@ -622,7 +628,7 @@ def figures_not_run(out: Path) -> list[str]:
     names = []
     for figure in OmegaConf.load(CONF / "reproduce.yaml").figures:
         preset = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure
-        names += [figure, f"{figure}_ablation"] if "ablation" in preset else [figure]
+        names += [figure] + [f"{figure}_{c}" for c in CONTROL_SETS if c in preset]
     return [name for name in names if not any((Path(out) / name).glob("*/metrics.csv"))]
 
 

@@ -20,6 +20,13 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 COMMITTED = CONF.parent / "results"  # the committed runs: their recorded wall times give the plan's estimates
 MACHINE_KEYS = ("device", "figure", "sweep")  # where a run ran and how it is labelled, not what it computed
 MACHINE_DATA_KEYS = ("root", "download", "cache_dir")
+# Run sets a figure preset may add beside its own arms, each stored as <figure>_<set>: the eps / constant-scale
+# ablation, and the dynamic-eps control (Adam with eps / the AYLA factor of its own loss).
+CONTROL_SETS = ("ablation", "dynamic_eps")
+
+
+def control_sets(preset: DictConfig) -> list[str]:
+    return [name for name in CONTROL_SETS if name in preset.figure]
 
 
 def load_settings(name: str = "reproduce") -> DictConfig:
@@ -50,18 +57,18 @@ def figure_units(figure: str, extra: dict | None = None, arms_key: str = "arms",
                  ) -> list[Unit]:
     """The populations of one figure preset; `extra` maps an experiment name to overrides (the quick mode).
 
-    With arms_key="ablation.arms" they are the preset's ablation arms, stored as `<figure>_ablation`; the
-    scaled arm's gradient multiplier is then the mean AYLA factor of the figure's own runs under `out`.
+    With arms_key="<set>.arms" (a CONTROL_SETS name) they are that set's arms, stored as `<figure>_<set>`; the
+    ablation's scaled arm's gradient multiplier is then the mean AYLA factor of the figure's own runs under `out`.
     """
     preset = compose_run([f"figure={figure}"])
     arms = OmegaConf.select(preset.figure, arms_key)
     extra_overrides = list((extra or {}).get(preset.experiment.name, []))
-    name = figure if arms_key == "arms" else f"{figure}_ablation"
+    name = figure if arms_key == "arms" else f"{figure}_{arms_key.split('.')[0]}"
     units = []
     for hidden in preset.figure.hidden:
         common = [f"figure={figure}"] + ([f"hidden={hidden}"] if hidden is not None else []) + extra_overrides
         overrides = {arm: common + list(arms[arm]) for arm in arms}
-        if arms_key != "arms":
+        if arms_key == "ablation.arms":
             scale = mean_ayla_factor(load_figure(out, figure), hidden)
             overrides[preset.figure.ablation.scaled_arm].append(f"optimizer.grad_scale={scale:.6g}")
         units.append(Unit(name, hidden, list(arms), [compose_run(o) for o in overrides.values()]))
@@ -140,9 +147,8 @@ def plan(figures: list[str], seeds: list[int], out: Path, extra: dict | None = N
     lines, total, unknown = [], 0.0, 0
     for figure in figures:
         preset = compose_run([f"figure={figure}"])
-        names = [figure] + ([f"{figure}_ablation"] if "ablation" in preset.figure else [])
-        for name in names:
-            arms = preset.figure.ablation.arms if name.endswith("_ablation") else preset.figure.arms
+        for name, arms in [(figure, preset.figure.arms)] + [(f"{figure}_{c}", preset.figure[c].arms)
+                                                            for c in control_sets(preset)]:
             for hidden in preset.figure.hidden:
                 prefix = f"H{hidden}_" if hidden else ""
                 label = f"{name}" + (f" H={hidden}" if hidden else "")
@@ -160,7 +166,7 @@ def plan(figures: list[str], seeds: list[int], out: Path, extra: dict | None = N
                 total += per_seed * len(todo) if per_seed else 0
                 unknown += per_seed is None
                 lines.append(f"  {label}: train {len(arms)} arm(s) × seeds {todo} ({estimate})")
-    summary = (f"plan for {out}: about {duration(total)} of training by the committed runs' wall times"
+    summary = (f"plan for {out}: {duration(total)} of training by the committed runs' wall times"
                + (f", plus {unknown} population(s) without an estimate" if unknown else "")
                + "; `make reproduce OUT=<new folder>` reruns everything from scratch")
     return [summary, *lines]
@@ -174,8 +180,8 @@ def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | N
     for figure in figures:
         for unit in figure_units(figure, extra):
             run_unit(unit, seeds, out, log)
-        if "ablation" in compose_run([f"figure={figure}"]).figure:  # after the runs its scale comes from
-            for unit in figure_units(figure, extra, "ablation.arms", out):
+        for control in control_sets(compose_run([f"figure={figure}"])):  # after the runs its scale comes from
+            for unit in figure_units(figure, extra, f"{control}.arms", out):
                 run_unit(unit, seeds, out, log)
     return time.perf_counter() - started
 

@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import TASKS
 from experiments.config import DTYPES, arm_from_config, check_run_config, resolve_device
 from experiments.io import provenance, write_atomic, write_csv
-from experiments.trainer import UPDATE_FIELDS, train
+from experiments.trainer import train
 
 ARM_KEYS = ("optimizer", "lr", "N1", "N2", "seed", "figure", "sweep")  # may differ between arms trained together
 RUN_COLUMNS = ("experiment", "hidden", "batch_size", "loss", "dtype", "init")
@@ -37,8 +37,8 @@ def run_population(cfgs: list[DictConfig], seeds: list[int], names: list[str] | 
                    log=print) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Train one arm per config, each for every seed; tidy metrics (and the task's snapshots, or None).
 
-    Arms that share their update rule (base, lr, betas, eps, momentum) are trained together, fused; arms
-    that differ there form separate populations, trained one after the other on the same data.
+    Arms that share their update rule (SGD or Adam) are trained together, fused, with lr, betas, eps and
+    momentum per arm; SGD and Adam arms form separate populations, trained one after the other on the same data.
     """
     for cfg in cfgs:
         check_run_config(cfg)
@@ -47,9 +47,9 @@ def run_population(cfgs: list[DictConfig], seeds: list[int], names: list[str] | 
     cfg = cfgs[0]
     task = TASKS[cfg.experiment.name](cfg, resolve_device(cfg.device), DTYPES[cfg.dtype])
     arms = [arm_from_config(c, name) for c, name in zip(cfgs, names)]
-    groups: dict[tuple, list] = {}
+    groups: dict[str, list] = {}  # one population per update rule; lr, eps, betas, momentum may differ per arm
     for arm in arms:
-        groups.setdefault(tuple(getattr(arm, f) for f in UPDATE_FIELDS), []).append(arm)
+        groups.setdefault(arm.base, []).append(arm)
     results = [train(task, group, list(seeds), int(cfg.epochs), log) for group in groups.values()]
     metrics = pd.concat([r.metrics for r in results], ignore_index=True)
     snapshots = [r.snapshots for r in results if r.snapshots is not None]

@@ -30,7 +30,7 @@ from ayla.transform import ayla_factor, check_exponents
 from experiments.errors import ConfigError
 
 BASES = ("sgd", "adam")
-UPDATE_FIELDS = ("base", "lr", "beta1", "beta2", "eps", "momentum")  # shared by the arms of a population
+UPDATE_FIELDS = ("base", "lr", "beta1", "beta2", "eps", "momentum")  # shared: one fused torch.optim step
 SHUFFLE_STREAM, SPLIT_STREAM = 1, 2
 
 
@@ -54,6 +54,7 @@ class Arm:
     beta2: float = 0.999
     eps: float = 1e-8
     momentum: float = 0.0
+    dynamic_eps: bool = False  # Adam on the raw gradient with eps / (the AYLA factor of its loss, N1, N2) per step
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Task(Protocol):
     def evaluate(self, params: list[Tensor]) -> dict[str, Tensor]:
         """End-of-epoch metrics, e.g. test_loss, test_acc, val_loss, val_acc, each (S, A)."""
 
-    def trace(self, params: list[Tensor], lr: float) -> dict[str, Tensor]:
+    def trace(self, params: list[Tensor], lr) -> dict[str, Tensor]:
         """Extra per-step columns (S, A), read after backward and before the update; usually empty."""
 
     def snapshot(self, params: list[Tensor], epoch: int) -> pd.DataFrame | None:
@@ -95,12 +96,69 @@ def make_optimizer(arm: Arm, params: list[Tensor]) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=arm.lr, betas=(arm.beta1, arm.beta2), eps=arm.eps, fused=True)
 
 
+def shares_update(arms: list[Arm]) -> bool:
+    """Whether one torch.optim optimizer serves every arm: same update settings, no per-step eps."""
+    return all(len({getattr(arm, f) for arm in arms}) == 1 for f in UPDATE_FIELDS) and not any(
+        arm.dynamic_eps for arm in arms)
+
+
+class StackedUpdate:
+    """torch.optim's SGD (momentum, no dampening) or Adam update, written out with lr, betas, eps and momentum
+    per arm: each an (S, A) table viewed to broadcast against every stacked parameter. Used when the arms of a
+    population differ in those settings (an lr sweep, an eps ablation) or when eps changes per step (the
+    dynamic-eps control); arms that share them keep torch.optim's fused kernel (make_optimizer), so the
+    committed runs are unchanged. Bias corrections are computed in float64, as torch.optim does in Python."""
+
+    def __init__(self, arms: list[Arm], params: list[Tensor], arm_shapes: list[tuple], seeds: int):
+        self.base, self.params, self.shapes, self.t = arms[0].base, params, arm_shapes, 0
+        def table(field, dtype=params[0].dtype):
+            values = torch.tensor([getattr(arm, field) for arm in arms], dtype=dtype, device=params[0].device)
+            return values.expand(seeds, len(arms)).contiguous()
+        self.lr = table("lr")
+        if self.base == "sgd":
+            self.momentum = table("momentum")
+            self.buffers = [None] * len(params)
+        else:
+            self.beta1, self.beta2, self.eps = table("beta1"), table("beta2"), table("eps")
+            self.beta1_64, self.beta2_64 = table("beta1", torch.float64), table("beta2", torch.float64)
+            self.m = [torch.zeros_like(p) for p in params]
+            self.v = [torch.zeros_like(p) for p in params]
+
+    @torch.no_grad()
+    def step(self, eps: Tensor | None = None) -> None:
+        """One update; `eps` (S, A) replaces the arms' eps for this step (the dynamic-eps control)."""
+        self.t += 1
+        if self.base == "sgd":
+            for k, (p, shape) in enumerate(zip(self.params, self.shapes)):
+                if self.buffers[k] is None:
+                    self.buffers[k] = p.grad.clone()
+                else:
+                    self.buffers[k].mul_(self.momentum.view(shape)).add_(p.grad)
+                p.sub_(self.lr.view(shape) * self.buffers[k])
+            return
+        eps = self.eps if eps is None else eps
+        dtype = self.params[0].dtype
+        step_size = (self.lr.double() / (1 - self.beta1_64 ** self.t)).to(dtype)
+        correction2_sqrt = (1 - self.beta2_64 ** self.t).sqrt().to(dtype)
+        for p, m, v, shape in zip(self.params, self.m, self.v, self.shapes):
+            g = p.grad
+            m.lerp_(g, 1 - self.beta1.view(shape))
+            v.mul_(self.beta2.view(shape)).add_(g * g * (1 - self.beta2.view(shape)))
+            denom = (v.sqrt() / correction2_sqrt.view(shape)).add_(eps.view(shape))
+            p.sub_(step_size.view(shape) * m / denom)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
 def check_population(arms: list[Arm]) -> None:
-    for field in UPDATE_FIELDS:
-        values = {getattr(arm, field) for arm in arms}
-        if len(values) > 1:
-            raise ValueError(f"arms trained together share {field}; got {sorted(values)} "
-                             "(experiments.runner.run_population splits arms into such groups)")
+    bases = {arm.base for arm in arms}
+    if len(bases) > 1:
+        raise ValueError(f"arms trained together share their update rule; got {sorted(bases)} "
+                         "(experiments.runner.run_population splits arms into such groups)")
+    if any(arm.dynamic_eps and arm.base != "adam" for arm in arms):
+        raise ConfigError("dynamic_eps is an Adam setting (eps / the AYLA factor); use it with optimizer=adam")
 
 
 class GradientScale:
@@ -121,6 +179,28 @@ class GradientScale:
         if not self.uses_ayla:
             return self.constant
         return torch.where(self.ayla, ayla_factor(loss, self.N1, self.N2, validate=False), 1.0) * self.constant
+
+
+class DynamicEps:
+    """eps / (the AYLA factor of each dynamic-eps arm's own loss), (S, A): Adam fed factor·g with eps steps as
+    Adam fed g with eps / factor when the factor is constant; with this per-step eps the arm keeps Adam's
+    moments of the raw gradient, so it separates "AYLA is a loss-dependent eps" from what the factor does to
+    the moment averages."""
+
+    def __init__(self, arms: list[Arm], seeds: list[int], device, dtype):
+        def table(values):
+            return torch.tensor(values, device=device, dtype=dtype).expand(len(seeds), len(arms))
+        for arm in arms:
+            if arm.dynamic_eps:
+                check_exponents(arm.N1, arm.N2)
+        self.dynamic = table([arm.dynamic_eps for arm in arms]).bool()
+        self.eps = table([arm.eps for arm in arms])
+        self.N1 = table([arm.N1 if arm.dynamic_eps else 1.0 for arm in arms])
+        self.N2 = table([arm.N2 if arm.dynamic_eps else 1.0 for arm in arms])
+
+    def __call__(self, loss: Tensor) -> Tensor:
+        factor = ayla_factor(loss, self.N1, self.N2, validate=False)
+        return torch.where(self.dynamic, self.eps / factor, self.eps)
 
 
 def grad_norms(params: list[Tensor], arm_shapes: list[tuple]) -> Tensor:
@@ -149,7 +229,12 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
     check_population(arms)
     params, arm_shapes = task.init_params(seeds, len(arms))
     device, dtype = params[0].device, params[0].dtype
-    optimizer = make_optimizer(arms[0], params)
+    shared = shares_update(arms)
+    optimizer = make_optimizer(arms[0], params) if shared else StackedUpdate(arms, params, arm_shapes, len(seeds))
+    # lr of each arm for the step-size metric and traces: the Python float where the arms share it (as the
+    # committed runs computed it, byte for byte), else the (S, A) table
+    lr = arms[0].lr if shared else optimizer.lr
+    dynamic_eps = DynamicEps(arms, seeds, device, dtype) if any(arm.dynamic_eps for arm in arms) else None
     scale_of = GradientScale(arms, seeds, device, dtype)
     shufflers = [torch.Generator().manual_seed(stream_seed(seed, SHUFFLE_STREAM)) for seed in seeds]
     pool = task.train_pool(seeds)
@@ -169,13 +254,16 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
                 scale = scale_of(loss.detach())
             (loss * scale).sum().backward()
             with torch.no_grad():  # accumulated on the device: no host sync inside the epoch
-                step = [loss.detach(), scale, arms[0].lr * grad_norms(params, arm_shapes)]
+                step = [loss.detach(), scale, lr * grad_norms(params, arm_shapes)]
                 if correct is not None:
                     step.append(correct.to(dtype))
                 sums = sums + torch.stack(step)
-                for key, value in task.trace(params, arms[0].lr).items():
+                for key, value in task.trace(params, lr).items():
                     traced[key] = traced[key] + value if key in traced else value.clone()
-            optimizer.step()
+            if dynamic_eps is None:
+                optimizer.step()
+            else:
+                optimizer.step(eps=dynamic_eps(loss.detach()))
             optimizer.zero_grad()
         with torch.inference_mode():
             means = sums / len(batches)
@@ -207,6 +295,8 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
 def label_rows(frame: pd.DataFrame, arms: list[Arm], seeds: list[int]) -> pd.DataFrame:
     """Replace seed_index / arm_index by the seed and the arm's settings."""
     settings = pd.DataFrame([asdict(arm) for arm in arms]).rename(columns={"name": "arm"})
+    if not settings["dynamic_eps"].any():  # a column only where the control is in the population
+        settings = settings.drop(columns="dynamic_eps")
     sgd = settings["base"] == "sgd"  # blank what the arm's update rule does not use
     settings.loc[sgd, ["beta1", "beta2", "eps"]] = np.nan
     settings.loc[~sgd, "momentum"] = np.nan

@@ -54,3 +54,81 @@ def test_fused_polynomial_equals_one_by_one():
         rows = fused.metrics[(fused.metrics["arm"] == arm.name) & (fused.metrics["seed"] == 1)]
         assert rows["x"].tolist() == alone.metrics["x"].tolist()
         assert fused.params[0][1, a].item() == alone.params[0][0, 0].item()
+
+
+PER_ARM = {  # arms that differ in their update settings: one population, a StackedUpdate
+    "adam": {"lr 1e-3": ["optimizer=adam", "lr=0.001"], "lr 3e-3 eps 1e-3": ["optimizer=adam", "lr=0.003",
+                                                                              "optimizer.eps=1e-3"],
+             "betas": ["optimizer=adam", "lr=0.002", "optimizer.betas=[0.8,0.99]"],
+             "ayla": ["optimizer=ayla", "lr=0.002", "N1=0.1", "N2=1.5"]},
+    "sgd": {"lr 0.05": ["optimizer=sgd", "lr=0.05"], "lr 0.1 momentum": ["optimizer=sgd", "lr=0.1",
+                                                                          "optimizer.momentum=0.9"],
+            "ayla": ["optimizer=ayla", "optimizer.base=sgd", "lr=0.05", "optimizer.momentum=0.5"]},
+}
+
+
+@pytest.mark.parametrize("base", ["adam", "sgd"])
+@pytest.mark.parametrize("experiment,overrides", [
+    ("mnist", ["hidden=16", "epochs=2", "data.train_subset=2048", "data.test_subset=500", "dtype=float64"]),
+    ("curvefit", ["epochs=40"]),
+])
+def test_per_arm_settings_in_one_population_equal_torch_optim_alone(base, experiment, overrides):
+    """An lr / eps / betas / momentum sweep trains as one population; each arm equals torch.optim alone."""
+    if experiment == "mnist":
+        real_data("mnist")
+    cfg, task = build(experiment, *overrides)
+    arms = [arm_from_config(make_config(f"experiment={experiment}", *overrides, *o), name)
+            for name, o in PER_ARM[base].items()]
+    seeds = [0, 1]
+    fused = train(task, arms, seeds, cfg.epochs, **NO_LOG)
+    assert (fused.metrics["arms_fused"] == len(seeds) * len(arms)).all()
+    for s, seed in enumerate(seeds):
+        for a, arm in enumerate(arms):
+            alone = train(task, [arm], [seed], cfg.epochs, **NO_LOG)
+            rows = fused.metrics[(fused.metrics["arm"] == arm.name) & (fused.metrics["seed"] == seed)]
+            for column in ("train_loss", "test_loss", "factor", "step_size"):
+                if column in rows:
+                    torch.testing.assert_close(torch.tensor(rows[column].to_numpy()),
+                                               torch.tensor(alone.metrics[column].to_numpy()), rtol=1e-7, atol=1e-9)
+            for p_fused, p_alone in zip(mlp.arm_weights(fused.params, s, a), mlp.arm_weights(alone.params, 0, 0)):
+                torch.testing.assert_close(p_fused, p_alone, rtol=1e-7, atol=1e-9)
+
+
+def test_dynamic_eps_arm_is_adam_with_eps_over_its_own_factor():
+    """The dynamic-eps control against torch.optim.Adam whose group eps is set to eps / factor(loss) before
+    every step, in a plain loop on the same weights and batches; and with N1 = N2 = 1 (factor 1) plain Adam."""
+    overrides = ["hidden=8", "epochs=1", "data.train_subset=1024", "data.test_subset=200", "dtype=float64",
+                 "lr=0.01", "N1=0.1", "N2=1.5"]
+    real_data("mnist")
+    cfg, task = build("mnist", *overrides)
+    dynamic = arm_from_config(make_config("experiment=mnist", *overrides, "optimizer=adam",
+                                          "+optimizer.dynamic_eps=true"), "dynamic")
+    assert dynamic.dynamic_eps and (dynamic.N1, dynamic.N2) == (0.1, 1.5)
+    trained = train(task, [dynamic], [0], cfg.epochs, **NO_LOG)
+    assert trained.metrics["dynamic_eps"].all()
+
+    from ayla import ayla_factor
+    from experiments.trainer import SHUFFLE_STREAM, stream_seed
+    stacked, _ = task.init_params([0], 1)
+    weights = [w.detach().clone().requires_grad_() for w in mlp.arm_weights(stacked, 0, 0)]
+    W1, b1, W2, b2 = weights
+    adam = torch.optim.Adam(weights, lr=0.01, eps=1e-8)
+    order = torch.randperm(task.n_train, generator=torch.Generator().manual_seed(stream_seed(0, SHUFFLE_STREAM)))
+    pool = task.train_pool([0])[0]
+    for start in range(0, task.n_train - task.batch_size + 1, task.batch_size):
+        rows = pool[order[start:start + task.batch_size]]
+        loss = torch.nn.functional.cross_entropy(torch.relu(task.inputs(task.x[rows]) @ W1 + b1) @ W2 + b2,
+                                                 task.y[rows])
+        adam.zero_grad()
+        loss.backward()
+        adam.param_groups[0]["eps"] = 1e-8 / ayla_factor(loss, 0.1, 1.5).item()
+        adam.step()
+    for plain, fused in zip(weights, mlp.arm_weights(trained.params, 0, 0)):
+        torch.testing.assert_close(plain.detach(), fused, rtol=1e-9, atol=1e-11)
+
+    unit = arm_from_config(make_config("experiment=mnist", *overrides, "N1=1", "N2=1", "optimizer=adam",
+                                       "+optimizer.dynamic_eps=true"), "dynamic")
+    plain = arm_from_config(make_config("experiment=mnist", *overrides, "optimizer=adam"), "adam")
+    both = train(task, [unit, plain], [0], cfg.epochs, **NO_LOG)
+    for a, b in zip(mlp.arm_weights(both.params, 0, 0), mlp.arm_weights(both.params, 0, 1)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
