@@ -71,6 +71,11 @@ def collapsed_runs(frame: pd.DataFrame) -> set[tuple]:
 
 def seeds_note(frame: pd.DataFrame, kind: str = "") -> str:
     n = frame["seed"].nunique()
+    if kind == "sensitivity":
+        finals = final_values(frame, "x" if "x" in frame else "test_acc")
+        same = (finals.groupby(["optimizer", "lr"])["value"].nunique(dropna=False) <= 1).all()
+        return ("deterministic: every seed gives the same path; no point = diverged" if same or n < 2 else
+                f"{n} seeds: median, band = min–max; no point = diverged")
     if deterministic(frame):
         return "deterministic: every seed gives the same path"
     if n < 2:
@@ -234,7 +239,33 @@ def classifier_ablation(ax_list, metrics, predictions):
                    title=f"({'abcd'[2 * row + col]}) {label}, H = {hidden}{collapsed_title(part, collapsed, hidden)}")
 
 
+def final_values(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per arm and seed: its optimizer label, lr and `metric` after the last step (the polynomial's x
+    after its last step is x − lr·g of the last row)."""
+    last = metrics.sort_values("epoch").groupby(["arm", "seed"]).tail(1)
+    value = last["x"] - last["signed_step"] if metric == "x" else last[metric]
+    return pd.DataFrame({"optimizer": last["arm"].str.rsplit(" lr=", n=1).str[0], "lr": last["lr"],
+                         "seed": last["seed"], "value": value.to_numpy()})
+
+
+def sensitivity(ax_list, metrics, predictions, metric="x", target=None):
+    """Final `metric` against lr (log axis) per optimizer: the median over seeds, min–max as a band."""
+    (ax,) = ax_list
+    values = final_values(metrics, metric)
+    colors = colors_for(list(dict.fromkeys(values["optimizer"])))
+    for optimizer, part in values.groupby("optimizer", sort=False):
+        stats_ = part.groupby("lr")["value"].agg(["median", "min", "max"]).reset_index()
+        ax.plot(stats_["lr"], stats_["median"], "o-", color=colors[optimizer], label=optimizer)
+        if part["seed"].nunique() > 1:
+            ax.fill_between(stats_["lr"], stats_["min"], stats_["max"], color=colors[optimizer], alpha=0.2)
+    for level, text in (target or {}).items():
+        ax.axhline(level, ls=":", color="grey")
+        ax.annotate(text, (ax.get_xlim()[0], level), fontsize=7, va="bottom")
+    ax.set(xscale="log", xlabel="learning rate", ylabel=f"{metric} after the last step")
+
+
 KINDS = {  # kind: (drawing, number of panels)
+    "sensitivity": (sensitivity, 1),
     "polynomial_landscape": (polynomial_landscape, 1), "polynomial_path": (polynomial_path, 1),
     "polynomial_steps": (polynomial_steps, 1), "curvefit_fit": (curvefit_fit, 2),
     "curvefit_loss": (curvefit_loss, 2), "classifier": (classifier, 4),
@@ -249,6 +280,8 @@ def draw(spec, metrics: pd.DataFrame, predictions: pd.DataFrame | None = None) -
     size = (7.5, 5.2) if panels == 1 else (5.2 * cols, 3.9 * rows)
     fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)
     extra = {"panels": list(spec.panels)} if "panels" in spec else {}
+    if spec.kind == "sensitivity":
+        extra = {"metric": spec.works.metric, "target": {spec.works.near: spec.works.label}}
     drawing(list(axes.flat), metrics, predictions, **extra)
     for ax in axes.flat:
         ax.grid(True, ls=":", color="grey", alpha=0.6)

@@ -362,6 +362,38 @@ def rule_lines() -> list[str]:
 CLAIMS = (claim_polynomial, claim_curvefit, claim_mnist_low_lr, claim_mnist_high_lr, claim_cifar)
 
 
+def sensitivity_figures() -> list[str]:
+    """The figures of conf/reproduce.yaml that are lr-sensitivity grids."""
+    return [f for f in OmegaConf.load(CONF / "reproduce.yaml").figures
+            if OmegaConf.load(CONF / "figure" / f"{f}.yaml").figure.kind == "sensitivity"]
+
+
+def sensitivity_section(out: Path) -> list[str]:
+    """For each lr grid, the lrs at which each optimizer "works" by the preset's criterion, on every seed."""
+    from experiments.figures import final_values
+    lines = ["## Learning-rate sensitivity: does AYLA widen the range of lrs that work?", ""]
+    for figure in sensitivity_figures():
+        spec = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure
+        metrics = load_figure(out, figure)
+        if metrics.empty:
+            lines += [f"### {figure}", "", "Not run yet (`make reproduce` adds it).", ""]
+            continue
+        values = final_values(metrics, spec.works.metric)
+        values["works"] = (values["value"] - spec.works.near).abs() < spec.works.within
+        lines += [f"### {figure}", "", f"An lr works when {spec.works.metric} ends within {spec.works.within} of "
+                  f"{spec.works.near} ({spec.works.label}), on every seed.", "",
+                  "| optimizer | lrs that work | of | final " + spec.works.metric + " by lr (median over seeds) |",
+                  "| --- | --- | --- | --- |"]
+        for optimizer, part in values.groupby("optimizer", sort=False):
+            by_lr = part.groupby("lr").agg(works=("works", "all"), value=("value", "median"))
+            good = [f"{lr:g}" for lr, row in by_lr.iterrows() if row["works"]]
+            finals = ", ".join(f"{lr:g}: {row['value']:.3g}" if np.isfinite(row["value"]) else f"{lr:g}: diverged"
+                               for lr, row in by_lr.iterrows())
+            lines.append(f"| {optimizer} | {', '.join(good) or 'none'} | {len(by_lr)} | {finals} |")
+        lines += ["", f"![{figure}](figures/{figure}.png)", ""]
+    return lines
+
+
 def ablation_figures() -> list[str]:
     """The figures of conf/reproduce.yaml whose preset has an ablation."""
     return [f for f in OmegaConf.load(CONF / "reproduce.yaml").figures
@@ -671,6 +703,7 @@ def build_report(out: Path, wall_seconds: float | None = None, extra_sections: l
     for claim in claims:
         lines += claim_section(claim, out, smoke)
     lines += ["## Final numbers of the classifier figures", ""] + final_table(out) + [""]
+    lines += sensitivity_section(out)
     lines += controls
     lines += list(extra_sections) + bench_section(out)
     return "\n".join(lines) + "\n"
@@ -703,8 +736,14 @@ def readme_results(out: Path, fair_lines: list[str] = ()) -> list[str]:
         lines += ["", "### Controls: how much of AYLA's gain over Adam a constant scale (Adam × c) or a larger eps "
                   "reproduces", "",
                   *[f"- {line}" for line in controls]]
+    sensitivity = [line for line in sensitivity_section(out)[2:] if line.startswith(("### ", "| "))]
+    if any(line.startswith("| ") for line in sensitivity):
+        lines += ["", "### Learning-rate sensitivity: does AYLA widen the range of lrs that work?"]
+        for line in sensitivity:
+            lines += ["", f"**{line[4:]}** (lrs at which the final value meets the preset's criterion on every seed)",
+                      ""] if line.startswith("### ") else [line]
     lines += [""] + bench_section(out)[3:]
-    figures = sorted(p.name for p in (Path(out) / "figures").glob("fig*.png"))
+    figures = sorted(p.name for p in (Path(out) / "figures").glob("*.png"))
     lines += [f"![{name[:-4]}](results/figures/{name})" for name in figures]
     return lines
 

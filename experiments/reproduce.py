@@ -53,6 +53,15 @@ class Unit:
         return Path(out) / self.figure / f"{prefix}seed{seed}"
 
 
+def figure_arms(spec: DictConfig) -> dict:
+    """A preset's arms: listed under `arms`, or for an lr-sensitivity figure every optimizer of `optimizers` at
+    every lr of `lrs` (labelled "<optimizer> lr=<lr>"), trained as one population per update rule."""
+    if "lrs" not in spec:
+        return spec.arms
+    return {f"{name} lr={lr:g}": [*overrides, f"lr={lr}"] for name, overrides in spec.optimizers.items()
+            for lr in spec.lrs}
+
+
 def figure_units(figure: str, extra: dict | None = None, arms_key: str = "arms", out: Path | None = None
                  ) -> list[Unit]:
     """The populations of one figure preset; `extra` maps an experiment name to overrides (the quick mode).
@@ -61,7 +70,7 @@ def figure_units(figure: str, extra: dict | None = None, arms_key: str = "arms",
     ablation's scaled arm's gradient multiplier is then the mean AYLA factor of the figure's own runs under `out`.
     """
     preset = compose_run([f"figure={figure}"])
-    arms = OmegaConf.select(preset.figure, arms_key)
+    arms = figure_arms(preset.figure) if arms_key == "arms" else OmegaConf.select(preset.figure, arms_key)
     extra_overrides = list((extra or {}).get(preset.experiment.name, []))
     name = figure if arms_key == "arms" else f"{figure}_{arms_key.split('.')[0]}"
     units = []
@@ -147,7 +156,7 @@ def plan(figures: list[str], seeds: list[int], out: Path, extra: dict | None = N
     lines, total, unknown = [], 0.0, 0
     for figure in figures:
         preset = compose_run([f"figure={figure}"])
-        for name, arms in [(figure, preset.figure.arms)] + [(f"{figure}_{c}", preset.figure[c].arms)
+        for name, arms in [(figure, figure_arms(preset.figure))] + [(f"{figure}_{c}", preset.figure[c].arms)
                                                             for c in control_sets(preset)]:
             for hidden in preset.figure.hidden:
                 prefix = f"H{hidden}_" if hidden else ""

@@ -352,3 +352,19 @@ def test_make_figures_on_the_committed_results_changes_no_byte(tmp_path):
     shutil.copy(PROJECT / "README.md", readme)
     report.update_readme(readme, out, fair_section(out))
     assert readme.read_text() == (PROJECT / "README.md").read_text(), "the README's results block is stale"
+
+
+def test_polynomial_lr_sensitivity_grid(tmp_path):
+    """One population of every optimizer × lr; the report counts the lrs at which x ends at the minimum."""
+    units = reproduce.figure_units("sens_polynomial")
+    assert len(units) == 1 and units[0].names[:2] == ["SGD lr=0.005", "SGD lr=0.01"] and len(units[0].names) == 22
+    assert {arm_from_config(c).lr for c in units[0].cfgs} == {0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+                                                              0.06, 0.08, 0.1}
+    reproduce.run_figures(["sens_polynomial"], [42], tmp_path, log=lambda line: None)
+    finals = figures.final_values(reproduce.load_figure(tmp_path, "sens_polynomial"), "x").set_index(
+        ["optimizer", "lr"])["value"]
+    assert finals["AYLA", 0.03] == pytest.approx(2.25, abs=0.01)      # the paper's lr: AYLA escapes
+    assert finals["SGD", 0.03] == pytest.approx(-0.06, abs=0.01)      # SGD stays at the saddle
+    assert finals["AYLA", 0.02] < 0.1 and finals["SGD", 0.08] == pytest.approx(2.25, abs=0.1)
+    section = "\n".join(report.sensitivity_section(tmp_path))
+    assert "| AYLA | 0.03 | 11 |" in section and "| SGD | 0.08, 0.1 | 11 |" in section
