@@ -5,6 +5,7 @@
 Data and weights come from NumPy's legacy generator exactly as in the authors' script: seed data_seed, then
 the 100 noise values; seed `seed`, then randn(1, H) for W1 and randn(H, 1) for W2, both × init_std; zero
 biases. With both seeds 42 this reproduces the paper's Fig. 5 numbers; other seeds show the luck in them.
+With data_seed: seed every run seed draws its own noise too (the fig05_noise_seeds control).
 The fitted curves at the epochs in experiment.predict_at (and at the last epoch) are kept for Fig. 4.
 """
 
@@ -30,7 +31,13 @@ class CurveFit:
 
     def __init__(self, cfg, device, dtype):
         exp = cfg.experiment
-        x, y = make_data(int(exp.points), float(exp.noise), int(exp.data_seed))
+        self.per_seed_noise = exp.data_seed == "seed"
+        if not self.per_seed_noise and (isinstance(exp.data_seed, bool) or not isinstance(exp.data_seed, int)
+                                        or exp.data_seed < 0):
+            raise ConfigError(f"experiment.data_seed must be an integer >= 0 or 'seed' (each run seed draws its "
+                              f"own noise), got {exp.data_seed!r}")
+        self.points, self.noise = int(exp.points), float(exp.noise)
+        x, y = make_data(self.points, self.noise, 0 if self.per_seed_noise else int(exp.data_seed))
         self.x_np, self.y_np = x, y
         self.x = torch.from_numpy(x).to(device, dtype)
         self.y = torch.from_numpy(y).to(device, dtype)
@@ -41,6 +48,9 @@ class CurveFit:
         self.device, self.dtype = device, dtype
 
     def init_params(self, seeds, arms):
+        if self.per_seed_noise:  # (S, 1, P, 1): each seed its own noise draw, broadcast over the arms
+            noisy = [make_data(self.points, self.noise, seed)[1] for seed in seeds]
+            self.y = torch.from_numpy(np.stack(noisy)[:, None]).to(self.device, self.dtype)
         if self.scheme == "authors":
             draws = [np.random.RandomState(seed) for seed in seeds]
             first = [torch.from_numpy(r.randn(1, self.hidden) * self.std).to(self.device, self.dtype)

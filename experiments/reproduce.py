@@ -21,8 +21,9 @@ COMMITTED = CONF.parent / "results"  # the committed runs: their recorded wall t
 MACHINE_KEYS = ("device", "figure", "sweep")  # where a run ran and how it is labelled, not what it computed
 MACHINE_DATA_KEYS = ("root", "download", "cache_dir")
 # Run sets a figure preset may add beside its own arms, each stored as <figure>_<set>: the eps / constant-scale
-# ablation, and the dynamic-eps control (Adam with eps / the AYLA factor of its own loss).
-CONTROL_SETS = ("ablation", "dynamic_eps")
+# ablation, the dynamic-eps control (Adam with eps / the AYLA factor of its own loss), and the curve fit with a
+# noise draw per seed.
+CONTROL_SETS = ("ablation", "dynamic_eps", "noise_seeds")
 
 
 def control_sets(preset: DictConfig) -> list[str]:
