@@ -31,18 +31,23 @@ def test_fused_equals_one_by_one(experiment, overrides):
     cfg, task = build(experiment, *overrides)
     arms = [arm_from_config(make_config(f"experiment={experiment}", *overrides, *o), name)
             for name, o in ARMS.items()]
-    fused = train(task, arms, seeds, cfg.epochs, **NO_LOG)
+    assert_fused_equals_alone(task, arms, seeds, cfg.epochs, ("train_loss", "train_acc", "test_loss", "test_acc",
+                                                             "factor"), rtol=1e-5, atol=1e-7)
+
+
+def assert_fused_equals_alone(task, arms, seeds, epochs, columns, rtol, atol):
+    """Every arm and seed of one fused population equals that arm trained alone for that seed."""
+    fused = train(task, arms, seeds, epochs, **NO_LOG)
     assert (fused.metrics["arms_fused"] == len(seeds) * len(arms)).all()
-    metrics = [c for c in ("train_loss", "train_acc", "test_loss", "test_acc", "factor") if c in fused.metrics]
     for s, seed in enumerate(seeds):
         for a, arm in enumerate(arms):
-            alone = train(task, [arm], [seed], cfg.epochs, **NO_LOG)
+            alone = train(task, [arm], [seed], epochs, **NO_LOG)
             rows = fused.metrics[(fused.metrics["arm"] == arm.name) & (fused.metrics["seed"] == seed)]
-            for column in metrics:
+            for column in (c for c in columns if c in rows):
                 torch.testing.assert_close(torch.tensor(rows[column].to_numpy()),
-                                           torch.tensor(alone.metrics[column].to_numpy()), rtol=1e-5, atol=1e-7)
+                                           torch.tensor(alone.metrics[column].to_numpy()), rtol=rtol, atol=atol)
             for p_fused, p_alone in zip(mlp.arm_weights(fused.params, s, a), mlp.arm_weights(alone.params, 0, 0)):
-                torch.testing.assert_close(p_fused, p_alone, rtol=1e-5, atol=1e-7)
+                torch.testing.assert_close(p_fused, p_alone, rtol=rtol, atol=atol)
 
 
 def test_fused_polynomial_equals_one_by_one():
@@ -79,19 +84,8 @@ def test_per_arm_settings_in_one_population_equal_torch_optim_alone(base, experi
     cfg, task = build(experiment, *overrides)
     arms = [arm_from_config(make_config(f"experiment={experiment}", *overrides, *o), name)
             for name, o in PER_ARM[base].items()]
-    seeds = [0, 1]
-    fused = train(task, arms, seeds, cfg.epochs, **NO_LOG)
-    assert (fused.metrics["arms_fused"] == len(seeds) * len(arms)).all()
-    for s, seed in enumerate(seeds):
-        for a, arm in enumerate(arms):
-            alone = train(task, [arm], [seed], cfg.epochs, **NO_LOG)
-            rows = fused.metrics[(fused.metrics["arm"] == arm.name) & (fused.metrics["seed"] == seed)]
-            for column in ("train_loss", "test_loss", "factor", "step_size"):
-                if column in rows:
-                    torch.testing.assert_close(torch.tensor(rows[column].to_numpy()),
-                                               torch.tensor(alone.metrics[column].to_numpy()), rtol=1e-7, atol=1e-9)
-            for p_fused, p_alone in zip(mlp.arm_weights(fused.params, s, a), mlp.arm_weights(alone.params, 0, 0)):
-                torch.testing.assert_close(p_fused, p_alone, rtol=1e-7, atol=1e-9)
+    assert_fused_equals_alone(task, arms, [0, 1], cfg.epochs, ("train_loss", "test_loss", "factor", "step_size"),
+                              rtol=1e-7, atol=1e-9)
 
 
 def test_dynamic_eps_arm_is_adam_with_eps_over_its_own_factor():
