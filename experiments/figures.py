@@ -248,17 +248,37 @@ def final_values(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
                          "seed": last["seed"], "value": value.to_numpy()})
 
 
-def sensitivity(ax_list, metrics, predictions, metric="x", target=None):
+def works_reference(values: pd.DataFrame, works) -> tuple[float, str]:
+    """The level an lr must reach to "work": a fixed point (`near`) or `within_of_best` below the best median of
+    the grid (a classifier's accuracy); and its label."""
+    if "near" in works:
+        return float(works.near), works.label
+    best = values.groupby(["optimizer", "lr"])["value"].median().max()
+    return best - float(works.within_of_best), f"best median {best:.4g} − {works.within_of_best}"
+
+
+def lr_works(values: pd.DataFrame, works) -> pd.Series:
+    """Per row (arm, seed): whether its final value meets the preset's criterion."""
+    level, _ = works_reference(values, works)
+    if "near" in works:
+        return (values["value"] - level).abs() < works.within
+    return values["value"] >= level
+
+
+def sensitivity(ax_list, metrics, predictions, works=None):
     """Final `metric` against lr (log axis) per optimizer: the median over seeds, min–max as a band."""
     (ax,) = ax_list
+    metric = works.metric
     values = final_values(metrics, metric)
+    level, label = works_reference(values, works)
+    target = {level: label}
     colors = colors_for(list(dict.fromkeys(values["optimizer"])))
     for optimizer, part in values.groupby("optimizer", sort=False):
         stats_ = part.groupby("lr")["value"].agg(["median", "min", "max"]).reset_index()
         ax.plot(stats_["lr"], stats_["median"], "o-", color=colors[optimizer], label=optimizer)
         if part["seed"].nunique() > 1:
             ax.fill_between(stats_["lr"], stats_["min"], stats_["max"], color=colors[optimizer], alpha=0.2)
-    for level, text in (target or {}).items():
+    for level, text in target.items():
         ax.axhline(level, ls=":", color="grey")
         ax.annotate(text, (ax.get_xlim()[0], level), fontsize=7, va="bottom")
     ax.set(xscale="log", xlabel="learning rate", ylabel=f"{metric} after the last step")
@@ -281,7 +301,7 @@ def draw(spec, metrics: pd.DataFrame, predictions: pd.DataFrame | None = None) -
     fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)
     extra = {"panels": list(spec.panels)} if "panels" in spec else {}
     if spec.kind == "sensitivity":
-        extra = {"metric": spec.works.metric, "target": {spec.works.near: spec.works.label}}
+        extra = {"works": spec.works}
     drawing(list(axes.flat), metrics, predictions, **extra)
     for ax in axes.flat:
         ax.grid(True, ls=":", color="grey", alpha=0.6)

@@ -376,20 +376,22 @@ def sensitivity_figures() -> list[str]:
             if OmegaConf.load(CONF / "figure" / f"{f}.yaml").figure.kind == "sensitivity"]
 
 
-def sensitivity_section(out: Path) -> list[str]:
-    """For each lr grid, the lrs at which each optimizer "works" by the preset's criterion, on every seed."""
-    from experiments.figures import final_values
+def sensitivity_section(out: Path, names: list[str] | None = None) -> list[str]:
+    """For each lr grid (default: those of conf/reproduce.yaml), the lrs at which each optimizer "works" by the
+    preset's criterion, on every seed."""
+    from experiments.figures import final_values, lr_works, works_reference
     lines = ["## Learning-rate sensitivity: does AYLA widen the range of lrs that work?", ""]
-    for figure in sensitivity_figures():
+    for figure in names or sensitivity_figures():
         spec = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure
         metrics = load_figure(out, figure)
         if metrics.empty:
             lines += [f"### {figure}", "", "Not run yet (`make reproduce` adds it).", ""]
             continue
         values = final_values(metrics, spec.works.metric)
-        values["works"] = (values["value"] - spec.works.near).abs() < spec.works.within
-        lines += [f"### {figure}", "", f"An lr works when {spec.works.metric} ends within {spec.works.within} of "
-                  f"{spec.works.near} ({spec.works.label}), on every seed.", "",
+        values["works"] = lr_works(values, spec.works)
+        criterion = (f"ends within {spec.works.within} of {spec.works.near} ({spec.works.label})" if "near" in
+                     spec.works else f"ends at or above {works_reference(values, spec.works)[1]}")
+        lines += [f"### {figure}", "", f"An lr works when {spec.works.metric} {criterion}, on every seed.", "",
                   "| optimizer | lrs that work | of | final " + spec.works.metric + " by lr (median over seeds) |",
                   "| --- | --- | --- | --- |"]
         for optimizer, part in values.groupby("optimizer", sort=False):

@@ -368,3 +368,20 @@ def test_polynomial_lr_sensitivity_grid(tmp_path):
     assert finals["AYLA", 0.02] < 0.1 and finals["SGD", 0.08] == pytest.approx(2.25, abs=0.1)
     section = "\n".join(report.sensitivity_section(tmp_path))
     assert "| AYLA | 0.03 | 11 |" in section and "| SGD | 0.08, 0.1 | 11 |" in section
+
+
+def test_classifier_lr_sensitivity_grid_runs_as_two_populations(tmp_path):
+    """sens_mnist on a small subset: Adam and AYLA arms at 9 lrs fuse into one population, SGD's into another;
+    the figure and the report section come out of it."""
+    real_data("mnist")
+    quick = {"mnist": ["epochs=1", "data.train_subset=1024", "data.test_subset=300"]}
+    units = reproduce.figure_units("sens_mnist", quick)
+    assert [u.hidden for u in units] == [8, 256] and len(units[0].names) == 27
+    reproduce.run_figures(["sens_mnist"], [42], tmp_path, quick, log=lambda line: None)
+    metrics = reproduce.load_figure(tmp_path, "sens_mnist")
+    fused = metrics.groupby("arm")["arms_fused"].first()
+    assert fused["Adam lr=0.001"] == fused["AYLA lr=0.1"] == 18 and fused["SGD lr=0.01"] == 9
+    assert figures.draw_figures(tmp_path, ["sens_mnist"], lambda name: reproduce.compose_run(
+        [f"figure={name}"]).figure)
+    section = "\n".join(report.sensitivity_section(tmp_path, ["sens_mnist"]))
+    assert all(f"| {name} | " in section for name in ("Adam", "SGD", "AYLA")) and "best median" in section
