@@ -1,10 +1,11 @@
 """The one trainer: any experiment, S seeds × A optimizer arms, trained together in stacked tensors.
 
 A `Task` (see experiments/) owns the data and the model; its parameters stack every seed and arm, so that one
-batched matmul serves them all. The update rule is one torch.optim optimizer (fused kernels) over the stacked
-tensors: its updates are elementwise, so each arm keeps its own state, and the arms of a population share lr,
-betas, eps, momentum. What differs per arm is the seed and what multiplies its gradient (the AYLA factor of
-its own loss, or a constant), applied by weighting each arm's loss in the backward pass.
+batched matmul serves them all. The update is elementwise, so each arm keeps its own state: one fused
+torch.optim SGD or Adam over the stacked tensors where the arms share lr, betas, eps and momentum, else the same
+formula with those settings per arm (StackedUpdate: an lr grid or an eps ablation is still one population).
+What multiplies each arm's gradient (the AYLA factor of its own loss, or a constant) is applied by weighting
+each arm's loss in the backward pass.
 
 The trainer owns everything an optimizer benchmark must get right the same way for every experiment:
   - same seed ⇒ same initial weights and same batch order, whatever the arm, so arms compare step for step;
