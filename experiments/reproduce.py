@@ -14,6 +14,7 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.progress import Progress
 from experiments.runner import run_population, write_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -119,22 +120,29 @@ def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
     return cfg
 
 
-def run_unit(unit: Unit, seeds: list[int], out: Path, log=print) -> None:
+def run_unit(unit: Unit, seeds: list[int], out: Path, log=print, epoch_log=None) -> bool:
+    """Train the seeds of one population that are not complete; `epoch_log` takes the per-epoch lines (default:
+    `log`). Returns whether anything was trained."""
     todo = [seed for seed in seeds if not is_complete(unit, unit.folder(out, seed))]
     label = f"{unit.figure}" + (f" H={unit.hidden}" if unit.hidden else "")
     if not todo:
         log(f"{label}: seeds {seeds} complete, skipped")
-        return
+        return False
     log(f"{label}: training {len(unit.names)} arm(s) × seeds {todo}")
     started = time.perf_counter()
-    metrics, snapshots = run_population(unit.cfgs, todo, unit.names, log=log)
+    metrics, snapshots = run_population(unit.cfgs, todo, unit.names, log=epoch_log or log)
     population = {"seeds": todo, "wall_seconds": round(time.perf_counter() - started, 2)}
+    diverged = metrics[metrics["diverged"]]
+    log(f"{label}: done in {population['wall_seconds']:.0f} s"
+        + (f"; diverged: {', '.join(f'{r.arm} (seed {r.seed}, epoch {r.epoch})' for r in diverged.itertuples())}"
+           if len(diverged) else ""))
     for seed in todo:
         for stale in unit.folder(out, seed).glob(".*.tmp"):  # left by a write that was killed
             stale.unlink()
         write_run(unit.folder(out, seed), metrics[metrics["seed"] == seed],
                   None if snapshots is None else snapshots[snapshots["seed"] == seed],
                   [with_seed(cfg, seed) for cfg in unit.cfgs], unit.names, population)
+    return True
 
 
 def seconds_per_seed(figure: str, hidden) -> float | None:
@@ -182,17 +190,31 @@ def plan(figures: list[str], seeds: list[int], out: Path, extra: dict | None = N
     return [summary, *lines]
 
 
-def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | None = None, log=print) -> float:
-    """Say what will be skipped and trained, then train whatever is missing; returns this call's wall seconds."""
+def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | None = None, log=None) -> float:
+    """Say what will be skipped and trained, then train whatever is missing; returns this call's wall seconds.
+
+    Messages go to `log` (default: above a progress bar on a terminal, plain lines elsewhere); the per-epoch
+    lines of each population to <out>/logs/ (experiments/progress.py)."""
     started = time.perf_counter()
-    for line in plan(figures, seeds, out, extra):
-        log(line)
-    for figure in figures:
-        for unit in figure_units(figure, extra):
-            run_unit(unit, seeds, out, log)
-        for control in control_sets(compose_run([f"figure={figure}"])):  # after the runs its scale comes from
-            for unit in figure_units(figure, extra, f"{control}.arms", out):
-                run_unit(unit, seeds, out, log)
+    lines = plan(figures, seeds, out, extra)
+    progress = Progress(sum(" train " in line for line in lines), out, log)
+    for line in lines:
+        progress.log(line)
+
+    def train_unit(unit: Unit) -> None:
+        name = unit.figure + (f"_H{unit.hidden}" if unit.hidden else "")
+        if run_unit(unit, seeds, out, progress.log, progress.unit_log(name)):
+            progress.done()
+
+    try:
+        for figure in figures:
+            for unit in figure_units(figure, extra):
+                train_unit(unit)
+            for control in control_sets(compose_run([f"figure={figure}"])):  # after the runs its scale comes from
+                for unit in figure_units(figure, extra, f"{control}.arms", out):
+                    train_unit(unit)
+    finally:
+        progress.close()
     return time.perf_counter() - started
 
 

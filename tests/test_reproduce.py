@@ -385,3 +385,32 @@ def test_classifier_lr_sensitivity_grid_runs_as_two_populations(tmp_path):
         [f"figure={name}"]).figure)
     section = "\n".join(report.sensitivity_section(tmp_path, ["sens_mnist"]))
     assert all(f"| {name} | " in section for name in ("Adam", "SGD", "AYLA")) and "best median" in section
+
+
+def test_progress_off_a_terminal_is_a_few_lines_and_epochs_go_to_the_unit_logs(tmp_path, capsys):
+    reproduce.run_figures(["sens_polynomial", "fig02"], [42], tmp_path)
+    printed = capsys.readouterr()
+    lines = printed.out.strip().splitlines()
+    assert lines[0].startswith("plan for") and len(lines) <= 8, lines   # plan, then started / done per population
+    assert "sens_polynomial: done in" in printed.out and "diverged: AYLA lr=0.1 (seed 42, epoch 15)" in printed.out
+    assert "\r" not in printed.err and "populations |" not in printed.err  # no bar redrawn off a terminal
+    epochs = (tmp_path / "logs" / "sens_polynomial.log").read_text().splitlines()
+    assert epochs[0].startswith("epoch  1/50") and any("diverged at epoch 15" in line for line in epochs)
+    assert (tmp_path / "logs" / "fig02.log").exists()
+
+
+def test_progress_on_a_terminal_is_one_bar_with_the_running_population(tmp_path):
+    import os
+    import pty
+
+    from experiments.progress import Progress
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w") as terminal:
+        progress = Progress(3, tmp_path, stream=terminal)
+        progress.log("fig07 H=8: training 2 arm(s)")
+        progress.unit_log("fig07_H8")("epoch 1/40 ...")
+        terminal.flush()
+        shown = os.read(master, 4096).decode(errors="replace")
+        progress.close()
+    assert "fig07 H=8: training 2 arm(s)" in shown and "0/3 populations |" in shown and "running: fig07_H8" in shown
+    assert (tmp_path / "logs" / "fig07_H8.log").read_text() == "epoch 1/40 ...\n"

@@ -1,0 +1,48 @@
+"""Progress of a long command (make reproduce): populations done / running / left, elapsed time and an ETA.
+
+On a terminal, one tqdm bar redrawn in place, with the messages printed above it; anywhere else (CI, a file)
+the bar is off and only the messages remain: a line per population started and finished, not one per batch.
+Each population's per-epoch lines go to its own log file, <out>/logs/<figure>[_H<hidden>].log, in both cases.
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+class Progress:
+    def __init__(self, populations: int, out: Path, log=None, stream=None):
+        self.stream = stream or sys.stderr
+        self.bar = tqdm(total=populations, unit="population", desc="training", file=self.stream,
+                        disable=not (populations and self.stream.isatty()),
+                        ncols=shutil.get_terminal_size((100, 24)).columns,  # a pty may report 0 columns
+                        bar_format="{desc} {n_fmt}/{total_fmt} populations |{bar}| {elapsed} elapsed, ETA "
+                                   "{remaining} {postfix}")
+        self.logs = Path(out) / "logs"
+        self.log = log or self.message
+
+    def message(self, line: str) -> None:
+        """A line above the bar (plain print where there is no bar)."""
+        if self.bar.disable:
+            print(line, flush=True)
+        else:
+            self.bar.write(line, file=self.stream)
+
+    def unit_log(self, name: str):
+        """A log function appending to this population's log file; the running population in the bar."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        path = self.logs / f"{name.replace(' ', '_').replace('=', '')}.log"
+        self.bar.set_postfix_str(f"running: {name}")
+
+        def write(line: str) -> None:
+            with open(path, "a") as f:
+                f.write(line + "\n")
+        return write
+
+    def done(self) -> None:
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
