@@ -16,6 +16,7 @@ The trainer owns everything an optimizer benchmark must get right the same way f
 Training the S·A arms one by one gives the same numbers (to float rounding): tests/test_fused.py.
 """
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -224,9 +225,23 @@ def epoch_batches(order: Tensor, batch_size: int | None) -> list[Tensor]:
     return [order[:, i:i + batch_size] for i in range(0, order.shape[1] - batch_size + 1, batch_size)]
 
 
-def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Callable[[str], None] = print
-          ) -> Trained:
-    """Train every arm for every seed, all at once."""
+@contextlib.contextmanager
+def no_host_syncs(active: bool):
+    """Make a CUDA host sync inside the block an error (a test's way to prove the batch loop never waits)."""
+    if not active:
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Callable[[str], None] = print,
+          forbid_syncs: bool = False) -> Trained:
+    """Train every arm for every seed, all at once. With forbid_syncs on CUDA, any host sync inside an epoch's
+    batch loop raises (torch.cuda.set_sync_debug_mode("error")); the one sync per epoch comes after it."""
     check_population(arms)
     params, arm_shapes = task.init_params(seeds, len(arms))
     device, dtype = params[0].device, params[0].dtype
@@ -249,23 +264,24 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
         order = torch.stack([torch.randperm(task.n_train, generator=g) for g in shufflers]).to(device)
         batches = epoch_batches(order, task.batch_size)
         sums, traced = 0, {}
-        for positions in batches:
-            loss, correct = task.train_losses(params, pool.gather(1, positions))
-            with torch.no_grad():
-                scale = scale_of(loss.detach())
-            (loss * scale).sum().backward()
-            with torch.no_grad():  # accumulated on the device: no host sync inside the epoch
-                step = [loss.detach(), scale, lr * grad_norms(params, arm_shapes)]
-                if correct is not None:
-                    step.append(correct.to(dtype))
-                sums = sums + torch.stack(step)
-                for key, value in task.trace(params, lr).items():
-                    traced[key] = traced[key] + value if key in traced else value.clone()
-            if dynamic_eps is None:
-                optimizer.step()
-            else:
-                optimizer.step(eps=dynamic_eps(loss.detach()))
-            optimizer.zero_grad()
+        with no_host_syncs(forbid_syncs and device.type == "cuda"):
+            for positions in batches:
+                loss, correct = task.train_losses(params, pool.gather(1, positions))
+                with torch.no_grad():
+                    scale = scale_of(loss.detach())
+                (loss * scale).sum().backward()
+                with torch.no_grad():  # accumulated on the device: no host sync inside the epoch
+                    step = [loss.detach(), scale, lr * grad_norms(params, arm_shapes)]
+                    if correct is not None:
+                        step.append(correct.to(dtype))
+                    sums = sums + torch.stack(step)
+                    for key, value in task.trace(params, lr).items():
+                        traced[key] = traced[key] + value if key in traced else value.clone()
+                if dynamic_eps is None:
+                    optimizer.step()
+                else:
+                    optimizer.step(eps=dynamic_eps(loss.detach()))
+                optimizer.zero_grad()
         with torch.inference_mode():
             means = sums / len(batches)
             metrics = {"train_loss": means[0], "factor": means[1], "step_size": means[2]}
