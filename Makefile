@@ -56,5 +56,5 @@ fair: $(VENV)/.installed ## tuned baselines vs AYLA on MNIST with equal budgets,
 fair-quick: $(VENV)/.installed ## the fair-comparison pipeline on small subsets, one seed
 	$(PY) scripts/fair.py --quick $(if $(OUT),--out $(OUT))
 
-bench: $(VENV)/.installed ## time an epoch four ways (numpy, DataLoader, suite, fused) into results/bench.csv; TINY=1 for a check
+bench: $(VENV)/.installed ## time an epoch (numpy, DataLoader, suite, fused, an lr sweep fused vs apart) into results/bench.csv; TINY=1 for a check
 	$(PY) scripts/bench.py $(if $(TINY),--tiny)

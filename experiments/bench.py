@@ -22,6 +22,7 @@ from ayla import AYLA
 from experiments import DATASETS, TASKS
 from experiments.config import arm_from_config
 from experiments.data import load_split, subset_indices
+from experiments.io import device_name
 from experiments.trainer import train
 
 BATCH = 256
@@ -192,6 +193,14 @@ def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
             sweep = {f"N={n:.2g}": ["optimizer=ayla", f"N1={n}", f"N2={n}"] for n in np.logspace(-6, 0, k)}
             timings.append((f"d suite, {k} arms × 1 seed", "ayla", k,
                             suite_epochs(cfg_of, name, hidden, sweep, 1, settings.epochs, device)))
+            if hidden == min(spec.hidden):  # an lr sweep: one population with per-arm lrs, or one per lr
+                lrs = {f"lr={lr:g}": ["optimizer=adam", f"lr={lr}"] for lr in settings.lr_sweep}
+                timings.append((f"e {len(lrs)}-lr sweep, one population", "adam", len(lrs),
+                                suite_epochs(cfg_of, name, hidden, lrs, 1, settings.epochs, device)))
+                apart = [suite_epochs(cfg_of, name, hidden, {label: o}, 1, settings.epochs, device)
+                         for label, o in lrs.items()]
+                timings.append((f"e {len(lrs)}-lr sweep, {len(lrs)} populations", "adam", len(lrs),
+                                [sum(epoch) for epoch in zip(*apart)]))
             for variant, optimizer, arms, times in timings:
                 per_arm = steady(times) / arms
                 rows.append(dict(dataset=name, hidden=hidden, variant=variant, optimizer=optimizer, arms=arms,
@@ -205,4 +214,4 @@ def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
         reference = frame[frame["variant"] == variant].groupby(key)["seconds_per_arm_epoch"].mean()
         frame[column] = [reference[k] / s for k, s in zip(zip(frame["dataset"], frame["hidden"]),
                                                            frame["seconds_per_arm_epoch"])]
-    return frame.assign(device=str(device))
+    return frame.assign(device=device_name(device))

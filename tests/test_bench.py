@@ -20,12 +20,14 @@ def test_bench_tiny_writes_every_row(tmp_path):
     frame = pd.read_csv(out)
     variants = {"a numpy float64", "b per-sample DataLoader", "c suite, one arm", "d suite, 2 arms × 2 seeds",
                 "d suite, 3 arms × 1 seed"}
+    sweep = {"e 2-lr sweep, one population", "e 2-lr sweep, 2 populations"}  # at each data set's smallest H
     for (dataset, hidden), part in frame.groupby(["dataset", "hidden"]):
-        assert set(part["variant"]) == variants, (dataset, hidden)
-        assert len(part) == 8  # a, b, c for Adam and for AYLA, and the two fused rows
+        assert set(part["variant"]) == variants | (sweep if hidden == 8 else set()), (dataset, hidden)
+        assert len(part) == 8 + 2 * (hidden == 8)  # a, b, c for Adam and for AYLA, the two fused rows, the sweep
     assert sorted(set(zip(frame["dataset"], frame["hidden"]))) == [("cifar100", 8), ("cifar100", 128),
                                                                    ("mnist", 8), ("mnist", 256)]
     assert (frame["seconds_per_arm_epoch"] > 0).all() and (frame["gemm_fraction"] > 0).all()
+    assert frame["device"].str.contains("cores").all()  # the hardware named, not just "cpu"
     for reference, column in (("a numpy float64", "speedup_vs_numpy"), ("b per-sample DataLoader",
                                                                         "speedup_vs_loader")):
         base = frame[frame["variant"] == reference].groupby(["dataset", "hidden"])["seconds_per_arm_epoch"].mean()
