@@ -471,6 +471,9 @@ def ablation_section(out: Path) -> tuple[list[str], list[str], dict]:
                       "accuracy gain | share of AYLA's train-loss gain | collapsed seeds of X |", "|" + " --- |" * 6]
             shares = []
             for arm in dict.fromkeys(ablation["arm"]):
+                if acc[arm].empty:  # this control has no run at this hidden size yet
+                    lines.append(f"| {arm} | not run yet at H = {hidden} | | | | |")
+                    continue
                 cells, short = [], ""
                 for values, column in ((acc, "test_acc"), (loss, "train_loss")):
                     result = share_cells(values[arm], values["AYLA"], values["Adam"], column, arm)
@@ -494,6 +497,8 @@ def ablation_section(out: Path) -> tuple[list[str], list[str], dict]:
                 shares.append(f"{arm} {short} ({standing})")
                 if arm == OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure.ablation.scaled_arm:
                     scaled.setdefault(figure, []).append(f"H = {hidden}: {short} ({standing})")
+                if arm in set(dynamic["arm"]) if not dynamic.empty else False:
+                    scaled.setdefault(f"{figure} dynamic eps", []).append(f"H = {hidden}: {short} ({standing})")
             summary.append(f"{figure}, H = {hidden}, share of AYLA's test-accuracy gain over Adam reproduced by: "
                            + "; ".join(shares))
             lines.append("")
@@ -521,19 +526,29 @@ def closing_notes(out: Path) -> list[str]:
                          f"{result.wins}/{result.n} seeds")
         mnist = f"{ayla} − {base}: " + "; ".join(parts)
 
-    def control(figures: list[str]) -> str:
-        found = [f"{figure} {text}" for figure in figures for text in scaled.get(figure, [])]
-        missing = [f"{figure}_ablation" for figure in figures if figure in ablation_figures() and figure not in scaled]
+    def control(figures: list[str], suffix: str = "", run_set: str = "ablation") -> str:
+        found = [f"{figure} {text}" for figure in figures for text in scaled.get(figure + suffix, [])]
+        missing = [f"{figure}_{run_set}" for figure in figures
+                   if figure in ablation_figures() and figure + suffix not in scaled]
         return "; ".join(found) + (f" ({', '.join(missing)} not run yet)" if missing else "") if found else (
             "no control run yet")
 
-    return [f"- Polynomial: equal tuning budget: {NO_TUNED}; constant-scale control: none yet.",
+    def dynamic(figures: list[str]) -> str:
+        return control(figures, " dynamic eps", "dynamic_eps")
+
+    sensitivity = [line for line in sensitivity_section(out) if line.startswith("| ") and "---" not in line
+                   and "optimizer" not in line]
+    lrs = "; ".join(f"{cells[1].strip()} works at lr {cells[2].strip()}" for cells in
+                    (line.split("|") for line in sensitivity)) or "not run yet"
+    return [f"- Polynomial: equal tuning budget: {NO_TUNED}; lr sensitivity (x within 0.1 of 2.25 after 50 "
+            f"steps, sens_polynomial): {lrs}.",
             f"- Curve fit: equal tuning budget: {NO_TUNED}; constant-scale control: none yet.",
             f"- MNIST: equal tuning budget: {mnist}. Share of AYLA's gain over the paper's Adam (lr 0.1, Fig. 7) "
-            f"that Adam × c reproduces: {control(['fig06', 'fig07'])}.",
+            f"that Adam × c reproduces: {control(['fig06', 'fig07'])}; that the dynamic-eps Adam reproduces: "
+            f"{dynamic(['fig06', 'fig07'])}.",
             f"- CIFAR-100: equal tuning budget: {NO_TUNED}. Share of AYLA's gain over the paper's Adam (lr 0.01, "
-            f"Fig. 9) that Adam × c reproduces: {control(['fig08', 'fig09', 'fig10'])}.",
-            "- A dynamic-eps control (Adam whose eps follows eps / factor_t of the AYLA arm) is not built yet."]
+            f"Fig. 9; lr 0.1, Fig. 10) that Adam × c reproduces: {control(['fig08', 'fig09', 'fig10'])}; that the "
+            f"dynamic-eps Adam reproduces: {dynamic(['fig08', 'fig09', 'fig10'])}."]
 
 
 def share_text(result: stats.Share) -> str:
@@ -666,12 +681,19 @@ def final_table(out: Path) -> list[str]:
 
 
 def figures_not_run(out: Path) -> list[str]:
-    """The figures of conf/reproduce.yaml, and their ablations, that have no complete run under `out` yet."""
-    names = []
+    """The figures of conf/reproduce.yaml, and their control sets, with a hidden size that has no run under `out`
+    yet (named with that hidden size when only some are missing)."""
+    missing = []
     for figure in OmegaConf.load(CONF / "reproduce.yaml").figures:
         preset = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure
-        names += [figure] + [f"{figure}_{c}" for c in CONTROL_SETS if c in preset]
-    return [name for name in names if not any((Path(out) / name).glob("*/metrics.csv"))]
+        for name in [figure] + [f"{figure}_{c}" for c in CONTROL_SETS if c in preset]:
+            absent = [h for h in preset.hidden
+                      if not any((Path(out) / name).glob(f"{f'H{h}_' if h else ''}seed*/metrics.csv"))]
+            if len(absent) == len(preset.hidden):
+                missing.append(name)
+            elif absent:
+                missing.append(f"{name} at H = {', '.join(map(str, absent))}")
+    return missing
 
 
 def build_report(out: Path, wall_seconds: float | None = None, extra_sections: list[str] = (),
