@@ -154,11 +154,16 @@ class AYLA(torch.optim.Optimizer):
         self.last_factor = ayla_factor(loss, self.N1, self.N2, validate=False)
         return self.last_factor
 
-    def _scale_gradients(self, factor: Tensor) -> None:
+    def _check_single_backward(self) -> None:
         if self._accumulated:
             raise ValueError("AYLA: the gradients were summed over several backward passes (gradient "
                              "accumulation), so the factor of one loss cannot be right for them; call attach(loss) "
                              "before each backward (Lightning: AYLACallback), or zero the gradients between steps")
+
+    def _scale_by_factor_of(self, loss) -> None:
+        """Refuse accumulated gradients, then take the factor of `loss` and scale every gradient by it."""
+        self._check_single_backward()
+        factor = self.factor(loss)
         by_kind: dict[tuple, list[Tensor]] = {}
         for group in self.param_groups:
             for p in group["params"]:
@@ -216,8 +221,7 @@ class AYLA(torch.optim.Optimizer):
                 raise ValueError(TWICE)
             result = self.optimizer.step()
         else:
-            factor = self.factor(loss)
-            self._scale_gradients(factor)
+            self._scale_by_factor_of(loss)
             self.optimizer.step()
             result = loss
         self._attached, self._accumulated = 0, False
@@ -243,9 +247,9 @@ class AYLA(torch.optim.Optimizer):
                 if loss is None:
                     raise ValueError("AYLA.step: the closure returned no loss; return it, pass step(closure, "
                                      "loss=loss) or attach(loss) before backward")
-                self._scale_gradients(self.factor(loss))
+                self._scale_by_factor_of(loss)
                 return value
-            self._scale_gradients(self.factor(value))
+            self._scale_by_factor_of(value)
             # a line search compares these values, so they must be of the loss whose gradient it steps along;
             # under data parallelism that is the loss averaged over ranks, so every rank decides alike
             return self._transformed_value()

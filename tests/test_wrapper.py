@@ -414,6 +414,7 @@ def test_accumulated_gradients_refuse_one_loss_and_take_attach_per_micro_batch()
     with pytest.raises(ValueError, match="summed over several backward passes"):
         opt.step(loss=sum(losses) / 2)
     assert all(torch.equal(a, p) and torch.equal(g, p.grad) for a, g, p in zip(params, grads, model.parameters()))
+    assert opt.last_factor is None, "refused before anything, the last factor included, changed"
 
     opt.zero_grad()
     for loss in micro_losses(model, x, y):
