@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from experiments.errors import OutputError
+
 
 class Progress:
     def __init__(self, populations: int, out: Path, log=None, stream=None):
@@ -32,8 +34,11 @@ class Progress:
 
     def unit_log(self, name: str):
         """A log function appending to this population's log file; the running population in the bar."""
-        self.logs.mkdir(parents=True, exist_ok=True)
         path = self.logs / f"{name.replace(' ', '_').replace('=', '')}.log"
+        try:
+            self.logs.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
         self.bar.set_postfix_str(f"running: {name}")
 
         def write(line: str) -> None:
