@@ -269,7 +269,8 @@ def test_quick_reproduction_end_to_end(tmp_path):
     frame.loc[frame["arm"] == "AYLA", "test_acc"] -= 0.05
     frame.to_csv(csv, index=False)
     differs = compare_cli(perturbed, tmp_path)
-    assert differs.returncode == 1 and differs.stdout.strip().splitlines()[-1].startswith("DISAGREES: 1 differs")
+    summary = differs.stdout.strip().splitlines()[-1]
+    assert differs.returncode == 1 and summary.startswith("DISAGREES:") and " 1 differs" in summary
     assert "| fig07 | 8 | AYLA | 42 | differs | test_acc" in differs.stdout
 
 
