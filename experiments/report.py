@@ -175,22 +175,18 @@ def claim_polynomial(out: Path) -> Claim:
     claim.checks += [Check("SGD ends within 0.1 of the saddle (|x₅₀| < 0.1)", abs(sgd_final) < 0.1),
                      Check("AYLA gets within 0.1 of 2.25 in at most 30 steps", reached is not None and reached <= 30),
                      Check("AYLA stays within 0.1 of 2.25 after that (small oscillations)", after < 0.1)]
-    grid = load_figure(out, "sens_polynomial")
+    grid = grid_values(out, "sens_polynomial")  # its criterion: x within 0.1 of 2.25 after 50 steps
     if grid.empty:
         claim.measured.append("one path at one lr (0.03): the lr grid (sens_polynomial) is not run yet")
         return claim
-    from experiments.figures import final_values
-    finals = final_values(grid, "x")
-    escaped = finals.assign(near=(finals["value"] - 2.25).abs() < 0.1).groupby(["optimizer", "lr"])["near"].all()
-    lrs = {name: [f"{lr:g}" for (opt, lr), ok in escaped.items() if opt == name and ok] for name in ("SGD", "AYLA")}
-    claim.tuned_pair = f"SGD and AYLA with the lr tuned over the grid of {finals['lr'].nunique()} lrs (sens_polynomial)"
-    claim.tuned_measured.append(f"x within 0.1 of 2.25 after 50 steps at lr: SGD {', '.join(lrs['SGD']) or 'none'}; "
-                                f"AYLA {', '.join(lrs['AYLA']) or 'none'}")
+    lrs = working_lrs(grid)
+    count = {name: 0 if text == "none" else len(text.split(", ")) for name, text in lrs.items()}
+    claim.tuned_pair = f"SGD and AYLA with the lr tuned over the grid of {grid['lr'].nunique()} lrs (sens_polynomial)"
+    claim.tuned_measured.append(f"x within 0.1 of 2.25 after 50 steps at lr: SGD {lrs['SGD']}; AYLA {lrs['AYLA']}")
     claim.tuned_checks += [
-        Check(f"SGD stays trapped at every lr of the grid (it escapes at lr {', '.join(lrs['SGD']) or 'none'})",
-              not lrs["SGD"]),
-        Check(f"AYLA escapes at more lrs of the grid than SGD ({len(lrs['AYLA'])} against {len(lrs['SGD'])})",
-              len(lrs["AYLA"]) > len(lrs["SGD"]))]
+        Check(f"SGD stays trapped at every lr of the grid (it escapes at lr {lrs['SGD']})", not count["SGD"]),
+        Check(f"AYLA escapes at more lrs of the grid than SGD ({count['AYLA']} against {count['SGD']})",
+              count["AYLA"] > count["SGD"])]
     return claim
 
 
@@ -390,30 +386,47 @@ def sensitivity_figures() -> list[str]:
             if OmegaConf.load(CONF / "figure" / f"{f}.yaml").figure.kind == "sensitivity"]
 
 
+def grid_values(out: Path, figure: str) -> pd.DataFrame:
+    """One row per arm and seed of an lr grid: optimizer, lr, final value and whether that run meets the preset's
+    criterion (`works`); empty if the grid has not been run."""
+    from experiments.figures import final_values, lr_works
+    metrics = load_figure(out, figure)
+    if metrics.empty:
+        return pd.DataFrame()
+    works = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure.works
+    values = final_values(metrics, works.metric)
+    return values.assign(works=lr_works(values, works))
+
+
+def working_lrs(values: pd.DataFrame) -> dict[str, str]:
+    """Per optimizer, the lrs of the grid at which every seed meets the criterion, as text ("none" if no lr)."""
+    ok = values.groupby(["optimizer", "lr"], sort=False)["works"].all()
+    return {name: ", ".join(f"{lr:g}" for lr, good in part.droplevel(0).sort_index().items() if good) or "none"
+            for name, part in ok.groupby(level=0, sort=False)}
+
+
 def sensitivity_section(out: Path, names: list[str] | None = None) -> list[str]:
     """For each lr grid (default: those of conf/reproduce.yaml), the lrs at which each optimizer "works" by the
     preset's criterion, on every seed."""
-    from experiments.figures import final_values, lr_works, works_reference
+    from experiments.figures import works_reference
     lines = ["## Learning-rate sensitivity: does AYLA widen the range of lrs that work?", ""]
     for figure in names or sensitivity_figures():
         spec = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure
-        metrics = load_figure(out, figure)
-        if metrics.empty:
+        values = grid_values(out, figure)
+        if values.empty:
             lines += [f"### {figure}", "", "Not run yet (`make reproduce` adds it).", ""]
             continue
-        values = final_values(metrics, spec.works.metric)
-        values["works"] = lr_works(values, spec.works)
+        good = working_lrs(values)
         criterion = (f"ends within {spec.works.within} of {spec.works.near} ({spec.works.label})" if "near" in
                      spec.works else f"ends at or above {works_reference(values, spec.works)[1]}")
         lines += [f"### {figure}", "", f"An lr works when {spec.works.metric} {criterion}, on every seed.", "",
                   "| optimizer | lrs that work | of | final " + spec.works.metric + " by lr (median over seeds) |",
                   "| --- | --- | --- | --- |"]
         for optimizer, part in values.groupby("optimizer", sort=False):
-            by_lr = part.groupby("lr").agg(works=("works", "all"), value=("value", "median"))
-            good = [f"{lr:g}" for lr, row in by_lr.iterrows() if row["works"]]
-            finals = ", ".join(f"{lr:g}: {row['value']:.3g}" if np.isfinite(row["value"]) else f"{lr:g}: diverged"
-                               for lr, row in by_lr.iterrows())
-            lines.append(f"| {optimizer} | {', '.join(good) or 'none'} | {len(by_lr)} | {finals} |")
+            by_lr = part.groupby("lr")["value"].median()
+            finals = ", ".join(f"{lr:g}: {value:.3g}" if np.isfinite(value) else f"{lr:g}: diverged"
+                               for lr, value in by_lr.items())
+            lines.append(f"| {optimizer} | {good[optimizer]} | {len(by_lr)} | {finals} |")
         lines += ["", f"![{figure}](figures/{figure}.png)", ""]
     return lines
 
@@ -550,10 +563,9 @@ def closing_notes(out: Path) -> list[str]:
     def dynamic(figures: list[str]) -> str:
         return control(figures, " dynamic eps", "dynamic_eps")
 
-    sensitivity = [line for line in sensitivity_section(out) if line.startswith("| ") and "---" not in line
-                   and "optimizer" not in line]
-    lrs = "; ".join(f"{cells[1].strip()} works at lr {cells[2].strip()}" for cells in
-                    (line.split("|") for line in sensitivity)) or "not run yet"
+    grid = grid_values(out, "sens_polynomial")
+    lrs = "; ".join(f"{name} works at lr {text}" for name, text in working_lrs(grid).items()) if not grid.empty \
+        else "not run yet"
     return [f"- Polynomial: equal tuning budget: {NO_TUNED}; lr sensitivity (x within 0.1 of 2.25 after 50 "
             f"steps, sens_polynomial): {lrs}.",
             f"- Curve fit: equal tuning budget: {NO_TUNED}; constant-scale control: none yet.",
