@@ -38,7 +38,7 @@ clean: ## remove outputs/ and multirun/ (never results/)
 	rm -rf outputs multirun
 
 reproduce: $(VENV)/.installed ## every paper figure over SEEDS seeds (default 5) into OUT (default results/), resumable
-	$(PY) scripts/reproduce.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT))
+	$(PY) scripts/reproduce.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT)) $(if $(GEMM),--gemm $(GEMM))
 
 reproduce-quick: $(VENV)/.installed ## the whole pipeline in a few minutes: few epochs, 1 seed, data subsets
 	$(PY) scripts/reproduce.py --quick $(if $(OUT),--out $(OUT))

@@ -9,10 +9,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ayla.transform import check_exponents
 from experiments.errors import ConfigError
+from experiments.gemm import CHOICES as GEMM_CHOICES
 from experiments.trainer import BASES, Arm
 
 TOP_LEVEL = {"experiment", "optimizer", "figure", "sweep", "lr", "N1", "N2", "epochs", "seed", "hidden",
-             "batch_size", "loss", "device", "dtype", "init", "data"}
+             "batch_size", "loss", "device", "dtype", "init", "gemm", "data"}
 EXPERIMENT_SOURCES = {"experiment", "figure", "sweep"}  # config groups whose presets choose the experiment
 IGNORED_BY = {  # settings an optimizer does not read: giving them is a slip worth a warning
     "N1": lambda opt: not opt.ayla, "N2": lambda opt: not opt.ayla,
@@ -118,6 +119,7 @@ def check_run_config(cfg: DictConfig) -> None:
         choice(cfg, "loss", LOSSES)
     choice(cfg, "dtype", tuple(DTYPES))
     choice(cfg, "init", INITS)
+    choice(cfg, "gemm", GEMM_CHOICES)
     resolve_device(cfg.device)
     for key in ("data.train_subset", "data.test_subset", "data.val_size"):
         number(cfg, key, 0, low_ok=True, integer=True)

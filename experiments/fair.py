@@ -1,8 +1,9 @@
-"""`make fair`: AYLA against baselines tuned with the same budget, time-to-target (MNIST).
+"""`make fair`: AYLA against baselines tuned with the same budget, per experiment (MNIST, CIFAR-100, the curve fit).
 
-conf/fair.yaml says what runs. Tuning goes through Hydra multirun (`python run.py -m sweep=<preset>`), one
-folder per sweep and hidden size; the best trial of each sweep is then retrained on the full training set for
-several seeds, fused, exactly as the paper figures are, so that it sits beside the figures' own arms.
+conf/fair.yaml says what runs: one comparison per experiment. Tuning goes through Hydra multirun
+(`python run.py -m sweep=<preset>`), one folder per sweep and hidden size; the best trial of each sweep (on held-out
+validation rows, or for the curve fit by training loss) is then retrained on the full training set for several
+seeds, fused, exactly as the paper figures are, so that it sits beside the figures' own arms and pairs with them.
 """
 
 import os
@@ -12,15 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 from experiments import stats
 from experiments.errors import AylaError
-from experiments.report import compare, describe
+from experiments.report import compare, describe, lower_is_better
 from experiments.reproduce import CONF, Unit, compose_run, load_figure, run_unit
 
 PROJECT = CONF.parent
-TUNED = "fair/tuned"
+
+
+def load_settings() -> DictConfig:
+    return OmegaConf.load(CONF / "fair.yaml")
 
 
 def tuning_folder(out: Path, sweep: str, hidden: int) -> Path:
@@ -55,37 +60,58 @@ def trials_of(folder: Path) -> pd.DataFrame:
 
 
 def best_trial(trials: pd.DataFrame, by: str = "val_acc") -> pd.Series:
-    """The selected trial: highest validation accuracy, ties to the lower validation loss. Never the test set."""
-    ranked = trials.assign(_loss=trials["val_loss"].fillna(np.inf)).sort_values([by, "_loss"],
-                                                                                 ascending=[False, True])
+    """The selected trial: the best value of `by` (highest accuracy, lowest loss), ties to the lower validation
+    loss. Never the test set. A trial that diverged (NaN) is never the best."""
+    if by.startswith("test"):
+        raise ValueError(f"select_by={by}: tuning never selects on the test set")
+    tie = trials["val_loss"] if "val_loss" in trials else pd.Series(0.0, index=trials.index)
+    value = trials[by].fillna(np.inf if lower_is_better(by) else -np.inf)
+    ranked = trials.assign(_value=value, _tie=tie.fillna(np.inf)).sort_values(
+        ["_value", "_tie"], ascending=[lower_is_better(by), True])
     return ranked.iloc[0]
 
 
+def swept_keys(sweep: str) -> list[str]:
+    """The config keys a sweep preset varies (its hydra.sweeper.params)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        hydra_cfg = compose("config", overrides=[f"sweep={sweep}"], return_hydra_config=True).hydra
+    return list(hydra_cfg.sweeper.params)
+
+
 def tuned_overrides(sweep: str, hidden: int, best: pd.Series, extra: list[str] = ()) -> list[str]:
-    """The selected trial's settings, retrained on the whole training set (no validation rows held out)."""
+    """The selected trial's settings, retrained on the whole training set (no validation rows held out): its lr,
+    N1 and N2 (AYLA), and every other key the sweep varies (optimizer.eps → the eps column, and so on)."""
     overrides = [f"sweep={sweep}", f"hidden={hidden}", f"lr={best['lr']}", *extra, "data.val_size=0"]
     if bool(best["ayla"]):
         overrides += [f"N1={best['N1']}", f"N2={best['N2']}"]
+    for key in swept_keys(sweep):
+        if key not in ("lr", "N1", "N2"):
+            overrides.append(f"{key}={best[key.split('.')[-1]]}")
     return overrides
 
 
-def tuned_unit(settings, hidden: int, out: Path, extra: list[str] = ()) -> Unit:
+def tuned_unit(comparison: DictConfig, hidden: int, out: Path, extra: list[str] = ()) -> Unit:
     names, cfgs = [], []
-    for sweep in settings.sweeps:
-        best = best_trial(trials_of(tuning_folder(out, sweep, hidden)), settings.select_by)
+    for sweep in comparison.sweeps:
+        best = best_trial(trials_of(tuning_folder(out, sweep, hidden)), comparison.select_by)
         cfg = compose_run(tuned_overrides(sweep, hidden, best, extra))
         names.append(cfg.sweep.method)
         cfgs.append(cfg)
-    return Unit(TUNED, hidden, names, cfgs)
+    return Unit(comparison.tuned, hidden, names, cfgs)
 
 
-def run_fair(settings, seeds: list[int], out: Path, extra: list[str] = (), log=print, jobs: int = 1) -> None:
-    """Tune every sweep at every hidden size (`jobs` trials at a time), then retrain each sweep's best over the
-    seeds, fused; `extra` overrides apply to both (the quick mode)."""
-    for hidden in settings.hidden:
-        for sweep in settings.sweeps:
-            run_tuning(sweep, hidden, out, extra, log, jobs)
-        run_unit(tuned_unit(settings, hidden, out, extra), seeds, out, log)
+def run_fair(settings: DictConfig, seeds: list[int], out: Path, extra: list[str] = (), log=print, jobs: int = 1,
+             names: list[str] | None = None) -> None:
+    """For each comparison (`names`, default all): tune every sweep at every hidden size (`jobs` trials at a
+    time), then retrain each sweep's best over the seeds, fused; `extra` overrides apply to both (the quick
+    mode), after the GEMM kernel of conf/fair.yaml."""
+    extra = [f"gemm={settings.gemm}", *extra]
+    for name in names or list(settings.comparisons):
+        comparison = settings.comparisons[name]
+        for hidden in comparison.hidden:
+            for sweep in comparison.sweeps:
+                run_tuning(sweep, hidden, out, extra, log, jobs)
+            run_unit(tuned_unit(comparison, hidden, out, extra), seeds, out, log)
 
 
 def time_to_target(metrics: pd.DataFrame, column: str, target: float) -> tuple[pd.Series, pd.Series]:
@@ -111,18 +137,18 @@ def steps_to_target(metrics: pd.DataFrame, column: str, target: float) -> pd.Ser
     return pd.Series(steps)
 
 
-def comparison_arms(out: Path) -> pd.DataFrame:
-    """Every arm the fair comparison sets side by side, labelled, full training set, the paper's 40 epochs."""
-    labels = {"fig06": {"Adam": "Adam, lr 1e-4 (Fig. 6)", "AYLA": "AYLA, N 0.1, lr 1e-4 (Fig. 6)"},
-              "fig07": {"Adam": "Adam, lr 0.1 (Fig. 7)", "AYLA": "AYLA, N 1e-6, lr 0.1 (Fig. 7)"}}
-    frames = [load_figure(out, TUNED)]
-    for figure, names in labels.items():
+def comparison_arms(out: Path, comparison: DictConfig) -> pd.DataFrame:
+    """Every arm a comparison sets side by side, labelled: its tuned arms, the paper figures' arms, the controls."""
+    frames = [load_figure(out, comparison.tuned)]
+    for figure, labels in comparison.paper_arms.items():
         metrics = load_figure(out, figure)
         if not metrics.empty:
-            frames.append(metrics.assign(arm=metrics["arm"].map(names)))
-    ablation = load_figure(out, "fig07_ablation")
-    if not ablation.empty:
-        frames.append(ablation.assign(arm=ablation["arm"] + ", lr 0.1 (ablation)"))
+            metrics = metrics[metrics["arm"].isin(list(labels))]
+            frames.append(metrics.assign(arm=metrics["arm"].map(dict(labels))))
+    for control, suffix in comparison.controls.items():
+        metrics = load_figure(out, control)
+        if not metrics.empty:
+            frames.append(metrics.assign(arm=metrics["arm"] + suffix))
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -130,7 +156,7 @@ def comparison_arms(out: Path) -> pd.DataFrame:
 def selected_setting(row: pd.Series) -> str:
     text = f"lr {row['lr']:g}"
     if bool(row["ayla"]):
-        text += f", N {row['N1']:g}"
+        text += f", N {row['N1']:g}" if row["N1"] == row["N2"] else f", N1 {row['N1']:g}, N2 {row['N2']:g}"
     if row.get("eps", 1e-8) not in (1e-8,) and not pd.isna(row.get("eps")):
         text += f", eps {row['eps']:g}"
     if row.get("grad_scale", 1) != 1:
@@ -144,51 +170,71 @@ def fused(rows: pd.DataFrame) -> int | None:
     return int(values[0]) if len(values) == 1 else None
 
 
+COLUMN_NAMES = {"test_acc": "test accuracy", "train_loss": "train loss", "train_acc": "train accuracy",
+                "test_loss": "test loss"}
+
+
+def target_text(column: str, target: float) -> str:
+    return (f"{100 * target:g} % {COLUMN_NAMES[column]}" if column.endswith("acc")
+            else f"{COLUMN_NAMES[column]} ≤ {target:g}")
+
+
 def fair_section(out: Path) -> list[str]:
-    """REPORT.md's fair-comparison section, every number computed from the CSVs."""
-    settings = OmegaConf.load(CONF / "fair.yaml")
-    arms = comparison_arms(out)
-    epochs = int(arms["epoch"].max()) if not arms.empty else 0
-    acc_target, loss_target = settings.targets.test_acc, settings.targets.train_loss
-    lines = ["## Beyond the paper: a fair comparison (MNIST)", "",
-             f"Every arm below was trained as the paper figures are (full training set, {epochs} epochs, batch "
-             "256) over the same seeds, so arms pair seed by seed (same initial weights, same batch order). The "
-             "tuned arms are the best of an equal budget of trials per optimizer "
-             f"(conf/sweep/: {', '.join(settings.sweeps)}), each trial one seed (42), chosen by validation accuracy "
-             "on 10,000 training rows held out for it, never by the test set. Verdicts compare final test accuracy "
-             "by the paired rule (stats.py). CIFAR-100 and the curve fit have no tuned baseline yet (they need "
-             "new runs).", "",
-             f"Time-to-target: the first epoch with test accuracy ≥ {100 * acc_target:g} %, and with train loss ≤ "
-             f"{loss_target}, as epochs and optimizer steps (mean over the seeds that reach it). Seconds are this "
-             "arm's share of its population's wall time (an epoch's seconds ÷ the arm-seeds trained fused in it); "
-             "they compare only between arms timed under the same fusion, so they are given only for the arms "
-             "trained as the tuned arms were (the same number of arm-seeds fused) and left out (–) for the "
-             "others.", ""]
-    if arms.empty:
-        return lines + ["No fair-comparison runs yet: `make fair`.", ""]
-    reference = fused(load_figure(out, TUNED)) if not load_figure(out, TUNED).empty else None
+    """REPORT.md's fair-comparison sections, one per experiment, every number computed from the CSVs."""
+    settings = load_settings()
+    lines = ["## Beyond the paper: fair comparisons", "",
+             "Every arm below was trained as the paper figures are (full training set, the figure's epochs and "
+             "batch size) over the same seeds, so arms pair seed by seed (same initial weights, same batch order). "
+             "The tuned arms are the best of an equal budget of trials per optimizer (conf/fair.yaml, "
+             "conf/sweep/), each trial one seed (42); the classifiers' trials are chosen by validation accuracy on "
+             "10,000 training rows held out for it, the curve fit's (a claim about training) by final training "
+             "loss; never by the test set. Verdicts compare the final value (and where listed, earlier epochs) by "
+             "the paired rule (stats.py).", "",
+             "Time-to-target: the first epoch that reaches each target, as epochs and optimizer steps (mean over "
+             "the seeds that reach it). Seconds are this arm's share of its population's wall time (an epoch's "
+             "seconds ÷ the arm-seeds trained fused in it); they compare only between arms timed under the same "
+             "fusion, so they are given only for the arms trained as the tuned arms were (the same number of "
+             "arm-seeds fused) and left out (–) for the others.", ""]
+    for comparison in settings.comparisons.values():
+        lines += comparison_section(out, comparison)
+    return lines
+
+
+def comparison_section(out: Path, comparison: DictConfig) -> list[str]:
+    arms = comparison_arms(out, comparison)
+    title, metric = comparison.title, comparison.metric
+    lines = [f"### {title}", ""]
+    tuned = load_figure(out, comparison.tuned)
+    if tuned.empty:
+        return lines + [f"No tuned runs yet for {title}: `make fair` (sweeps {', '.join(comparison.sweeps)}).", ""]
+    epochs = int(arms["epoch"].max())
+    reference = fused(tuned)
+    targets = dict(comparison.targets)
+    columns = [metric] + [c for c in ("train_loss",) if c != metric]
     for hidden in sorted(arms["hidden"].unique()):
         part = arms[arms["hidden"] == hidden]
-        runs = stats.run_summary(part, TUNED)
-        lines += [f"### H = {hidden}", "", "| arm | setting | final test accuracy | final train loss | "
-                  f"epochs (steps) to {100 * acc_target:g} % test accuracy | seconds to it | epochs (steps) to "
-                  f"train loss ≤ {loss_target} | collapsed seeds | diverged seeds |", "|" + " --- |" * 9]
+        runs = stats.run_summary(part, comparison.tuned)
+        header = ["arm", "setting", *[f"final {COLUMN_NAMES[c]}" for c in columns],
+                  *[f"epochs (steps) to {target_text(c, t)}" for c, t in targets.items()],
+                  f"seconds to {target_text(*next(iter(targets.items())))}", "collapsed seeds", "diverged seeds"]
+        lines += [f"#### {title}, H = {hidden}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for arm, rows in part.groupby("arm", sort=False):
-            acc_epochs, acc_seconds = time_to_target(rows, "test_acc", acc_target)
-            loss_epochs, _ = time_to_target(rows, "train_loss", loss_target)
-            acc_steps, loss_steps = steps_to_target(rows, "test_acc", acc_target), steps_to_target(
-                rows, "train_loss", loss_target)
             final = rows[rows["epoch"] == rows.groupby("seed")["epoch"].transform("max")].set_index("seed")
-            same = reference is not None and fused(rows) == reference
+            reach = {c: time_to_target(rows, c, t) for c, t in targets.items()}
+            first_seconds = next(iter(reach.values()))[1]
+            same = fused(rows) == reference
             flags = stats.collapsed_seeds(runs, arm)
-            lines.append(f"| {arm} | {selected_setting(rows.iloc[0])} | {describe(final['test_acc'], True)} | "
-                         f"{describe(final['train_loss'])} | {reached_steps(acc_epochs, acc_steps)} | "
-                         f"{reached(acc_seconds, 1) if same else f'– (fused ×{fused(rows)})'} | "
-                         f"{reached_steps(loss_epochs, loss_steps)} | {int(flags.sum())}/{len(flags)} | "
-                         f"{int(rows['diverged'].sum())} |")
-        lines += [""] + [f"- {v}" for v in fair_verdicts(part, settings, epochs, runs)] + [""]
-    lines += ["The lr-0.1 ablation arms above are the fig07_ablation runs; what share of AYLA's gain each "
-              "reproduces is in the controls section. None is picked as the best: they have no validation runs.", ""]
+            cells = [arm, selected_setting(rows.iloc[0]),
+                     *[describe(final[c], c.endswith("acc")) for c in columns],
+                     *[reached_steps(reach[c][0], steps_to_target(rows, c, t)) for c, t in targets.items()],
+                     reached(first_seconds, 1) if same else f"– (fused ×{fused(rows)})",
+                     f"{int(flags.sum())}/{len(flags)}", f"{int(rows['diverged'].sum())}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += [""] + [f"- {v}" for v in fair_verdicts(part, comparison, epochs, runs)] + [""]
+    if comparison.controls:
+        lines += [f"The control arms above ({', '.join(comparison.controls)}) are set beside the others as "
+                  "trained; what share of AYLA's gain each reproduces is in the controls section. None is picked "
+                  "as the best: they have no validation runs.", ""]
     return lines
 
 
@@ -211,20 +257,21 @@ def reached_steps(epochs: pd.Series, steps: pd.Series) -> str:
     return text if len(hit) == len(steps) else f"{text}, {len(hit)} of {len(steps)} seeds"
 
 
-def final_acc(arms: pd.DataFrame, arm: str, last: int) -> pd.Series:
-    rows = arms[(arms["arm"] == arm) & (arms["epoch"] == last)]
-    return rows.set_index("seed")["test_acc"]
+def value_at(arms: pd.DataFrame, arm: str, column: str, epoch: int) -> pd.Series:
+    """Per seed, `column` at `epoch` (or the last epoch reached, for a run that diverged before it)."""
+    rows = arms[(arms["arm"] == arm) & (arms["epoch"] <= epoch)].sort_values("epoch").groupby("seed").tail(1)
+    return rows.set_index("seed")[column]
 
 
-def versus(arms, a: str, b: str, last: int, runs: pd.DataFrame | None = None) -> str:
-    """A paired verdict on final test accuracy, with the collapsed seeds of either arm counted."""
-    x, y = final_acc(arms, a, last), final_acc(arms, b, last)
+def versus(arms, a: str, b: str, column: str, epoch: int, runs: pd.DataFrame | None = None) -> str:
+    """A paired verdict on `column` at `epoch`, with the collapsed seeds of either arm counted."""
+    x, y = value_at(arms, a, column, epoch), value_at(arms, b, column, epoch)
     if x.empty or y.empty:
         return f"{a} vs {b}: no data"
-    result = compare(x, y, "test_acc", a, b)
+    result = compare(x, y, column, a, b)
     notes = [] if runs is None or runs.empty else [
         note for note in (stats.collapse_note(arm, stats.collapsed_seeds(runs, arm)) for arm in (a, b)) if note]
-    tail = f" ({result.text}{''.join(f'; {n}' for n in notes)})"
+    tail = f" ({COLUMN_NAMES[column]} at epoch {epoch}: {result.text}{''.join(f'; {n}' for n in notes)})"
     if result.n < 2:
         return f"{a} and {b}: **no verdict**{tail}"
     if result.better:
@@ -234,10 +281,21 @@ def versus(arms, a: str, b: str, last: int, runs: pd.DataFrame | None = None) ->
     return f"{a} and {b}: **no difference shown**{tail}"
 
 
-def fair_verdicts(arms: pd.DataFrame, settings, last: int, runs: pd.DataFrame | None = None) -> list[str]:
-    methods = {s: compose_run([f"sweep={s}"]).sweep.method for s in settings.sweeps}
-    ayla, baseline = methods[settings.equal_budget.ayla], methods[settings.equal_budget.baseline]
-    verdicts = [f"Equal tuning budget: {versus(arms, ayla, baseline, last, runs)}"]
-    verdicts += [versus(arms, method, baseline, last, runs) for method in methods.values()
-                 if method not in (ayla, baseline)]
+def method_names(comparison: DictConfig) -> dict[str, str]:
+    """Sweep preset → the arm name its tuned runs carry (sweep.method)."""
+    return {s: compose_run([f"sweep={s}"]).sweep.method for s in comparison.sweeps}
+
+
+def fair_verdicts(arms: pd.DataFrame, comparison: DictConfig, last: int, runs: pd.DataFrame | None = None
+                  ) -> list[str]:
+    methods = method_names(comparison)
+    ayla, baseline = methods[comparison.equal_budget.ayla], methods[comparison.equal_budget.baseline]
+    metric = comparison.metric
+    verdicts = []
+    for epoch in [*comparison.get("verdict_epochs", []), last]:
+        verdicts.append(f"Equal tuning budget: {versus(arms, ayla, baseline, metric, epoch, runs)}")
+        verdicts += [versus(arms, method, baseline, metric, epoch, runs) for method in methods.values()
+                     if method not in (ayla, baseline)]
+        verdicts += [f"Matched control: {versus(arms, methods[a], methods[b], metric, epoch, runs)}"
+                     for a, b in comparison.get("pairs", [])]
     return verdicts

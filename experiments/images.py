@@ -9,6 +9,7 @@ import torch
 from experiments import mlp
 from experiments.data import DatasetSpec, load_split, subset_indices
 from experiments.errors import ConfigError
+from experiments.gemm import choose
 from experiments.trainer import SPLIT_STREAM, stream_seed
 
 EVAL_FLOATS = 2**25  # activations per evaluation chunk (~128 MB in float32)
@@ -32,6 +33,7 @@ class ImageClassification:
         self.sizes = (self.x.shape[1], int(cfg.hidden), spec.num_classes)
         self.loss_kind, self.scheme, self.std = cfg.loss, cfg.init, float(cfg.experiment.init_std)
         self.device, self.dtype = device, dtype
+        self.gemm = choose(cfg.gemm, device, dtype, data.cache_dir)  # the first layer's kernels
         self.val_rows = None
 
     @staticmethod
@@ -64,7 +66,7 @@ class ImageClassification:
 
     def train_losses(self, params, rows):
         x, y = self.rows_of(rows)
-        return mlp.classification_loss(mlp.forward(params, self.inputs(x)), y, self.loss_kind)
+        return mlp.classification_loss(mlp.forward(params, self.inputs(x), self.gemm), y, self.loss_kind)
 
     def evaluate(self, params):
         metrics = self.score(params, self.test_x, self.test_y, "test")
@@ -81,7 +83,8 @@ class ImageClassification:
         loss_sum = correct = 0
         for start in range(0, n, chunk):
             xs, ys = x[..., start:start + chunk, :], y[..., start:start + chunk]
-            loss, right = mlp.classification_loss(mlp.forward(params, self.inputs(xs)), ys, self.loss_kind)
+            loss, right = mlp.classification_loss(mlp.forward(params, self.inputs(xs), self.gemm), ys,
+                                                  self.loss_kind)
             loss_sum = loss_sum + loss * ys.shape[-1]
             correct = correct + right
         return {f"{prefix}_loss": loss_sum / n, f"{prefix}_acc": correct.double() / n}

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from experiments.gemm import ATEN, Plan, linear_relu
+
 
 def stack_mlp(first: list[Tensor], second: list[Tensor], arms: int) -> tuple[list[Tensor], list[tuple]]:
     """Parameters for S seeds × `arms` from each seed's initial W1 (D, H) and W2 (H, C); biases start at 0.
@@ -54,15 +56,20 @@ def init_weights(seeds: list[int], sizes: tuple[int, int, int], scheme: str, std
     return first, second
 
 
-def forward(params: list[Tensor], x: Tensor) -> Tensor:
-    """Outputs (S, A, B, C) for inputs x of shape (S, B, D) (one batch per seed) or (B, D) (shared)."""
+def forward(params: list[Tensor], x: Tensor, gemm: Plan = ATEN) -> Tensor:
+    """Outputs (S, A, B, C) for inputs x of shape (S, B, D) (one batch per seed) or (B, D) (shared); the first
+    layer's GEMM on the kernels `gemm` names (experiments/gemm.py)."""
     W1, b1, W2, b2 = params
     S, D, A, H = W1.shape
     if x.dim() == 3:  # per seed, every arm at once: (B, D) @ (D, A·H), the bias added inside the GEMM
-        h = torch.relu(torch.baddbmm(b1.view(S, 1, A * H), x, W1.view(S, D, A * H)))
+        h = linear_relu(x, W1.view(S, D, A * H), b1.view(S, 1, A * H), gemm)
         h = h.view(S, -1, A, H).transpose(1, 2)
     else:  # one GEMM for every seed and arm: (B, D) @ (D, S·A·H)
-        h = torch.relu(torch.addmm(b1.view(1, S * A * H), x, W1.permute(1, 0, 2, 3).reshape(D, S * A * H)))
+        W, b = W1.permute(1, 0, 2, 3).reshape(D, S * A * H), b1.view(1, S * A * H)
+        if gemm.forward == "onednn" and not torch.is_grad_enabled():  # evaluation on a shared set
+            h = linear_relu(x[None], W[None], b[None], gemm)[0]
+        else:
+            h = torch.relu(torch.addmm(b, x, W))
         h = h.view(-1, S, A, H).permute(1, 2, 0, 3)
     # ReLU ran on a contiguous block; now each arm's (B, H) slice meets its own W2.
     return torch.matmul(h, W2) + b2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from experiments import stats
 from experiments.io import write_atomic, write_csv
@@ -19,7 +19,6 @@ from experiments.reproduce import CONF, CONTROL_SETS, load_figure
 
 CONFIRMED, PARTLY, NOT, NO_DATA = "confirmed", "partly confirmed", "not confirmed", "no data"
 NO_TUNED = "no tuned baseline yet"
-TUNED = "fair/tuned"
 
 RULES = [
     "Comparisons are paired. Every arm of one seed starts from the same weights and sees the same batches in the "
@@ -36,7 +35,7 @@ RULES = [
     "A claim made of several checks is \"confirmed\" when every check passes, \"not confirmed\" when none does, and "
     "\"partly confirmed\" otherwise. A claim with no runs yet is \"no data\".",
     "Two verdicts per claim: against the paper's own baseline (its untuned Adam or SGD at the paper's settings), "
-    "and against a baseline tuned with the same budget as AYLA (make fair; MNIST only so far). A claim confirmed "
+    "and against a baseline tuned with the same budget as AYLA (make fair). A claim confirmed "
     "only against a collapsed or an untuned baseline says so.",
 ]
 
@@ -139,14 +138,29 @@ def without_collapsed(a: pd.Series, b: pd.Series, flags: pd.Series, column: str,
     return f"over the {len(keep)} seeds on which {b_name} did not collapse: {kept.text}"
 
 
-def tuned_names() -> dict[str, str]:
+def fair_comparison(experiment: str) -> DictConfig:
+    """conf/fair.yaml's comparison of one experiment (mnist, cifar100, curvefit)."""
+    return OmegaConf.load(CONF / "fair.yaml").comparisons[experiment]
+
+
+def tuned_names(experiment: str = "mnist") -> dict[str, str]:
     """Sweep preset → the arm name its tuned runs carry (conf/sweep/<preset>.yaml, sweep.method)."""
-    settings = OmegaConf.load(CONF / "fair.yaml")
-    return {name: OmegaConf.load(CONF / "sweep" / f"{name}.yaml").sweep.method for name in settings.sweeps}
+    return {name: OmegaConf.load(CONF / "sweep" / f"{name}.yaml").sweep.method
+            for name in fair_comparison(experiment).sweeps}
 
 
-def tuned_baseline_name() -> str:
-    return tuned_names()[OmegaConf.load(CONF / "fair.yaml").equal_budget.baseline]
+def equal_budget_pair(experiment: str) -> tuple[str, str]:
+    """The arm names of the equal-budget pair: AYLA with its settings tuned, the baseline with its lr tuned."""
+    names, budget = tuned_names(experiment), fair_comparison(experiment).equal_budget
+    return names[budget.ayla], names[budget.baseline]
+
+
+def tuned_baseline_name(experiment: str = "mnist") -> str:
+    return equal_budget_pair(experiment)[1]
+
+
+def tuned_runs(out: Path, experiment: str = "mnist") -> pd.DataFrame:
+    return load_figure(out, fair_comparison(experiment).tuned)
 
 
 def claim_polynomial(out: Path) -> Claim:
@@ -196,7 +210,7 @@ def claim_curvefit(out: Path) -> Claim:
         "Curve fit: AYLA is ahead at 100 epochs, level at 300", ["fig04", "fig05"],
         "Training loss at 100 epochs: Adam 0.13; AYLA 0.103 / 0.109 / 0.113 / 0.119 for N1 = 0.2 / 0.4 / 0.6 / 0.8 "
         "(N2 = 1), all better than Adam. At 300 epochs both ≈ 0.03 (Figs. 4–5).",
-        tuned_missing=f"{NO_TUNED} (a tuned Adam on the curve fit needs new runs)")
+        tuned_missing=f"{NO_TUNED} (make fair)")
     metrics = load_figure(out, "fig05")
     if metrics.empty:
         return claim
@@ -226,6 +240,15 @@ def claim_curvefit(out: Path) -> Claim:
     finals = {arm: at(metrics, arm, 300, "train_loss").mean() for arm in ["Adam", *paper]}
     claim.checks.append(Check("every arm's mean loss at 300 epochs within 0.01 of 0.03",
                               all(abs(v - 0.03) <= 0.01 for v in finals.values())))
+    tuned = tuned_runs(out, "curvefit")
+    if not tuned.empty:
+        ayla, base = equal_budget_pair("curvefit")
+        classifier_checks(claim, tuned, "fair/curvefit", "train_loss", 100, base, ayla, tuned=True)
+        last = int(tuned["epoch"].max())
+        result = compare(at(tuned, ayla, last, "train_loss"), at(tuned, base, last, "train_loss"), "train_loss",
+                         ayla, base)
+        claim.tuned_measured.append(f"train loss at epoch {last}: {result.text}")
+        claim.tuned_pair = f"{ayla} vs {base}, train loss at 100 epochs"
     return claim
 
 
@@ -276,10 +299,6 @@ def classifier_checks(claim: Claim, metrics: pd.DataFrame, figure: str, column: 
                                       + without_collapsed(a, b, flags, column, ayla, base))
 
 
-def tuned_runs(out: Path) -> pd.DataFrame:
-    return load_figure(out, TUNED)
-
-
 def claim_mnist_low_lr(out: Path) -> Claim:
     claim = Claim(
         "MNIST at lr 1e-4: AYLA ahead early, most for the small network", ["fig06"],
@@ -308,8 +327,8 @@ def claim_mnist_low_lr(out: Path) -> Claim:
                            f"(seed by seed): {by_size.text}", by_size.better),
                      Check(f"for H = {small} the gain is larger at epoch {early} than at epoch {last}: {by_time.text}",
                            by_time.better)]
-    tuned = tuned_runs(out)
-    ayla_tuned, base = tuned_names()["mnist_ayla_n_fig6"], tuned_baseline_name()
+    tuned = tuned_runs(out, "mnist")
+    ayla_tuned, base = tuned_names("mnist")["mnist_ayla_n_fig6"], tuned_baseline_name("mnist")
     if not tuned.empty:
         for column in ("train_loss", "train_acc"):
             classifier_checks(claim, tuned, "fair/tuned", column, early, base, ayla_tuned, tuned=True)
@@ -334,9 +353,9 @@ def claim_mnist_high_lr(out: Path) -> Claim:
         claim.checks.append(Check(f"H = {hidden}: AYLA's mean test accuracy within 3 points of {target:.0%}",
                                   abs(ayla.mean() - target) <= 0.03))
     classifier_checks(claim, metrics, "fig07", "test_acc", last, "Adam")
-    tuned = tuned_runs(out)
+    tuned = tuned_runs(out, "mnist")
     if not tuned.empty:
-        ayla_tuned, base = tuned_names()["mnist_ayla_n_fig7"], tuned_baseline_name()
+        ayla_tuned, base = tuned_names("mnist")["mnist_ayla_n_fig7"], tuned_baseline_name("mnist")
         classifier_checks(claim, tuned, "fair/tuned", "test_acc", last, base, ayla_tuned, tuned=True)
         claim.tuned_pair = f"{ayla_tuned} vs {base}, final test accuracy"
     claim.tuned_missing = f"{NO_TUNED} (make fair)"
@@ -348,7 +367,7 @@ def claim_cifar(out: Path) -> Claim:
                   ["fig08", "fig09", "fig10"],
                   "Figs. 8–10 (N = 1.5, lr 1e-4; N = 1e-6, lr 0.01; N = 1e-7, lr 0.1): AYLA converges faster and "
                   "ends with better accuracy and loss than Adam; at lr 0.1 Adam gets stuck.",
-                  tuned_missing=f"{NO_TUNED} (the CIFAR-100 fair comparison needs new runs)")
+                  tuned_missing=f"{NO_TUNED} (make fair)")
     for figure in claim.figures:
         metrics = load_figure(out, figure)
         if metrics.empty:
@@ -369,6 +388,13 @@ def claim_cifar(out: Path) -> Claim:
                 flags = stats.collapsed_seeds(runs, "Adam", hidden)
                 claim.checks.append(Check(f"fig10, H = {hidden}: Adam stuck (collapsed on every seed): collapsed on "
                                           f"{int(flags.sum())}/{len(flags)} seeds", bool(len(flags) and flags.all())))
+    tuned = tuned_runs(out, "cifar100")
+    if not tuned.empty:
+        ayla, base = equal_budget_pair("cifar100")
+        last = int(tuned["epoch"].max())
+        classifier_checks(claim, tuned, "fair/cifar100", "test_acc", last, base, ayla, tuned=True)
+        classifier_checks(claim, tuned, "fair/cifar100", "train_loss", 10, base, ayla, tuned=True)
+        claim.tuned_pair = f"{ayla} vs {base}, final test accuracy and train loss at epoch 10"
     return claim
 
 
@@ -466,9 +492,11 @@ def ablation_section(out: Path) -> tuple[list[str], list[str], dict]:
              "over Adam is shown; where Adam collapsed on some seeds and the gain is not shown over all of them, "
              "the share over the seeds on which Adam did not collapse is given as well. Final test accuracy and "
              "final train loss after the figure's last epoch.", "",
-             "No arm is picked as the best: these runs have no validation split, and choosing among the eps values "
-             "on the test set would be selection on test data. Choosing among them needs validation runs (not "
-             "run yet).", ""]
+             "No arm of these grids is picked as the best: they have no validation split, and choosing among the eps "
+             "values on the test set would be selection on test data. The eps chosen on validation rows is the fair "
+             "comparison's \"Adam, eps tuned at lr …\" arm (conf/sweep/*_adam_eps_*.yaml, the best of 9 eps values "
+             "on 10,000 held-out training rows), matched there against AYLA with N tuned the same way at the same "
+             "lr.", ""]
     summary, scaled = [], {}
     for figure in ablation_figures():
         name = f"{figure}_ablation"
@@ -537,21 +565,7 @@ def closing_notes(out: Path) -> list[str]:
     """Per experiment: does AYLA beat an equally tuned baseline, and what share of its gain a constant scale
     reproduces (markdown bullets)."""
     _, _, scaled = ablation_section(out)
-    tuned = tuned_runs(out)
-    settings = OmegaConf.load(CONF / "fair.yaml")
-    names = tuned_names()
-    ayla, base = names[settings.equal_budget.ayla], names[settings.equal_budget.baseline]
-    mnist = "no tuned baseline yet (make fair)"
-    if not tuned.empty:
-        last = int(tuned["epoch"].max())
-        parts = []
-        for hidden in sorted(tuned["hidden"].unique()):
-            result = compare(at(tuned, ayla, last, "test_acc", hidden), at(tuned, base, last, "test_acc", hidden),
-                             "test_acc", ayla, base)
-            word = "AYLA better" if result.better else "AYLA worse" if result.worse else "no difference shown"
-            parts.append(f"H = {hidden}: {result.numbers()} in final test accuracy, {word}, AYLA ahead on "
-                         f"{result.wins}/{result.n} seeds")
-        mnist = f"{ayla} − {base}: " + "; ".join(parts)
+    mnist, cifar, curve = (equal_budget_text(out, name) for name in ("mnist", "cifar100", "curvefit"))
 
     def control(figures: list[str], suffix: str = "", run_set: str = "ablation") -> str:
         found = [f"{figure} {text}" for figure in figures for text in scaled.get(figure + suffix, [])]
@@ -568,13 +582,35 @@ def closing_notes(out: Path) -> list[str]:
         else "not run yet"
     return [f"- Polynomial: equal tuning budget: {NO_TUNED}; lr sensitivity (x within 0.1 of 2.25 after 50 "
             f"steps, sens_polynomial): {lrs}.",
-            f"- Curve fit: equal tuning budget: {NO_TUNED}; constant-scale control: none yet.",
+            f"- Curve fit: equal tuning budget: {curve}; constant-scale control: none yet.",
             f"- MNIST: equal tuning budget: {mnist}. Share of AYLA's gain over the paper's Adam (lr 0.1, Fig. 7) "
             f"that Adam × c reproduces: {control(['fig06', 'fig07'])}; that the dynamic-eps Adam reproduces: "
             f"{dynamic(['fig06', 'fig07'])}.",
-            f"- CIFAR-100: equal tuning budget: {NO_TUNED}. Share of AYLA's gain over the paper's Adam (lr 0.01, "
+            f"- CIFAR-100: equal tuning budget: {cifar}. Share of AYLA's gain over the paper's Adam (lr 0.01, "
             f"Fig. 9; lr 0.1, Fig. 10) that Adam × c reproduces: {control(['fig08', 'fig09', 'fig10'])}; that the "
             f"dynamic-eps Adam reproduces: {dynamic(['fig08', 'fig09', 'fig10'])}."]
+
+
+def equal_budget_text(out: Path, experiment: str) -> str:
+    """AYLA with its settings tuned minus the baseline with its lr tuned, on the comparison's metric at each
+    verdict epoch, per hidden size (or why there is none)."""
+    tuned = tuned_runs(out, experiment)
+    if tuned.empty:
+        return f"{NO_TUNED} (make fair)"
+    ayla, base = equal_budget_pair(experiment)
+    comparison = fair_comparison(experiment)
+    column, last = comparison.metric, int(tuned["epoch"].max())
+    what = {"test_acc": "test accuracy", "train_loss": "train loss"}[column]
+    parts = []
+    for hidden in sorted(tuned["hidden"].unique()):
+        for epoch in [*comparison.get("verdict_epochs", []), last]:
+            result = compare(at(tuned, ayla, epoch, column, hidden), at(tuned, base, epoch, column, hidden),
+                             column, ayla, base)
+            word = "AYLA better" if result.better else "AYLA worse" if result.worse else "no difference shown"
+            when = "final" if epoch == last else f"epoch-{epoch}"
+            parts.append(f"H = {hidden}: {result.numbers()} in {when} {what}, {word}, AYLA ahead on "
+                         f"{result.wins}/{result.n} seeds")
+    return f"{ayla} − {base}: " + "; ".join(parts)
 
 
 def share_text(result: stats.Share) -> str:
@@ -589,7 +625,8 @@ def write_run_summary(out: Path) -> Path | None:
     names = []
     for figure in OmegaConf.load(CONF / "reproduce.yaml").figures:
         names += [figure, f"{figure}_ablation"]
-    frames = [stats.run_summary(load_figure(out, name), name) for name in [*names, TUNED]]
+    names += [c.tuned for c in OmegaConf.load(CONF / "fair.yaml").comparisons.values()]
+    frames = [stats.run_summary(load_figure(out, name), name) for name in names]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return None
@@ -790,8 +827,7 @@ def readme_results(out: Path, fair_lines: list[str] = ()) -> list[str]:
              "per-seed differences must exclude 0); collapsed runs are counted.", "", *verdict_table(claims), "",
              "Per experiment: does AYLA beat an equally tuned baseline, and how much of its gain does a constant "
              "gradient scale reproduce?", "", *closing_notes(out), ""]
-    lines += [line.replace("### H =", "### Fair comparison (MNIST), H =") for line in fair_lines
-              if line.startswith(("### ", "- "))]
+    lines += [line.replace("#### ", "### Fair comparison: ") for line in fair_lines if line.startswith(("#### ", "- "))]
     if controls:
         lines += ["", "### Controls: how much of AYLA's gain over Adam a constant scale (Adam × c) or a larger eps "
                   "reproduces", "",

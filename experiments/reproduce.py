@@ -19,7 +19,9 @@ from experiments.runner import run_population, write_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 COMMITTED = CONF.parent / "results"  # the committed runs: their recorded wall times give the plan's estimates
-MACHINE_KEYS = ("device", "figure", "sweep")  # where a run ran and how it is labelled, not what it computed
+# where a run ran, on which GEMM kernel and how it is labelled: not what it computes (kernels and devices agree to
+# float rounding; the runs say which they used)
+MACHINE_KEYS = ("device", "gemm", "figure", "sweep")
 MACHINE_DATA_KEYS = ("root", "download", "cache_dir")
 # Run sets a figure preset may add beside its own arms, each stored as <figure>_<set>: the eps / constant-scale
 # ablation, the dynamic-eps control (Adam with eps / the AYLA factor of its own loss), and the curve fit with a
@@ -64,9 +66,10 @@ def figure_arms(spec: DictConfig) -> dict:
             for lr in spec.lrs}
 
 
-def figure_units(figure: str, extra: dict | None = None, arms_key: str = "arms", out: Path | None = None
-                 ) -> list[Unit]:
-    """The populations of one figure preset; `extra` maps an experiment name to overrides (the quick mode).
+def figure_units(figure: str, extra: dict | None = None, arms_key: str = "arms", out: Path | None = None,
+                 gemm: str | None = None) -> list[Unit]:
+    """The populations of one figure preset; `extra` maps an experiment name to overrides (the quick mode);
+    `gemm` is the GEMM kernel of every run (default: conf/reproduce.yaml's).
 
     With arms_key="<set>.arms" (a CONTROL_SETS name) they are that set's arms, stored as `<figure>_<set>`; the
     ablation's scaled arm's gradient multiplier is then the mean AYLA factor of the figure's own runs under `out`.
@@ -77,7 +80,8 @@ def figure_units(figure: str, extra: dict | None = None, arms_key: str = "arms",
     name = figure if arms_key == "arms" else f"{figure}_{arms_key.split('.')[0]}"
     units = []
     for hidden in preset.figure.hidden:
-        common = [f"figure={figure}"] + ([f"hidden={hidden}"] if hidden is not None else []) + extra_overrides
+        common = ([f"figure={figure}", f"gemm={gemm or load_settings().gemm}"]
+                  + ([f"hidden={hidden}"] if hidden is not None else []) + extra_overrides)
         overrides = {arm: common + list(arms[arm]) for arm in arms}
         if arms_key == "ablation.arms":
             scale = mean_ayla_factor(load_figure(out, figure), hidden)
@@ -190,7 +194,8 @@ def plan(figures: list[str], seeds: list[int], out: Path, extra: dict | None = N
     return [summary, *lines]
 
 
-def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | None = None, log=None) -> float:
+def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | None = None, log=None,
+                gemm: str | None = None) -> float:
     """Say what will be skipped and trained, then train whatever is missing; returns this call's wall seconds.
 
     Messages go to `log` (default: above a progress bar on a terminal, plain lines elsewhere); the per-epoch
@@ -208,10 +213,10 @@ def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | N
 
     try:
         for figure in figures:
-            for unit in figure_units(figure, extra):
+            for unit in figure_units(figure, extra, gemm=gemm):
                 train_unit(unit)
             for control in control_sets(compose_run([f"figure={figure}"])):  # after the runs its scale comes from
-                for unit in figure_units(figure, extra, f"{control}.arms", out):
+                for unit in figure_units(figure, extra, f"{control}.arms", out, gemm):
                     train_unit(unit)
     finally:
         progress.close()

@@ -13,7 +13,7 @@ from experiments.trainer import train
 ARM_KEYS = ("optimizer", "lr", "N1", "N2", "seed", "figure", "sweep")  # may differ between arms trained together
 RUN_COLUMNS = ("experiment", "hidden", "batch_size", "loss", "dtype", "init")
 COLUMN_ORDER = ("experiment", "arm", "optimizer", "base", "ayla", "N1", "N2", "lr", "eps", "beta1", "beta2",
-                "momentum", "grad_scale", *RUN_COLUMNS[1:], "seed", "epoch", "step", "train_loss", "train_acc",
+                "momentum", "grad_scale", *RUN_COLUMNS[1:], "gemm", "seed", "epoch", "step", "train_loss", "train_acc",
                 "val_loss", "val_acc", "test_loss", "test_acc", "factor", "step_size")
 
 
@@ -47,6 +47,9 @@ def run_population(cfgs: list[DictConfig], seeds: list[int], names: list[str] | 
     cfg = cfgs[0]
     task = TASKS[cfg.experiment.name](cfg, resolve_device(cfg.device), DTYPES[cfg.dtype])
     arms = [arm_from_config(c, name) for c, name in zip(cfgs, names)]
+    gemm = getattr(task, "gemm", None)  # the first layer's GEMM kernels, where the task has such a layer
+    if gemm is not None and cfg.gemm != "aten":
+        log(f"GEMM kernels: {gemm.label} ({gemm.reason})")
     groups: dict[str, list] = {}  # one population per update rule; lr, eps, betas, momentum may differ per arm
     for arm in arms:
         groups.setdefault(arm.base, []).append(arm)
@@ -55,6 +58,8 @@ def run_population(cfgs: list[DictConfig], seeds: list[int], names: list[str] | 
     snapshots = [r.snapshots for r in results if r.snapshots is not None]
     snapshots = pd.concat(snapshots, ignore_index=True) if snapshots else None
     optimizer_of = {name: c.optimizer.name for c, name in zip(cfgs, names)}
+    if gemm is not None:
+        metrics = metrics.assign(gemm=gemm.label)
     return with_run_columns(metrics, cfg, optimizer_of), with_run_columns(snapshots, cfg, optimizer_of)
 
 
@@ -74,7 +79,8 @@ def write_run(folder: Path, metrics: pd.DataFrame, snapshots: pd.DataFrame | Non
     predictions.csv, then metrics.csv last: a folder with metrics.csv is complete."""
     folder = Path(folder)
     names = names or [cfg.optimizer.name for cfg in cfgs]
-    record = {"provenance": provenance(resolve_device(cfgs[0].device)),
+    record = {"provenance": provenance(resolve_device(cfgs[0].device)) | (
+                  {"gemm": str(metrics["gemm"].iloc[0])} if "gemm" in metrics and len(metrics) else {}),
               "arms": {name: OmegaConf.to_container(cfg, resolve=True) for name, cfg in zip(names, cfgs)}}
     if population:
         record["population"] = population

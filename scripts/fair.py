@@ -1,10 +1,11 @@
-"""The fair comparison on MNIST (conf/fair.yaml): tune every optimizer with the same budget, retrain the best
-over several seeds, and rewrite REPORT.md with the comparison. Run `make reproduce` first for the paper arms
-and the eps ablation it sets beside them.
+"""The fair comparisons (conf/fair.yaml: MNIST, CIFAR-100, the curve fit): tune every optimizer with the same
+budget, retrain the best over several seeds, and rewrite REPORT.md with the comparison. Run `make reproduce`
+first for the paper arms and the controls it sets beside them.
 
-    python scripts/fair.py            # full: results/
-    python scripts/fair.py --quick    # small subsets, one seed: results/quick/
-    python scripts/fair.py --jobs 2   # tuning trials two at a time (hydra-joblib-launcher)
+    python scripts/fair.py                          # every comparison: results/
+    python scripts/fair.py --experiments cifar100   # one of them
+    python scripts/fair.py --quick                  # small subsets, one seed: results/quick/
+    python scripts/fair.py --jobs 2                 # tuning trials two at a time (hydra-joblib-launcher)
 """
 
 import argparse
@@ -13,13 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from omegaconf import OmegaConf  # noqa: E402
-
 from experiments.errors import AylaError  # noqa: E402
-from experiments.fair import fair_section, run_fair  # noqa: E402
+from experiments.fair import fair_section, load_settings, run_fair  # noqa: E402
 from experiments.io import write_atomic  # noqa: E402
 from experiments.report import build_report  # noqa: E402
-from experiments.reproduce import CONF  # noqa: E402
 
 
 def main() -> None:
@@ -27,13 +25,26 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the smoke-test settings of conf/fair.yaml")
     parser.add_argument("--out", help="results folder (default: conf/fair.yaml)")
     parser.add_argument("--jobs", type=int, default=1, help="tuning trials run side by side (default 1)")
+    parser.add_argument("--experiments", help="comma-separated comparisons (default: all of conf/fair.yaml; "
+                        "--quick: its quick list)")
+    parser.add_argument("--gemm", choices=("auto", "aten", "onednn"),
+                        help="GEMM kernel of the runs trained now (default: conf/fair.yaml's)")
     args = parser.parse_args()
-    settings = OmegaConf.load(CONF / "fair.yaml")
+    settings = load_settings()
+    if args.gemm:
+        settings.gemm = args.gemm
     mode = settings.quick if args.quick else settings
+    names = args.experiments.split(",") if args.experiments else (list(settings.quick.comparisons) if args.quick
+                                                                  else list(settings.comparisons))
+    unknown = sorted(set(names) - set(settings.comparisons))
     out = Path(args.out or mode.out)
     seeds = list(range(settings.first_seed, settings.first_seed + mode.seeds))
+    if unknown:
+        sys.exit(f"error: no comparison {', '.join(unknown)} in conf/fair.yaml; choose from "
+                 f"{', '.join(settings.comparisons)}")
     try:
-        run_fair(settings, seeds, out, list(settings.quick.overrides) if args.quick else [], jobs=args.jobs)
+        run_fair(settings, seeds, out, list(settings.quick.overrides) if args.quick else [], jobs=args.jobs,
+                 names=names)
         write_atomic(out / "REPORT.md", build_report(out, extra_sections=fair_section(out)))
     except AylaError as error:
         sys.exit(f"error: {error}")

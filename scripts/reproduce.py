@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--out", help="results folder (default: conf/reproduce.yaml)")
     parser.add_argument("--figures", help="comma-separated subset, e.g. fig06,fig07")
     parser.add_argument("--draw-only", action="store_true", help="no training: figures and report from the CSVs")
+    parser.add_argument("--gemm", choices=("auto", "aten", "onednn"),
+                        help="GEMM kernel of the runs trained now (default: conf/reproduce.yaml's)")
     args = parser.parse_args()
     settings = load_settings()
     mode = settings.quick if args.quick else settings
@@ -38,7 +40,7 @@ def main() -> None:
         wall = None
         if not args.draw_only:
             extra = settings.quick.overrides if args.quick else None
-            wall = run_figures(figures, seeds, out, extra)
+            wall = run_figures(figures, seeds, out, extra, gemm=args.gemm)
         drawn = draw_figures(out, figures, lambda name: compose_run([f"figure={name}"]).figure)
         fair = fair_section(out)
         write_atomic(out / "REPORT.md", build_report(out, wall, fair, smoke=args.quick))

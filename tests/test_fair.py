@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 
 from experiments import fair, mnist, reproduce
 
-SWEEPS = OmegaConf.load(reproduce.CONF / "fair.yaml").sweeps
+COMPARISONS = OmegaConf.load(reproduce.CONF / "fair.yaml").comparisons
+SWEEPS = COMPARISONS.mnist.sweeps
 
 
 def test_validation_split_is_disjoint_and_fixed_by_the_seed():
@@ -54,16 +55,31 @@ def grid_size(sweep: str) -> int:
     return int(np.prod([len(str(v).split(",")) for v in hydra_cfg.sweeper.params.values()]))
 
 
-def test_every_optimizer_gets_the_same_number_of_trials():
-    sizes = {sweep: grid_size(sweep) for sweep in SWEEPS}
-    trials = {sweep: reproduce.compose_run([f"sweep={sweep}"]).sweep.trials for sweep in SWEEPS}
+@pytest.mark.parametrize("experiment", list(COMPARISONS))
+def test_every_optimizer_gets_the_same_number_of_trials(experiment):
+    comparison = COMPARISONS[experiment]
+    sizes = {sweep: grid_size(sweep) for sweep in comparison.sweeps}
+    trials = {sweep: reproduce.compose_run([f"sweep={sweep}"]).sweep.trials for sweep in comparison.sweeps}
     assert sizes == trials
     assert len(set(sizes.values())) == 1, sizes
-    optimizers = {reproduce.compose_run([f"sweep={s}"]).optimizer.name for s in SWEEPS}
+    optimizers = {reproduce.compose_run([f"sweep={s}"]).optimizer.name for s in comparison.sweeps}
     assert optimizers == {"adam", "sgd", "ayla"}
-    for sweep in SWEEPS:
+    budget = comparison.equal_budget
+    assert reproduce.compose_run([f"sweep={budget.ayla}"]).optimizer.name == "ayla"
+    assert reproduce.compose_run([f"sweep={budget.baseline}"]).optimizer.name == "adam"
+    for sweep in comparison.sweeps:
         cfg = reproduce.compose_run([f"sweep={sweep}"])
-        assert cfg.data.val_size == 10000 and cfg.experiment.name == "mnist" and cfg.epochs == 40
+        assert cfg.experiment.name == experiment and cfg.seed == comparison_seed()
+        # the tuned arms are trained as the paper figures they are set beside: same epochs
+        for figure in comparison.paper_arms:
+            assert cfg.epochs == reproduce.compose_run([f"figure={figure}"]).epochs
+        # classifiers are chosen on held-out rows; the curve fit (a claim about training) by its training loss
+        assert (cfg.data.val_size == 10000) == (comparison.select_by == "val_acc")
+        assert not comparison.select_by.startswith("test")
+
+
+def comparison_seed() -> int:
+    return OmegaConf.load(reproduce.CONF / "fair.yaml").first_seed
 
 
 def test_ablation_arms_run_and_write_the_same_schema(tmp_path):
@@ -135,6 +151,16 @@ def test_selection_uses_validation_accuracy_never_test():
     best = fair.best_trial(trials)
     assert best["lr"] == 1e-1  # tie on accuracy broken by the lower validation loss; test accuracy ignored
     assert fair.tuned_overrides("mnist_adam_lr", 8, best)[-1] == "data.val_size=0"
+    with pytest.raises(ValueError, match="never selects on the test set"):
+        fair.best_trial(trials, "test_acc")
+
+
+def test_the_curve_fit_selects_the_lowest_training_loss_and_never_a_diverged_trial():
+    trials = pd.DataFrame({"lr": [1e-3, 1e-2, 1e-1, 1.0], "train_loss": [0.05, 0.03, 0.04, np.nan],
+                           "ayla": False, "N1": np.nan, "N2": np.nan})
+    assert fair.best_trial(trials, "train_loss")["lr"] == 1e-2
+    accuracies = pd.DataFrame({"lr": [1e-3, 1e-2], "val_acc": [np.nan, 0.2], "val_loss": [np.nan, 3.0]})
+    assert fair.best_trial(accuracies)["lr"] == 1e-2
 
 
 def test_time_to_target_counts_epochs_and_the_arms_share_of_seconds():
@@ -167,3 +193,18 @@ def test_fair_verdicts_on_hand_made_results(tmp_path):
     assert f"{methods['mnist_ayla_n_fig7']} and {methods['mnist_adam_lr']}: **no difference shown**" in text
     assert text.count("(paired t, 95 %)") == 4 and "better on 5/5 seeds" in text
     assert "| 1 (100 steps) |" in text  # time-to-target in epochs and steps
+
+
+def test_the_eps_control_is_chosen_on_validation_rows_never_on_test():
+    """The ablation's eps arms chosen by validation accuracy: the eps that wins on test but not on validation
+    is not the one retrained."""
+    sweep = COMPARISONS.mnist.pairs[0][1]
+    cfg = reproduce.compose_run([f"sweep={sweep}"])
+    assert cfg.optimizer.name == "adam" and cfg.data.val_size == 10000 and cfg.lr == 0.1
+    assert grid_size(sweep) == cfg.sweep.trials
+    trials = pd.DataFrame({"lr": 0.1, "eps": [1e-8, 1e-4, 1e-1], "val_acc": [0.80, 0.93, 0.91],
+                           "val_loss": [0.9, 0.3, 0.35], "test_acc": [0.70, 0.90, 0.99], "ayla": False,
+                           "N1": np.nan, "N2": np.nan})
+    best = fair.best_trial(trials, COMPARISONS.mnist.select_by)
+    assert best["eps"] == 1e-4
+    assert f"optimizer.eps={best['eps']}" in fair.tuned_overrides(sweep, 8, best)

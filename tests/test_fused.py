@@ -126,3 +126,27 @@ def test_dynamic_eps_arm_is_adam_with_eps_over_its_own_factor():
     both = train(task, [unit, plain], [0], cfg.epochs, **NO_LOG)
     for a, b in zip(mlp.arm_weights(both.params, 0, 0), mlp.arm_weights(both.params, 0, 1)):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("c", [1e-3, 0.5, 40.0])
+def test_adam_with_eps_over_c_equals_adam_fed_the_gradient_times_c(c):
+    """The identity the dynamic-eps control rests on: Adam's step on c·g with eps equals its step on g with eps / c
+    (m scales by c, √v by |c|), for a constant c > 0, to float rounding; and it is not the step on g with eps."""
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(50, generator=g, dtype=torch.float64)
+    target = torch.randn(50, generator=g, dtype=torch.float64)
+    eps = 1e-3  # large enough that eps matters against √v at every step
+
+    def run(scale: float, eps_used: float) -> torch.Tensor:
+        w = start.clone().requires_grad_()
+        adam = torch.optim.Adam([w], lr=0.01, eps=eps_used)
+        for step in range(30):
+            adam.zero_grad()
+            (scale * ((w - target) ** 2).sum() * (1 + 0.1 * step)).backward()
+            adam.step()
+        return w.detach()
+
+    scaled, divided, plain = run(c, eps), run(1.0, eps / c), run(1.0, eps)
+    torch.testing.assert_close(scaled, divided, rtol=1e-12, atol=1e-13)
+    if c != 1.0:
+        assert (scaled - plain).abs().max() > 1e-6

@@ -1,0 +1,135 @@
+"""The first layer's GEMM kernel (experiments/gemm.py): oneDNN agrees with aten to float rounding, auto probes
+once per machine, and every path that cannot use oneDNN falls back to aten and says so."""
+
+import json
+
+import pytest
+import torch
+
+from experiments import gemm, mlp
+from experiments.errors import ConfigError
+from experiments.gemm import ATEN, Plan
+
+needs_onednn = pytest.mark.skipif(gemm.onednn_linear() is None, reason="this torch build has no oneDNN linear")
+CPU = torch.device("cpu")
+
+
+def loss_and_grads(plan: Plan, D: int, H: int, C: int, seeds: int = 2, arms: int = 3, batch: int = 64):
+    first, second = mlp.init_weights(list(range(seeds)), (D, H, C), "authors", 0.05, torch.float32, CPU)
+    params, _ = mlp.stack_mlp(first, second, arms)
+    with torch.no_grad():  # biases away from 0, so that their gradients and the ReLU mask are exercised
+        params[1].add_(0.01 * torch.randn(params[1].shape, generator=torch.Generator().manual_seed(1)))
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(seeds, batch, D, generator=g)
+    y = torch.randint(0, C, (seeds, batch), generator=g)
+    loss, _ = mlp.classification_loss(mlp.forward(params, x, plan), y, "ce")
+    loss.sum().backward()
+    with torch.no_grad():
+        test = mlp.forward(params, torch.rand(batch, D, generator=g), plan)  # the shared-set evaluation path
+    return loss.detach(), [p.grad for p in params], test
+
+
+@needs_onednn
+@pytest.mark.parametrize("D, H, C", [(784, 256, 10), (784, 8, 10), (3072, 128, 100), (3072, 8, 100)],
+                         ids=["mnist-H256", "mnist-H8", "cifar100-H128", "cifar100-H8"])
+@pytest.mark.parametrize("plan", [Plan("onednn", "onednn"), Plan("onednn", "aten"), Plan("aten", "onednn")],
+                         ids=lambda p: p.label)
+def test_onednn_equals_aten_to_float_rounding(D, H, C, plan):
+    loss_a, grads_a, test_a = loss_and_grads(ATEN, D, H, C)
+    loss_o, grads_o, test_o = loss_and_grads(plan, D, H, C)
+    torch.testing.assert_close(loss_o, loss_a, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(test_o, test_a, rtol=1e-5, atol=1e-5)
+    for a, o in zip(grads_a, grads_o):
+        torch.testing.assert_close(o, a, rtol=1e-4, atol=1e-6)
+        assert o.abs().max() > 0  # not two empty gradients agreeing
+
+
+def test_the_aten_plan_is_the_committed_ops_byte_for_byte():
+    """gemm=aten must leave the committed runs' numbers unchanged: the plain baddbmm + relu with autograd."""
+    first, second = mlp.init_weights([0], (784, 16, 10), "authors", 0.05, torch.float32, CPU)
+    params, _ = mlp.stack_mlp(first, second, 2)
+    x = torch.rand(1, 32, 784, generator=torch.Generator().manual_seed(0))
+    W1, b1 = params[0], params[1]
+    expected = torch.relu(torch.baddbmm(b1.view(1, 1, 32), x, W1.view(1, 784, 32)))
+    got = gemm.linear_relu(x, W1.view(1, 784, 32), b1.view(1, 1, 32), ATEN)
+    assert torch.equal(got, expected)
+
+
+def test_choices_are_checked_and_devices_dtypes_fall_back():
+    with pytest.raises(ConfigError, match="gemm=mkl is not a GEMM kernel choice"):
+        gemm.choose("mkl", CPU, torch.float32)
+    assert gemm.choose("aten", CPU, torch.float32) == ATEN
+    on_cuda = gemm.choose("onednn", torch.device("cuda"), torch.float32)
+    assert not on_cuda.uses_onednn and "CUDA" in on_cuda.reason
+    in_double = gemm.choose("auto", CPU, torch.float64)
+    assert not in_double.uses_onednn and "float32" in in_double.reason
+
+
+def test_a_torch_without_the_onednn_op_falls_back_to_aten(monkeypatch, tmp_path):
+    monkeypatch.setattr(gemm, "onednn_linear", lambda: None)
+    for request in ("onednn", "auto"):
+        plan = gemm.choose(request, CPU, torch.float32, str(tmp_path))
+        assert plan.label == "aten" and "no oneDNN linear op" in plan.reason
+    assert not (tmp_path / "gemm-probe.json").exists()  # nothing probed
+
+
+def fake_probe(forward, grad_weight, agrees=True):
+    def probe():
+        fake_probe.calls += 1
+        return {"forward": forward, "grad_weight": grad_weight, "agrees": agrees}
+    return probe
+
+
+@needs_onednn
+def test_auto_probes_once_per_machine_then_reads_the_cache(monkeypatch, tmp_path):
+    fake_probe.calls = 0
+    monkeypatch.setattr(gemm, "probe", fake_probe({"aten": 2.0, "onednn": 1.0}, {"aten": 1.0, "onednn": 3.0}))
+    first = gemm.choose("auto", CPU, torch.float32, str(tmp_path))
+    second = gemm.choose("auto", CPU, torch.float32, str(tmp_path))
+    assert (first.forward, first.grad_weight) == ("onednn", "aten") and first.label == "onednn+aten"
+    assert second == first and fake_probe.calls == 1
+    cached = json.loads((tmp_path / "gemm-probe.json").read_text())
+    assert list(cached) == [gemm.probe_key()]
+
+
+@needs_onednn
+def test_auto_refuses_a_kernel_whose_results_disagree(monkeypatch, tmp_path):
+    fake_probe.calls = 0
+    monkeypatch.setattr(gemm, "probe", fake_probe({"aten": 2.0, "onednn": 1.0}, {"aten": 2.0, "onednn": 1.0},
+                                                  agrees=False))
+    plan = gemm.choose("auto", CPU, torch.float32, str(tmp_path))
+    assert plan == Plan(reason=plan.reason) and "differ beyond float rounding" in plan.reason
+
+
+def test_agreement_is_judged_against_float64():
+    exact = torch.linspace(-1, 1, 100, dtype=torch.float64)
+    aten = exact.float()
+    assert gemm.agrees(aten + 1e-7, aten, exact)
+    assert not gemm.agrees(aten + 1e-3, aten, exact)
+
+
+@needs_onednn
+def test_the_real_probe_finds_onednn_agreeing_here(tmp_path):
+    found = gemm.probe(shapes=((1, 64, 784, 32),))
+    assert found["agrees"] is True
+    assert all(found[role][k] > 0 for role in ("forward", "grad_weight") for k in gemm.KERNELS)
+
+
+@needs_onednn
+def test_a_run_records_its_kernels_and_matches_aten_on_real_mnist(monkeypatch):
+    from conftest import make_config, real_data
+
+    from experiments.runner import run_population
+    real_data("mnist")
+    common = ["experiment=mnist", "hidden=32", "epochs=2", "data.train_subset=1024", "data.test_subset=512",
+              "data.val_size=256", "optimizer=ayla", "N1=0.5", "N2=1.5", "lr=0.01"]
+    quiet = {"log": lambda line: None}
+    runs = {kernel: run_population([make_config(*common, f"gemm={kernel}")], [0, 1], **quiet)[0]
+            for kernel in ("aten", "onednn")}
+    assert runs["aten"]["gemm"].eq("aten").all() and runs["onednn"]["gemm"].eq("onednn").all()
+    for column in ("train_loss", "val_loss", "test_loss", "factor", "step_size"):
+        assert runs["onednn"][column].to_numpy() == pytest.approx(runs["aten"][column].to_numpy(), rel=1e-4)
+    monkeypatch.setattr(gemm, "onednn_linear", lambda: None)  # another torch build: the run still goes, on aten
+    fallback = run_population([make_config(*common, "gemm=onednn")], [0, 1], **quiet)[0]
+    assert fallback["gemm"].eq("aten").all()
+    assert fallback["test_loss"].to_numpy() == pytest.approx(runs["aten"]["test_loss"].to_numpy(), rel=1e-12)
