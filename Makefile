@@ -12,6 +12,7 @@ export AYLA_DATA
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  variables: SEEDS=n (default: conf/reproduce.yaml), OUT=folder, AYLA_DATA=$(AYLA_DATA)"
+	@echo "             LAUNCHER=local|slurm (conf/launcher/: populations as submitit jobs), GEMM=auto|aten|onednn"
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,10 +39,10 @@ clean: ## remove outputs/ and multirun/ (never results/)
 	rm -rf outputs multirun
 
 reproduce: $(VENV)/.installed ## every paper figure over SEEDS seeds (default 5) into OUT (default results/), resumable
-	$(PY) scripts/reproduce.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT)) $(if $(GEMM),--gemm $(GEMM))
+	$(PY) scripts/reproduce.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT)) $(if $(GEMM),--gemm $(GEMM)) $(if $(LAUNCHER),--launcher $(LAUNCHER))
 
 reproduce-quick: $(VENV)/.installed ## the whole pipeline in a few minutes: few epochs, 1 seed, data subsets
-	$(PY) scripts/reproduce.py --quick $(if $(OUT),--out $(OUT))
+	$(PY) scripts/reproduce.py --quick $(if $(OUT),--out $(OUT)) $(if $(LAUNCHER),--launcher $(LAUNCHER))
 
 compare: $(VENV)/.installed ## does a rerun agree with results/? OUT=<the rerun's folder>; exit code 0 when it does
 	@test -n "$(OUT)" || { echo "usage: make compare OUT=<folder of a rerun, e.g. from make reproduce OUT=...>"; exit 2; }
@@ -51,10 +52,10 @@ figures: $(VENV)/.installed ## redraw figures and REPORT.md from the CSVs alone
 	$(PY) scripts/reproduce.py --draw-only $(if $(OUT),--out $(OUT))
 
 fair: $(VENV)/.installed ## tuned baselines vs AYLA on MNIST with equal budgets, after make reproduce; JOBS=2 trials side by side
-	$(PY) scripts/fair.py $(if $(OUT),--out $(OUT)) $(if $(JOBS),--jobs $(JOBS))
+	$(PY) scripts/fair.py $(if $(OUT),--out $(OUT)) $(if $(JOBS),--jobs $(JOBS)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
 
 fair-quick: $(VENV)/.installed ## the fair-comparison pipeline on small subsets, one seed
-	$(PY) scripts/fair.py --quick $(if $(OUT),--out $(OUT))
+	$(PY) scripts/fair.py --quick $(if $(OUT),--out $(OUT)) $(if $(LAUNCHER),--launcher $(LAUNCHER))
 
 bench: $(VENV)/.installed ## time an epoch (numpy, DataLoader, suite, fused, an lr sweep fused vs apart) into results/bench.csv; TINY=1 for a check
 	$(PY) scripts/bench.py $(if $(TINY),--tiny)

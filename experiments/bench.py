@@ -8,7 +8,12 @@
                trains a figure), and K AYLA settings on one seed (as a sweep over N trains)
 
 Every epoch includes the test-set evaluation the protocol does after it. Reported per arm-epoch, with the ratio
-to (a) and (b) and the fraction of the machine's fp32 GEMM peak the matmuls alone would need.
+to (a) and (b) and the fraction of the machine's real fp32 GEMM peak that the matmuls alone would need: the best
+rate of a 2048² fp32 product among torch's own `@` (MKL on x86), oneDNN's linear and NumPy's OpenBLAS, measured
+in the same run (each is a column; on some CPUs MKL runs at half the rate of the other two). The suite's rows
+run on the GEMM kernel `gemm=auto` picks (the `gemm` column; experiments/gemm.py); where that is not aten, the
+one-arm and fused rows are timed on aten as well. NumPy's BLAS is named from threadpoolctl; scripts/bench.py runs
+with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so OpenBLAS picks its kernel for this CPU itself.
 """
 
 import math
@@ -22,23 +27,53 @@ from ayla import AYLA
 from experiments import DATASETS, TASKS
 from experiments.config import arm_from_config
 from experiments.data import load_split, subset_indices
+from experiments.gemm import onednn_linear
 from experiments.io import device_name
 from experiments.trainer import train
 
 BATCH = 256
 
 
-def gemm_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """fp32 GEMM FLOP/s of an n×n product, best of `repeats`."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def best_rate(product, flops: float, device: torch.device, repeats: int = 5) -> float:
+    """FLOP/s of `product()`, best of `repeats` after one warm-up call."""
     best = math.inf
     for _ in range(repeats + 1):
         sync(device)
         start = time.perf_counter()
-        a @ b
+        product()
         sync(device)
         best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    return flops / best
+
+
+def gemm_peaks(device: torch.device, n: int = 2048) -> dict[str, float]:
+    """fp32 FLOP/s of an n×n product on every kernel this machine offers: torch's `@` (aten: MKL on x86 CPUs,
+    cuBLAS on CUDA), oneDNN's linear and NumPy's BLAS (CPU only)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    flops = 2 * n**3
+    peaks = {"aten": best_rate(lambda: a @ b, flops, device)}
+    if device.type == "cpu":
+        op = onednn_linear()
+        if op is not None:
+            bt = b.t().contiguous()
+            peaks["onednn"] = best_rate(lambda: op(a, bt, None, "none", [], ""), flops, device)
+        x, y = a.numpy(), b.numpy()
+        peaks["openblas"] = best_rate(lambda: x @ y, flops, device)
+    return peaks
+
+
+def numpy_blas() -> str:
+    """NumPy's BLAS as threadpoolctl reports it: 'openblas 0.3.31 SkylakeX, 2 threads'."""
+    try:
+        from threadpoolctl import threadpool_info
+        info = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    except ImportError:
+        return "unknown (threadpoolctl missing)"
+    if not info:
+        return "unknown"
+    blas = info[0]
+    return (f"{blas.get('internal_api')} {blas.get('version')} {blas.get('architecture', '')}".strip()
+            + f", {blas.get('num_threads')} threads")
 
 
 def sync(device: torch.device) -> None:
@@ -151,13 +186,29 @@ def loader_epochs(data, hidden: int, ayla: bool, lr: float, N: float, epochs: in
     return times
 
 
-def suite_epochs(cfg_of, name: str, hidden: int, arms: dict, seeds: int, epochs: int, device) -> list[float]:
-    """(c)/(d) The suite's trainer on arms {label: optimizer overrides}: seconds of each population epoch."""
-    cfgs = [cfg_of(name, hidden, overrides) for overrides in arms.values()]
+def suite_epochs(cfg_of, name: str, hidden: int, arms: dict, seeds: int, epochs: int, device,
+                 gemm: str = "auto") -> tuple[list[float], str]:
+    """(c)/(d) The suite's trainer on arms {label: optimizer overrides}: seconds of each population epoch, and
+    the GEMM kernels it ran on."""
+    cfgs = [cfg_of(name, hidden, [*overrides, f"gemm={gemm}"]) for overrides in arms.values()]
     task = TASKS[name](cfgs[0], device, torch.float32)
     trained = train(task, [arm_from_config(c, label) for c, label in zip(cfgs, arms)], list(range(seeds)), epochs,
                     log=lambda line: None)
-    return trained.metrics.groupby("epoch")["seconds"].first().tolist()
+    return trained.metrics.groupby("epoch")["seconds"].first().tolist(), task.gemm.label
+
+
+def both_kernels(cfg_of, name, hidden, variant, optimizer, arms, overrides, seeds, epochs, device) -> list[tuple]:
+    """A suite row on the kernels gemm=auto picks, the same on aten where auto picked another, and the same in
+    the opt-in dtype=bfloat16 (GEMMs under autocast; kernel "bfloat16")."""
+    times, label = suite_epochs(cfg_of, name, hidden, overrides, seeds, epochs, device)
+    rows = [(variant, optimizer, arms, times, label)]
+    if label != "aten":
+        times, _ = suite_epochs(cfg_of, name, hidden, overrides, seeds, epochs, device, "aten")
+        rows.append((variant, optimizer, arms, times, "aten"))
+    bf16 = {arm: [*o, "dtype=bfloat16"] for arm, o in overrides.items()}
+    times, _ = suite_epochs(cfg_of, name, hidden, bf16, seeds, epochs, device)
+    rows.append((variant, optimizer, arms, times, "bfloat16"))
+    return rows
 
 
 def steady(times: list[float]) -> float:
@@ -167,8 +218,11 @@ def steady(times: list[float]) -> float:
 
 def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
     """Every row of the benchmark; `cfg_of(name, hidden, optimizer)` composes the suite's run config."""
-    peak = gemm_peak(device)
-    log(f"fp32 GEMM peak on {device}: {peak / 1e9:.1f} GFLOP/s")
+    peaks = gemm_peaks(device)
+    kernel, peak = max(peaks.items(), key=lambda item: item[1])
+    log(f"fp32 GEMM peak on {device}: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in peaks.items())
+        + f" GFLOP/s; the real peak: {kernel}")
+    blas = numpy_blas()
     rows = []
     for name, spec in settings.datasets.items():
         data = load(name, root, spec.train_rows, spec.test_rows)
@@ -176,38 +230,40 @@ def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
         for hidden in spec.hidden:
             flops = epoch_flops(len(data[1]), len(data[3]), (sizes[0], hidden, sizes[2]))
             timings = []
+
+            def suite(variant, optimizer, arms, overrides, seeds, where=(name, hidden), into=timings):
+                into.extend(both_kernels(cfg_of, *where, variant, optimizer, arms, overrides, seeds,
+                                         settings.epochs, device))
+
             for optimizer in ("adam", "ayla"):
                 ayla = optimizer == "ayla"
                 timings += [("a numpy float64", optimizer, 1,
-                             numpy_epochs(data, hidden, ayla, spec.lr, spec.N, settings.epochs)),
+                             numpy_epochs(data, hidden, ayla, spec.lr, spec.N, settings.epochs), blas),
                             ("b per-sample DataLoader", optimizer, 1,
-                             loader_epochs(data, hidden, ayla, spec.lr, spec.N, settings.epochs, device)),
-                            ("c suite, one arm", optimizer, 1,
-                             suite_epochs(cfg_of, name, hidden, {optimizer: [f"optimizer={optimizer}"]}, 1,
-                                          settings.epochs, device))]
+                             loader_epochs(data, hidden, ayla, spec.lr, spec.N, settings.epochs, device), "aten")]
+                suite("c suite, one arm", optimizer, 1, {optimizer: [f"optimizer={optimizer}"]}, 1)
             seeds, k = settings.fused_seeds, settings.fused_arms
-            timings.append((f"d suite, 2 arms × {seeds} seeds", "adam+ayla", 2 * seeds,
-                            suite_epochs(cfg_of, name, hidden, {"adam": ["optimizer=adam"],
-                                                                "ayla": ["optimizer=ayla"]}, seeds,
-                                         settings.epochs, device)))
+            suite(f"d suite, 2 arms × {seeds} seeds", "adam+ayla", 2 * seeds,
+                  {"adam": ["optimizer=adam"], "ayla": ["optimizer=ayla"]}, seeds)
             sweep = {f"N={n:.2g}": ["optimizer=ayla", f"N1={n}", f"N2={n}"] for n in np.logspace(-6, 0, k)}
-            timings.append((f"d suite, {k} arms × 1 seed", "ayla", k,
-                            suite_epochs(cfg_of, name, hidden, sweep, 1, settings.epochs, device)))
+            times, label = suite_epochs(cfg_of, name, hidden, sweep, 1, settings.epochs, device)
+            timings.append((f"d suite, {k} arms × 1 seed", "ayla", k, times, label))
             if hidden == min(spec.hidden):  # an lr sweep: one population with per-arm lrs, or one per lr
                 lrs = {f"lr={lr:g}": ["optimizer=adam", f"lr={lr}"] for lr in settings.lr_sweep}
-                timings.append((f"e {len(lrs)}-lr sweep, one population", "adam", len(lrs),
-                                suite_epochs(cfg_of, name, hidden, lrs, 1, settings.epochs, device)))
-                apart = [suite_epochs(cfg_of, name, hidden, {label: o}, 1, settings.epochs, device)
-                         for label, o in lrs.items()]
+                times, label = suite_epochs(cfg_of, name, hidden, lrs, 1, settings.epochs, device)
+                timings.append((f"e {len(lrs)}-lr sweep, one population", "adam", len(lrs), times, label))
+                apart = [suite_epochs(cfg_of, name, hidden, {lr: o}, 1, settings.epochs, device)[0]
+                         for lr, o in lrs.items()]
                 timings.append((f"e {len(lrs)}-lr sweep, {len(lrs)} populations", "adam", len(lrs),
-                                [sum(epoch) for epoch in zip(*apart)]))
-            for variant, optimizer, arms, times in timings:
+                                [sum(epoch) for epoch in zip(*apart)], label))
+            for variant, optimizer, arms, times, gemm in timings:
                 per_arm = steady(times) / arms
-                rows.append(dict(dataset=name, hidden=hidden, variant=variant, optimizer=optimizer, arms=arms,
-                                 train_rows=len(data[1]), seconds_per_arm_epoch=per_arm,
+                rows.append(dict(dataset=name, hidden=hidden, variant=variant, optimizer=optimizer, gemm=gemm,
+                                 arms=arms, train_rows=len(data[1]), seconds_per_arm_epoch=per_arm,
                                  gflops_per_arm_epoch=flops / 1e9, gemm_fraction=flops / per_arm / peak,
-                                 peak_gflops=peak / 1e9))
-                log(f"{name} H={hidden:<4} {variant:<26} {optimizer:<9} {per_arm:8.4f} s/arm-epoch")
+                                 peak_gflops=peak / 1e9, peak_kernel=kernel,
+                                 **{f"peak_{k}_gflops": v / 1e9 for k, v in peaks.items()}))
+                log(f"{name} H={hidden:<4} {variant:<26} {optimizer:<9} {gemm:<12} {per_arm:8.4f} s/arm-epoch")
     frame = pd.DataFrame(rows)
     key = ["dataset", "hidden"]
     for variant, column in (("a numpy float64", "speedup_vs_numpy"), ("b per-sample DataLoader", "speedup_vs_loader")):

@@ -20,7 +20,10 @@ IGNORED_BY = {  # settings an optimizer does not read: giving them is a slip wor
     "optimizer.eps": lambda opt: opt.base != "adam", "optimizer.betas": lambda opt: opt.base != "adam",
     "optimizer.momentum": lambda opt: opt.base != "sgd"}
 LOSSES = ("ce", "mse")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# dtype → the dtype of the weights, optimizer state and AYLA factor; bfloat16 is an opt-in for speed: fp32 master
+# weights and optimizer state, the forward and backward GEMMs under autocast in bfloat16 (AUTOCAST)
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
+AUTOCAST = {"bfloat16": torch.bfloat16}
 INITS = ("authors", "pytorch")
 
 

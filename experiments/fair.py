@@ -18,8 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import stats
 from experiments.errors import AylaError
+from experiments.launch import FailedUnits, load_launcher, train_units
+from experiments.progress import Progress
 from experiments.report import compare, describe, lower_is_better
-from experiments.reproduce import CONF, Unit, compose_run, load_figure, run_unit
+from experiments.reproduce import CONF, Unit, compose_run, load_figure
 
 PROJECT = CONF.parent
 
@@ -32,10 +34,12 @@ def tuning_folder(out: Path, sweep: str, hidden: int) -> Path:
     return Path(out) / "fair" / "tuning" / sweep / f"H{hidden}"
 
 
-def run_tuning(sweep: str, hidden: int, out: Path, extra: list[str] = (), log=print, jobs: int = 1) -> Path:
+def run_tuning(sweep: str, hidden: int, out: Path, extra: list[str] = (), log=print, jobs: int = 1,
+               launcher: list[str] = ()) -> Path:
     """One sweep preset at one hidden size through `python run.py -m`; skipped when every trial is there.
     jobs > 1 runs that many trials side by side (hydra-joblib-launcher, which gives each worker
-    cores // jobs threads, so they do not oversubscribe the CPU)."""
+    cores // jobs threads, so they do not oversubscribe the CPU); `launcher` are Hydra launcher overrides
+    (conf/launcher/<name>.yaml's hydra_overrides: SLURM jobs, say)."""
     folder = tuning_folder(out, sweep, hidden)
     trials = compose_run([f"sweep={sweep}"]).sweep.trials
     if len(list(folder.glob("*/metrics.csv"))) == trials:
@@ -44,7 +48,9 @@ def run_tuning(sweep: str, hidden: int, out: Path, extra: list[str] = (), log=pr
     log(f"tuning {sweep} H={hidden}: {trials} trials through Hydra multirun into {folder}")
     command = [sys.executable, str(PROJECT / "run.py"), "-m", f"sweep={sweep}", f"hidden={hidden}",
                f"hydra.sweep.dir={folder}", *extra]
-    if jobs > 1:
+    if launcher:
+        command += list(launcher)
+    elif jobs > 1:
         command += ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"]
     result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
     if result.returncode != 0:
@@ -100,18 +106,31 @@ def tuned_unit(comparison: DictConfig, hidden: int, out: Path, extra: list[str] 
     return Unit(comparison.tuned, hidden, names, cfgs)
 
 
-def run_fair(settings: DictConfig, seeds: list[int], out: Path, extra: list[str] = (), log=print, jobs: int = 1,
-             names: list[str] | None = None) -> None:
+def run_fair(settings: DictConfig, seeds: list[int], out: Path, extra: list[str] = (), log=None, jobs: int = 1,
+             names: list[str] | None = None, launcher: str | None = None) -> None:
     """For each comparison (`names`, default all): tune every sweep at every hidden size (`jobs` trials at a
-    time), then retrain each sweep's best over the seeds, fused; `extra` overrides apply to both (the quick
-    mode), after the GEMM kernel of conf/fair.yaml."""
+    time, or through the launcher's Hydra launcher), then retrain each sweep's best over the seeds, fused, each
+    hidden size one population (one job with a launcher); `extra` overrides apply to both (the quick mode),
+    after the GEMM kernel of conf/fair.yaml. Raises FailedUnits naming the retraining jobs that failed."""
+    launch = load_launcher(launcher)
+    hydra_launcher = list(launch.get("hydra_overrides", []))
     extra = [f"gemm={settings.gemm}", *extra]
-    for name in names or list(settings.comparisons):
-        comparison = settings.comparisons[name]
-        for hidden in comparison.hidden:
-            for sweep in comparison.sweeps:
-                run_tuning(sweep, hidden, out, extra, log, jobs)
-            run_unit(tuned_unit(comparison, hidden, out, extra), seeds, out, log)
+    names = names or list(settings.comparisons)
+    progress = Progress(sum(len(settings.comparisons[n].hidden) for n in names), out, log)
+    failures = []
+    try:
+        for name in names:
+            comparison = settings.comparisons[name]
+            for hidden in comparison.hidden:
+                for sweep in comparison.sweeps:
+                    run_tuning(sweep, hidden, out, extra, progress.log, jobs, hydra_launcher)
+            units = [tuned_unit(comparison, hidden, out, extra) for hidden in comparison.hidden]
+            failures += train_units(units, seeds, out, launch, progress)
+    finally:
+        progress.close()
+    if failures:
+        raise FailedUnits(f"{len(failures)} population(s) failed, the others are written; rerun to train what is "
+                          "missing:\n  " + "\n  ".join(failures))
 
 
 def time_to_target(metrics: pd.DataFrame, column: str, target: float) -> tuple[pd.Series, pd.Series]:

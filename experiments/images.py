@@ -33,7 +33,8 @@ class ImageClassification:
         self.sizes = (self.x.shape[1], int(cfg.hidden), spec.num_classes)
         self.loss_kind, self.scheme, self.std = cfg.loss, cfg.init, float(cfg.experiment.init_std)
         self.device, self.dtype = device, dtype
-        self.gemm = choose(cfg.gemm, device, dtype, data.cache_dir)  # the first layer's kernels
+        # the first layer's kernels (under bfloat16 autocast, torch's own)
+        self.gemm = choose(cfg.gemm, device, torch.bfloat16 if cfg.dtype == "bfloat16" else dtype, data.cache_dir)
         self.val_rows = None
 
     @staticmethod

@@ -14,6 +14,7 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.launch import FailedUnits, load_launcher, train_units
 from experiments.progress import Progress
 from experiments.runner import run_population, write_run
 
@@ -24,9 +25,9 @@ COMMITTED = CONF.parent / "results"  # the committed runs: their recorded wall t
 MACHINE_KEYS = ("device", "gemm", "figure", "sweep")
 MACHINE_DATA_KEYS = ("root", "download", "cache_dir")
 # Run sets a figure preset may add beside its own arms, each stored as <figure>_<set>: the eps / constant-scale
-# ablation, the dynamic-eps control (Adam with eps / the AYLA factor of its own loss), and the curve fit with a
-# noise draw per seed.
-CONTROL_SETS = ("ablation", "dynamic_eps", "noise_seeds")
+# ablation, the dynamic-eps control (Adam with eps / the AYLA factor of its own loss), the curve fit with a
+# noise draw per seed, and the figure's arms again in the opt-in dtype=bfloat16.
+CONTROL_SETS = ("ablation", "dynamic_eps", "noise_seeds", "bfloat16")
 
 
 def control_sets(preset: DictConfig) -> list[str]:
@@ -51,6 +52,10 @@ class Unit:
     hidden: int | None
     names: list[str]
     cfgs: list[DictConfig]
+    max_seeds: int | None = None  # a preset's `figure.seeds`: an lr grid may need fewer seeds than a figure
+
+    def seeds(self, seeds: list[int]) -> list[int]:
+        return list(seeds)[:self.max_seeds] if self.max_seeds else list(seeds)
 
     def folder(self, out: Path, seed: int) -> Path:
         prefix = f"H{self.hidden}_" if self.hidden else ""
@@ -86,7 +91,8 @@ def figure_units(figure: str, extra: dict | None = None, arms_key: str = "arms",
         if arms_key == "ablation.arms":
             scale = mean_ayla_factor(load_figure(out, figure), hidden)
             overrides[preset.figure.ablation.scaled_arm].append(f"optimizer.grad_scale={scale:.6g}")
-        units.append(Unit(name, hidden, list(arms), [compose_run(o) for o in overrides.values()]))
+        units.append(Unit(name, hidden, list(arms), [compose_run(o) for o in overrides.values()],
+                          preset.figure.get("seeds")))
     return units
 
 
@@ -127,6 +133,7 @@ def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
 def run_unit(unit: Unit, seeds: list[int], out: Path, log=print, epoch_log=None) -> bool:
     """Train the seeds of one population that are not complete; `epoch_log` takes the per-epoch lines (default:
     `log`). Returns whether anything was trained."""
+    seeds = unit.seeds(seeds)
     todo = [seed for seed in seeds if not is_complete(unit, unit.folder(out, seed))]
     label = f"{unit.figure}" + (f" H={unit.hidden}" if unit.hidden else "")
     if not todo:
@@ -167,8 +174,10 @@ def plan(figures: list[str], seeds: list[int], out: Path, extra: dict | None = N
     """What a reproduction into `out` will skip and train, with estimates from the committed runs' wall times
     (full settings only; the machine that made them is named in results/REPORT.md)."""
     lines, total, unknown = [], 0.0, 0
+    all_seeds = seeds
     for figure in figures:
         preset = compose_run([f"figure={figure}"])
+        seeds = all_seeds[:preset.figure.seeds] if preset.figure.get("seeds") else all_seeds
         for name, arms in [(figure, figure_arms(preset.figure))] + [(f"{figure}_{c}", preset.figure[c].arms)
                                                             for c in control_sets(preset)]:
             for hidden in preset.figure.hidden:
@@ -195,31 +204,37 @@ def plan(figures: list[str], seeds: list[int], out: Path, extra: dict | None = N
 
 
 def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | None = None, log=None,
-                gemm: str | None = None) -> float:
+                gemm: str | None = None, launcher: str | None = None) -> float:
     """Say what will be skipped and trained, then train whatever is missing; returns this call's wall seconds.
 
-    Messages go to `log` (default: above a progress bar on a terminal, plain lines elsewhere); the per-epoch
-    lines of each population to <out>/logs/ (experiments/progress.py)."""
+    Two rounds: every figure's own populations, then their control sets (the constant-scale control takes its
+    scale from its figure's runs). `launcher` (conf/launcher/, default in-process) says where each population
+    trains; with jobs, a failed one is named with its log while the others finish, and FailedUnits is raised at
+    the end. Messages go to `log` (default: above a progress bar on a terminal, plain lines elsewhere); the
+    per-epoch lines of each population to <out>/logs/ (experiments/progress.py)."""
     started = time.perf_counter()
+    settings = load_launcher(launcher)
     lines = plan(figures, seeds, out, extra)
     progress = Progress(sum(" train " in line for line in lines), out, log)
     for line in lines:
         progress.log(line)
-
-    def train_unit(unit: Unit) -> None:
-        name = unit.figure + (f"_H{unit.hidden}" if unit.hidden else "")
-        if run_unit(unit, seeds, out, progress.log, progress.unit_log(name)):
-            progress.done()
-
+    failures = []
     try:
+        failures += train_units([unit for figure in figures for unit in figure_units(figure, extra, gemm=gemm)],
+                                seeds, out, settings, progress)
+        controls = []
         for figure in figures:
-            for unit in figure_units(figure, extra, gemm=gemm):
-                train_unit(unit)
-            for control in control_sets(compose_run([f"figure={figure}"])):  # after the runs its scale comes from
-                for unit in figure_units(figure, extra, f"{control}.arms", out, gemm):
-                    train_unit(unit)
+            for control in control_sets(compose_run([f"figure={figure}"])):
+                try:
+                    controls += figure_units(figure, extra, f"{control}.arms", out, gemm)
+                except ValueError as error:  # its figure's runs failed: nothing to take the scale from
+                    failures.append(f"{figure}_{control}: not trained ({error})")
+        failures += train_units(controls, seeds, out, settings, progress)
     finally:
         progress.close()
+    if failures:
+        raise FailedUnits(f"{len(failures)} population(s) failed, the others are written; rerun to train what is "
+                          "missing:\n  " + "\n  ".join(failures))
     return time.perf_counter() - started
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import TASKS
-from experiments.config import DTYPES, arm_from_config, check_run_config, resolve_device
+from experiments.config import AUTOCAST, DTYPES, arm_from_config, check_run_config, resolve_device
 from experiments.io import provenance, write_atomic, write_csv
 from experiments.trainer import train
 
@@ -53,7 +53,8 @@ def run_population(cfgs: list[DictConfig], seeds: list[int], names: list[str] | 
     groups: dict[str, list] = {}  # one population per update rule; lr, eps, betas, momentum may differ per arm
     for arm in arms:
         groups.setdefault(arm.base, []).append(arm)
-    results = [train(task, group, list(seeds), int(cfg.epochs), log) for group in groups.values()]
+    results = [train(task, group, list(seeds), int(cfg.epochs), log, autocast=AUTOCAST.get(cfg.dtype))
+               for group in groups.values()]
     metrics = pd.concat([r.metrics for r in results], ignore_index=True)
     snapshots = [r.snapshots for r in results if r.snapshots is not None]
     snapshots = pd.concat(snapshots, ignore_index=True) if snapshots else None

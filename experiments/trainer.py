@@ -239,9 +239,12 @@ def no_host_syncs(active: bool):
 
 
 def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Callable[[str], None] = print,
-          forbid_syncs: bool = False) -> Trained:
+          forbid_syncs: bool = False, autocast: torch.dtype | None = None) -> Trained:
     """Train every arm for every seed, all at once. With forbid_syncs on CUDA, any host sync inside an epoch's
-    batch loop raises (torch.cuda.set_sync_debug_mode("error")); the one sync per epoch comes after it."""
+    batch loop raises (torch.cuda.set_sync_debug_mode("error")); the one sync per epoch comes after it.
+    `autocast` (bfloat16, the opt-in dtype=bfloat16) runs the task's forward passes, training and evaluation,
+    under torch.autocast: the GEMMs in that dtype, the weights, their gradients, the optimizer state, the losses
+    (autocast keeps cross-entropy and softmax in fp32) and so the AYLA factors in fp32."""
     check_population(arms)
     params, arm_shapes = task.init_params(seeds, len(arms))
     device, dtype = params[0].device, params[0].dtype
@@ -258,6 +261,9 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
         raise ConfigError(f"batch_size={task.batch_size} is larger than the {pool.shape[1]} training rows")
     alive = np.ones((len(seeds), len(arms)), dtype=bool)
     frames, snapshots, started = [], [], time.perf_counter()
+
+    def mixed():
+        return torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
     for epoch in range(1, epochs + 1):
         tick = time.perf_counter()
         # The order is drawn on the CPU (same on every device) and sent over once per epoch.
@@ -266,7 +272,9 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
         sums, traced = 0, {}
         with no_host_syncs(forbid_syncs and device.type == "cuda"):
             for positions in batches:
-                loss, correct = task.train_losses(params, pool.gather(1, positions))
+                with mixed():
+                    loss, correct = task.train_losses(params, pool.gather(1, positions))
+                loss = loss.float() if autocast else loss  # the factor from an fp32 loss
                 with torch.no_grad():
                     scale = scale_of(loss.detach())
                 (loss * scale).sum().backward()
@@ -287,7 +295,9 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
             metrics = {"train_loss": means[0], "factor": means[1], "step_size": means[2]}
             if len(means) > 3:
                 metrics["train_acc"] = means[3].double() / batches[0].shape[1]
-            metrics |= {key: value / len(batches) for key, value in traced.items()} | task.evaluate(params)
+            with mixed():
+                evaluated = task.evaluate(params)
+            metrics |= {key: value / len(batches) for key, value in traced.items()} | evaluated
         metrics = {key: value.double().cpu().numpy() for key, value in metrics.items()}  # one sync per epoch
         seconds = time.perf_counter() - tick
         diverged = alive & ~np.isfinite(metrics["train_loss"])

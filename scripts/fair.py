@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments.errors import AylaError  # noqa: E402
 from experiments.fair import fair_section, load_settings, run_fair  # noqa: E402
 from experiments.io import write_atomic  # noqa: E402
+from experiments.launch import FailedUnits  # noqa: E402
 from experiments.report import build_report  # noqa: E402
 
 
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="tuning trials run side by side (default 1)")
     parser.add_argument("--experiments", help="comma-separated comparisons (default: all of conf/fair.yaml; "
                         "--quick: its quick list)")
+    parser.add_argument("--launcher", help="where the retrained populations run: a name in conf/launcher/ "
+                        "(default in-process; local: submitit jobs on this machine; slurm)")
     parser.add_argument("--gemm", choices=("auto", "aten", "onednn"),
                         help="GEMM kernel of the runs trained now (default: conf/fair.yaml's)")
     args = parser.parse_args()
@@ -43,9 +46,15 @@ def main() -> None:
         sys.exit(f"error: no comparison {', '.join(unknown)} in conf/fair.yaml; choose from "
                  f"{', '.join(settings.comparisons)}")
     try:
-        run_fair(settings, seeds, out, list(settings.quick.overrides) if args.quick else [], jobs=args.jobs,
-                 names=names)
+        failed = None
+        try:
+            run_fair(settings, seeds, out, list(settings.quick.overrides) if args.quick else [], jobs=args.jobs,
+                     names=names, launcher=args.launcher)
+        except FailedUnits as error:  # the report is still written from what finished
+            failed = error
         write_atomic(out / "REPORT.md", build_report(out, extra_sections=fair_section(out)))
+        if failed:
+            raise failed
     except AylaError as error:
         sys.exit(f"error: {error}")
     print(f"wrote {out / 'REPORT.md'}")

@@ -17,6 +17,7 @@ from experiments.errors import AylaError  # noqa: E402
 from experiments.fair import fair_section  # noqa: E402
 from experiments.figures import draw_figures  # noqa: E402
 from experiments.io import write_atomic  # noqa: E402
+from experiments.launch import FailedUnits  # noqa: E402
 from experiments.report import build_report, update_readme  # noqa: E402
 from experiments.reproduce import compose_run, load_settings, run_figures  # noqa: E402
 
@@ -28,6 +29,8 @@ def main() -> None:
     parser.add_argument("--out", help="results folder (default: conf/reproduce.yaml)")
     parser.add_argument("--figures", help="comma-separated subset, e.g. fig06,fig07")
     parser.add_argument("--draw-only", action="store_true", help="no training: figures and report from the CSVs")
+    parser.add_argument("--launcher", help="where each population trains: a name in conf/launcher/ (default "
+                        "in-process; local: submitit jobs on this machine; slurm: a cluster)")
     parser.add_argument("--gemm", choices=("auto", "aten", "onednn"),
                         help="GEMM kernel of the runs trained now (default: conf/reproduce.yaml's)")
     args = parser.parse_args()
@@ -37,15 +40,20 @@ def main() -> None:
     out = Path(args.out or mode.out)
     figures = args.figures.split(",") if args.figures else list(settings.figures)
     try:
-        wall = None
+        wall, failed = None, None
         if not args.draw_only:
             extra = settings.quick.overrides if args.quick else None
-            wall = run_figures(figures, seeds, out, extra, gemm=args.gemm)
+            try:
+                wall = run_figures(figures, seeds, out, extra, gemm=args.gemm, launcher=args.launcher)
+            except FailedUnits as error:  # drawn from what finished; the exit status says it is incomplete
+                failed = error
         drawn = draw_figures(out, figures, lambda name: compose_run([f"figure={name}"]).figure)
         fair = fair_section(out)
         write_atomic(out / "REPORT.md", build_report(out, wall, fair, smoke=args.quick))
         if out.resolve() == (PROJECT / "results").resolve():  # the committed results: refresh the README too
             update_readme(PROJECT / "README.md", out, fair)
+        if failed:
+            raise failed
     except AylaError as error:
         sys.exit(f"error: {error}")
     print(f"wrote {len(drawn)} figure files under {out / 'figures'} and {out / 'REPORT.md'}")

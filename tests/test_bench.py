@@ -1,5 +1,6 @@
 """The benchmark script runs every variant in its tiny mode and writes the CSV (timings are not asserted)."""
 
+import os
 import subprocess
 import sys
 
@@ -14,8 +15,10 @@ def test_bench_tiny_writes_every_row(tmp_path):
     real_data("mnist")
     real_data("cifar100")
     out = tmp_path / "bench.csv"
+    # an environment set up for old OpenBLAS builds: the bench must run NumPy without it
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Prescott"}
     result = subprocess.run([sys.executable, str(PROJECT / "scripts" / "bench.py"), "--tiny", "--out", str(out)],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     frame = pd.read_csv(out)
     variants = {"a numpy float64", "b per-sample DataLoader", "c suite, one arm", "d suite, 2 arms × 2 seeds",
@@ -23,7 +26,20 @@ def test_bench_tiny_writes_every_row(tmp_path):
     sweep = {"e 2-lr sweep, one population", "e 2-lr sweep, 2 populations"}  # at each data set's smallest H
     for (dataset, hidden), part in frame.groupby(["dataset", "hidden"]):
         assert set(part["variant"]) == variants | (sweep if hidden == 8 else set()), (dataset, hidden)
-        assert len(part) == 8 + 2 * (hidden == 8)  # a, b, c for Adam and for AYLA, the two fused rows, the sweep
+        # a, b, c for Adam and for AYLA, the two fused rows, the sweep; c and the first d in bfloat16, and once
+        # more on aten when gemm=auto picked another kernel here
+        retimed = 3 * (set(part.loc[part["variant"] == "c suite, one arm", "gemm"]) != {"aten", "bfloat16"})
+        assert len(part) == 8 + 2 * (hidden == 8) + 3 + retimed
+        assert (part["gemm"] == "bfloat16").sum() == 3
+    suite = frame[frame["variant"].str.contains("suite")]
+    assert suite["gemm"].isin(["aten", "onednn", "onednn+aten", "aten+onednn", "bfloat16"]).all()
+    # the real peak: the best of every kernel measured, each a column
+    peaks = frame.filter(regex=r"^peak_\w+_gflops$")
+    assert {"peak_aten_gflops", "peak_openblas_gflops"} <= set(peaks.columns)
+    assert frame["peak_gflops"].tolist() == pytest.approx(peaks.max(axis=1).tolist())
+    assert (frame["peak_kernel"] == peaks.idxmax(axis=1).str[5:-7]).all()
+    numpy_kernel = frame.loc[frame["variant"] == "a numpy float64", "gemm"].iloc[0]
+    assert "Prescott" not in numpy_kernel and numpy_kernel.startswith(("openblas", "mkl", "blis", "unknown"))
     assert sorted(set(zip(frame["dataset"], frame["hidden"]))) == [("cifar100", 8), ("cifar100", 128),
                                                                    ("mnist", 8), ("mnist", 256)]
     assert (frame["seconds_per_arm_epoch"] > 0).all() and (frame["gemm_fraction"] > 0).all()

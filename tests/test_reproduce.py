@@ -415,3 +415,14 @@ def test_progress_on_a_terminal_is_one_bar_with_the_running_population(tmp_path)
         progress.close()
     assert "fig07 H=8: training 2 arm(s)" in shown and "0/3 populations |" in shown and "running: fig07_H8" in shown
     assert (tmp_path / "logs" / "fig07_H8.log").read_text() == "epoch 1/40 ...\n"
+
+
+def test_bfloat16_section_pairs_each_arm_with_its_fp32_run(tmp_path):
+    fp32 = classifier_frame(0.10, 0.01)
+    bf16 = fp32.assign(test_acc=fp32["test_acc"] - 0.004 - 0.0005 * (fp32["seed"] - 42))  # lower on each seed
+    write_figure(tmp_path, "fig07", fp32)
+    write_figure(tmp_path, "fig07_bfloat16", bf16)
+    text = "\n".join(report.precision_section(tmp_path))
+    assert "| 8 | AYLA | −0.450 [" in text and "bf16 better on 0/3; **fp32 better**" in text
+    assert "H = 256: AYLA vs Adam in final test accuracy: better in fp32, better in bf16 (the same verdict)" in text
+    assert "fig09_bfloat16: not run yet" in text

@@ -141,3 +141,47 @@ def test_metrics_are_tidy():
     assert set(metrics["optimizer"]) == {"adam", "ayla"} and set(metrics["seed"]) == {5, 6}
     assert pd.isna(metrics.loc[metrics["arm"] == "Adam", "N1"]).all()
     assert (metrics.loc[metrics["arm"] == "AYLA", "N1"] == 0.1).all()
+
+
+def test_bfloat16_runs_end_to_end_with_fp32_weights_state_and_factor(monkeypatch):
+    """dtype=bfloat16 (opt-in): the GEMMs run in bfloat16 under autocast; weights, optimizer state, losses and
+    the AYLA factor stay fp32, and the result is near the fp32 run (not equal: the GEMMs round differently)."""
+    real_data("mnist")
+    from experiments import trainer
+    seen = {"factor": set(), "loss": set(), "gemm": set()}
+    real_factor, real_optimizer = trainer.ayla_factor, trainer.make_optimizer
+
+    def factor(loss, *args, **kwargs):
+        value = real_factor(loss, *args, **kwargs)
+        seen["loss"].add(loss.dtype)
+        seen["factor"].add(value.dtype)
+        return value
+
+    def optimizer(arm, params):
+        made = real_optimizer(arm, params)
+        seen["optimizer"] = made
+        return made
+
+    original_baddbmm = torch.baddbmm
+
+    def baddbmm(*args, **kwargs):
+        out = original_baddbmm(*args, **kwargs)
+        seen["gemm"].add(out.dtype)
+        return out
+
+    monkeypatch.setattr(trainer, "ayla_factor", factor)
+    monkeypatch.setattr(trainer, "make_optimizer", optimizer)
+    monkeypatch.setattr(torch, "baddbmm", baddbmm)
+    common = ["experiment=mnist", "hidden=32", "epochs=2", "data.train_subset=2048", "data.test_subset=500",
+              "optimizer=ayla", "N1=0.5", "N2=1.5", "lr=0.001", "gemm=auto"]
+    bf16, _ = run_population([make_config(*common, "dtype=bfloat16")], [0], **NO_LOG)
+    state = seen["optimizer"].state
+    assert {v.dtype for s in state.values() for v in s.values() if v.dim()} == {torch.float32}
+    assert seen["factor"] == {torch.float32} and seen["loss"] == {torch.float32}
+    assert torch.bfloat16 in seen["gemm"]  # the first layer ran in bfloat16
+    assert set(bf16["gemm"]) == {"aten"}   # oneDNN's fp32 path is not used under autocast
+    monkeypatch.setattr(torch, "baddbmm", original_baddbmm)
+    fp32, _ = run_population([make_config(*common, "dtype=float32")], [0], **NO_LOG)
+    assert np.isfinite(bf16["train_loss"]).all() and (bf16["factor"] > 0).all()
+    assert bf16["test_acc"].to_numpy() == pytest.approx(fp32["test_acc"].to_numpy(), abs=0.03)
+    assert not np.array_equal(bf16["train_loss"].to_numpy(), fp32["train_loss"].to_numpy())

@@ -1,0 +1,86 @@
+"""make reproduce / make fair with LAUNCHER=local: populations as submitit jobs on this machine, the same CSVs as
+in-process training, a failed job named with its log while the others finish, a rerun completing it."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import PROJECT, real_data
+
+from experiments import launch, reproduce
+
+QUICK = {"mnist": ["epochs=2", "data.train_subset=1024", "data.test_subset=500"]}
+FIGURES = ["fig02", "fig07"]  # a polynomial unit, two MNIST units, and fig07's controls in the second round
+
+
+def csvs(folder):
+    return {p.relative_to(folder): pd.read_csv(p).drop(columns="seconds")
+            for p in sorted(folder.glob("fig*/*/metrics.csv"))}
+
+
+@pytest.mark.slow
+def test_local_jobs_write_the_same_csvs_as_in_process(tmp_path):
+    real_data("mnist")
+    quiet = {"log": lambda line: None}
+    reproduce.run_figures(FIGURES, [42], tmp_path / "inprocess", QUICK, **quiet)
+    lines = []
+    reproduce.run_figures(FIGURES, [42], tmp_path / "local", QUICK, log=lines.append, launcher="local")
+    here, jobs = csvs(tmp_path / "inprocess"), csvs(tmp_path / "local")
+    # fig02; fig07, its ablation, dynamic eps and bfloat16 sets at 2 H
+    assert len(here) == 9 and here.keys() == jobs.keys()
+    for path, frame in here.items():
+        pd.testing.assert_frame_equal(frame, jobs[path], check_exact=False, rtol=1e-5)  # threads: 2 vs 1 per job
+    started = [line for line in lines if "started" in line]
+    assert len(started) == 9 and sum("job finished" in line for line in lines) == 9
+    assert (tmp_path / "local" / "logs" / "fig07_H8.log").read_text().count("epoch") >= 2  # per-epoch lines
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_named_with_its_log_the_others_finish_and_a_rerun_completes_it(tmp_path):
+    real_data("mnist")
+    broken = {"mnist": [*QUICK["mnist"], "data.root=/nonexistent", "data.download=false"]}
+    lines = []
+    with pytest.raises(launch.FailedUnits) as failed:
+        reproduce.run_figures(["fig02", "fig06"], [42], tmp_path, broken, log=lines.append, launcher="local")
+    message = str(failed.value)
+    assert "2 population(s) failed" in message
+    for hidden in (8, 256):
+        (line,) = [m for m in message.splitlines() if m.strip().startswith(f"fig06 H={hidden}:")]
+        assert "DataError" in line or "not found" in line, line
+        log = line.rsplit("log: ", 1)[1]
+        assert log.endswith(".err") and "Traceback" in open(log).read()
+    assert (tmp_path / "fig02" / "seed42" / "metrics.csv").exists()  # the polynomial finished
+    assert not list((tmp_path / "fig06").glob("*/metrics.csv"))
+
+    again = []
+    reproduce.run_figures(["fig02", "fig06"], [42], tmp_path, QUICK, log=again.append, launcher="local")
+    assert len(list((tmp_path / "fig06").glob("*/metrics.csv"))) == 2
+    assert sum("started" in line for line in again) == 2  # fig02 was complete: not submitted again
+
+
+def test_an_unknown_launcher_is_one_line():
+    with pytest.raises(launch.AylaError, match="launcher 'kubernetes' does not exist; choose one of"):
+        launch.load_launcher("kubernetes")
+    assert {"inprocess", "local", "slurm"} <= set(launch.launcher_names())
+
+
+@pytest.mark.slow
+def test_make_reproduce_quick_with_the_local_launcher_from_the_command_line(tmp_path):
+    """The command a user types; the figures are drawn after every job is done."""
+    real_data("mnist")
+    real_data("cifar100")
+    result = subprocess.run(["make", "--no-print-directory", "reproduce-quick", f"OUT={tmp_path}", "LAUNCHER=local"],
+                            cwd=PROJECT, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (tmp_path / "REPORT.md").exists() and len(list((tmp_path / "figures").glob("*.png"))) >= 10
+    assert "job finished" in result.stdout + result.stderr
+    assert sys.executable  # the Makefile's venv ran it
+
+
+def test_local_jobs_share_the_cores():
+    settings = launch.load_launcher("local")
+    assert launch.threads_per_job(settings) >= 1
+    settings.threads = 3
+    assert launch.threads_per_job(settings) == 3
+    assert launch.threads_per_job(launch.load_launcher("slurm")) is None
