@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import stats
 from experiments.errors import AylaError
-from experiments.launch import FailedUnits, load_launcher, train_units
+from experiments.launch import load_launcher, raise_failures, train_units
 from experiments.progress import Progress
 from experiments.report import compare, describe, lower_is_better
 from experiments.reproduce import CONF, Unit, compose_run, load_figure
@@ -121,16 +121,13 @@ def run_fair(settings: DictConfig, seeds: list[int], out: Path, extra: list[str]
     try:
         for name in names:
             comparison = settings.comparisons[name]
-            for hidden in comparison.hidden:
+            for hidden in comparison.hidden:  # each hidden size retrained as soon as it is tuned
                 for sweep in comparison.sweeps:
                     run_tuning(sweep, hidden, out, extra, progress.log, jobs, hydra_launcher)
-            units = [tuned_unit(comparison, hidden, out, extra) for hidden in comparison.hidden]
-            failures += train_units(units, seeds, out, launch, progress)
+                failures += train_units([tuned_unit(comparison, hidden, out, extra)], seeds, out, launch, progress)
     finally:
         progress.close()
-    if failures:
-        raise FailedUnits(f"{len(failures)} population(s) failed, the others are written; rerun to train what is "
-                          "missing:\n  " + "\n  ".join(failures))
+    raise_failures(failures)
 
 
 def time_to_target(metrics: pd.DataFrame, column: str, target: float) -> tuple[pd.Series, pd.Series]:

@@ -45,6 +45,13 @@ class FailedUnits(AylaError):
     """Some units' jobs failed; the others finished and were written."""
 
 
+def raise_failures(failures: list[str]) -> None:
+    """One FailedUnits error listing every failed population, if any failed."""
+    if failures:
+        raise FailedUnits(f"{len(failures)} population(s) failed, the others are written; rerun to train what is "
+                          "missing:\n  " + "\n  ".join(failures))
+
+
 def unit_label(unit) -> str:
     return unit.figure + (f" H={unit.hidden}" if unit.hidden else "")
 

@@ -14,7 +14,7 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.launch import FailedUnits, load_launcher, train_units
+from experiments.launch import load_launcher, raise_failures, train_units
 from experiments.progress import Progress
 from experiments.runner import run_population, write_run
 
@@ -232,9 +232,7 @@ def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | N
         failures += train_units(controls, seeds, out, settings, progress)
     finally:
         progress.close()
-    if failures:
-        raise FailedUnits(f"{len(failures)} population(s) failed, the others are written; rerun to train what is "
-                          "missing:\n  " + "\n  ".join(failures))
+    raise_failures(failures)
     return time.perf_counter() - started
 
 

@@ -7,12 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from experiments.io import write_csv  # noqa: E402
-from experiments.report import summarize_seeds  # noqa: E402
+from experiments.io import write_csv
+from experiments.report import summarize_seeds
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ if any(name in os.environ for name in OPENBLAS_VARIABLES):
     env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARIABLES}
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from omegaconf import OmegaConf  # noqa: E402
 

@@ -8,10 +8,9 @@ import argparse
 import sys
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
+from experiments.compare import agrees, compare, render
 
-from experiments.compare import agrees, compare, render  # noqa: E402
+PROJECT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:

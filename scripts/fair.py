@@ -12,13 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from experiments.errors import AylaError  # noqa: E402
-from experiments.fair import fair_section, load_settings, run_fair  # noqa: E402
-from experiments.io import write_atomic  # noqa: E402
-from experiments.launch import FailedUnits  # noqa: E402
-from experiments.report import build_report  # noqa: E402
+from experiments.errors import AylaError
+from experiments.fair import fair_section, load_settings, run_fair
+from experiments.io import write_atomic
+from experiments.launch import FailedUnits
+from experiments.report import build_report
 
 
 def main() -> None:

@@ -7,11 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from experiments import DATASETS  # noqa: E402
-from experiments.data import fetch  # noqa: E402
-from experiments.errors import DataError  # noqa: E402
+from experiments import DATASETS
+from experiments.data import fetch
+from experiments.errors import DataError
 
 
 def main() -> None:

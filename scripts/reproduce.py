@@ -10,16 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
+from experiments.errors import AylaError
+from experiments.fair import fair_section
+from experiments.figures import draw_figures
+from experiments.io import write_atomic
+from experiments.launch import FailedUnits
+from experiments.report import build_report, update_readme
+from experiments.reproduce import compose_run, load_settings, run_figures
 
-from experiments.errors import AylaError  # noqa: E402
-from experiments.fair import fair_section  # noqa: E402
-from experiments.figures import draw_figures  # noqa: E402
-from experiments.io import write_atomic  # noqa: E402
-from experiments.launch import FailedUnits  # noqa: E402
-from experiments.report import build_report, update_readme  # noqa: E402
-from experiments.reproduce import compose_run, load_settings, run_figures  # noqa: E402
+PROJECT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
