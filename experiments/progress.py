@@ -36,7 +36,7 @@ class Progress:
 
     def log_path(self, name: str) -> Path:
         """<out>/logs/<name>.log, its folder made (an unwritable one is one OutputError line)."""
-        path = self.logs / f"{name.replace(' ', '_').replace('=', '')}.log"
+        path = self.logs / f"{name.replace(' ', '_').replace('=', '').replace('/', '_')}.log"
         try:
             self.logs.mkdir(parents=True, exist_ok=True)
         except OSError as error:

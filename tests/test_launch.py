@@ -84,3 +84,11 @@ def test_local_jobs_share_the_cores():
     settings.threads = 3
     assert launch.threads_per_job(settings) == 3
     assert launch.threads_per_job(launch.load_launcher("slurm")) is None
+
+
+def test_a_unit_log_of_a_nested_run_set_stays_in_the_logs_folder(tmp_path):
+    from experiments.progress import Progress
+    progress = Progress(1, tmp_path, log=lambda line: None)
+    progress.unit_log("fair/tuned_curvefit_H128")("epoch 1/300")
+    progress.close()
+    assert (tmp_path / "logs" / "fair_tuned_curvefit_H128.log").read_text() == "epoch 1/300\n"
