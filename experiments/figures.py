@@ -73,7 +73,7 @@ def seeds_note(frame: pd.DataFrame, kind: str = "") -> str:
     n = frame["seed"].nunique()
     if kind == "sensitivity":
         finals = final_values(frame, "x" if "x" in frame else "test_acc")
-        same = (finals.groupby(["optimizer", "lr"])["value"].nunique(dropna=False) <= 1).all()
+        same = (finals.groupby(["hidden", "optimizer", "lr"], dropna=False)["value"].nunique(dropna=False) <= 1).all()
         return ("deterministic: every seed gives the same path; no point = diverged" if same or n < 2 else
                 f"{n} seeds: median, band = min–max; no point = diverged")
     if deterministic(frame):
@@ -240,17 +240,20 @@ def classifier_ablation(ax_list, metrics, predictions):
 
 
 def final_values(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per arm and seed: its optimizer label, lr and `metric` after the last step (the polynomial's x
-    after its last step is x − lr·g of the last row)."""
-    last = metrics.sort_values("epoch").groupby(["arm", "seed"]).tail(1)
+    """One row per arm, seed and hidden size: its optimizer label, lr and `metric` after the last step (the
+    polynomial's x after its last step is x − lr·g of the last row; its hidden size is NaN)."""
+    metrics = metrics if "hidden" in metrics else metrics.assign(hidden=np.nan)
+    order = {arm: k for k, arm in enumerate(dict.fromkeys(metrics["arm"]))}  # the preset's order of the arms
+    last = metrics.sort_values("epoch", kind="stable").groupby(["hidden", "arm", "seed"], dropna=False).tail(1)
+    last = last.assign(_order=last["arm"].map(order)).sort_values(["hidden", "_order", "seed"], kind="stable")
     value = last["x"] - last["signed_step"] if metric == "x" else last[metric]
     return pd.DataFrame({"optimizer": last["arm"].str.rsplit(" lr=", n=1).str[0], "lr": last["lr"],
-                         "seed": last["seed"], "value": value.to_numpy()})
+                         "seed": last["seed"], "hidden": last["hidden"], "value": value.to_numpy()})
 
 
 def works_reference(values: pd.DataFrame, works) -> tuple[float, str]:
-    """The level an lr must reach to "work": a fixed point (`near`) or `within_of_best` below the best median of
-    the grid (a classifier's accuracy); and its label."""
+    """The level an lr must reach to "work", for the values of one hidden size: a fixed point (`near`) or
+    `within_of_best` below the best median of the grid (a classifier's accuracy); and its label."""
     if "near" in works:
         return float(works.near), works.label
     best = values.groupby(["optimizer", "lr"])["value"].median().max()
@@ -258,30 +261,36 @@ def works_reference(values: pd.DataFrame, works) -> tuple[float, str]:
 
 
 def lr_works(values: pd.DataFrame, works) -> pd.Series:
-    """Per row (arm, seed): whether its final value meets the preset's criterion."""
-    level, _ = works_reference(values, works)
-    if "near" in works:
-        return (values["value"] - level).abs() < works.within
-    return values["value"] >= level
+    """Per row (arm, seed, hidden size): whether its final value meets the preset's criterion, judged against
+    its own hidden size's grid."""
+    def meets(part: pd.DataFrame) -> pd.Series:
+        level, _ = works_reference(part, works)
+        if "near" in works:
+            return (part["value"] - level).abs() < works.within
+        return part["value"] >= level
+    return pd.concat([meets(part) for _, part in values.groupby("hidden", dropna=False)]).reindex(values.index)
 
 
 def sensitivity(ax_list, metrics, predictions, works=None):
-    """Final `metric` against lr (log axis) per optimizer: the median over seeds, min–max as a band."""
-    (ax,) = ax_list
+    """Final `metric` against lr (log axis) per optimizer, one panel per hidden size: the median over seeds,
+    min–max as a band, and the level an lr must reach to work."""
     metric = works.metric
     values = final_values(metrics, metric)
-    level, label = works_reference(values, works)
-    target = {level: label}
     colors = colors_for(list(dict.fromkeys(values["optimizer"])))
-    for optimizer, part in values.groupby("optimizer", sort=False):
-        stats_ = part.groupby("lr")["value"].agg(["median", "min", "max"]).reset_index()
-        ax.plot(stats_["lr"], stats_["median"], "o-", color=colors[optimizer], label=optimizer)
-        if part["seed"].nunique() > 1:
-            ax.fill_between(stats_["lr"], stats_["min"], stats_["max"], color=colors[optimizer], alpha=0.2)
-    for level, text in target.items():
-        ax.axhline(level, ls=":", color="grey")
-        ax.annotate(text, (ax.get_xlim()[0], level), fontsize=7, va="bottom")
-    ax.set(xscale="log", xlabel="learning rate", ylabel=f"{metric} after the last step")
+    for ax, (hidden, grid) in zip(ax_list, values.groupby("hidden", dropna=False)):
+        level, label = works_reference(grid, works)
+        target = {level: label}
+        for optimizer, part in grid.groupby("optimizer", sort=False):
+            stats_ = part.groupby("lr")["value"].agg(["median", "min", "max"]).reset_index()
+            ax.plot(stats_["lr"], stats_["median"], "o-", color=colors[optimizer], label=optimizer)
+            if part["seed"].nunique() > 1:
+                ax.fill_between(stats_["lr"], stats_["min"], stats_["max"], color=colors[optimizer], alpha=0.2)
+        for level, text in target.items():
+            ax.axhline(level, ls=":", color="grey")
+            ax.annotate(text, (ax.get_xlim()[0], level), fontsize=7, va="bottom")
+        ax.set(xscale="log", xlabel="learning rate", ylabel=f"{metric} after the last step")
+        if pd.notna(hidden):
+            ax.set_title(f"H = {hidden:g}", fontsize=9)
 
 
 KINDS = {  # kind: (drawing, number of panels)
@@ -296,6 +305,8 @@ KINDS = {  # kind: (drawing, number of panels)
 def draw(spec, metrics: pd.DataFrame, predictions: pd.DataFrame | None = None) -> plt.Figure:
     """One figure from its preset's `figure` node and its tidy CSVs."""
     drawing, panels = KINDS[spec.kind]
+    if spec.kind == "sensitivity":  # a panel per hidden size
+        panels = max(1, len(spec.hidden))
     rows, cols = (2, 2) if panels == 4 else (1, panels)
     size = (7.5, 5.2) if panels == 1 else (5.2 * cols, 3.9 * rows)
     fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)

@@ -442,18 +442,23 @@ def sensitivity_section(out: Path, names: list[str] | None = None) -> list[str]:
         if values.empty:
             lines += [f"### {figure}", "", "Not run yet (`make reproduce` adds it).", ""]
             continue
-        good = working_lrs(values)
-        criterion = (f"ends within {spec.works.within} of {spec.works.near} ({spec.works.label})" if "near" in
-                     spec.works else f"ends at or above {works_reference(values, spec.works)[1]}")
-        lines += [f"### {figure}", "", f"An lr works when {spec.works.metric} {criterion}, on every seed.", "",
-                  "| optimizer | lrs that work | of | final " + spec.works.metric + " by lr (median over seeds) |",
-                  "| --- | --- | --- | --- |"]
-        for optimizer, part in values.groupby("optimizer", sort=False):
-            by_lr = part.groupby("lr")["value"].median()
-            finals = ", ".join(f"{lr:g}: {value:.3g}" if np.isfinite(value) else f"{lr:g}: diverged"
-                               for lr, value in by_lr.items())
-            lines.append(f"| {optimizer} | {good[optimizer]} | {len(by_lr)} | {finals} |")
-        lines += ["", f"![{figure}](figures/{figure}.png)", ""]
+        for hidden, grid in values.groupby("hidden", dropna=False):
+            good = working_lrs(grid)
+            criterion = (f"ends within {spec.works.within} of {spec.works.near} ({spec.works.label})" if "near" in
+                         spec.works else f"ends at or above {works_reference(grid, spec.works)[1]}")
+            title = figure if pd.isna(hidden) else f"{figure}, H = {hidden:g}"
+            seeds = grid["seed"].nunique()
+            lines += [f"### {title}", "", f"An lr works when {spec.works.metric} {criterion}, on every seed "
+                      f"({seeds} seed{'s' if seeds > 1 else ''}).", "",
+                      "| optimizer | lrs that work | of | final " + spec.works.metric + " by lr (median over seeds) |",
+                      "| --- | --- | --- | --- |"]
+            for optimizer, part in grid.groupby("optimizer", sort=False):
+                by_lr = part.groupby("lr")["value"].median()
+                finals = ", ".join(f"{lr:g}: {value:.3g}" if np.isfinite(value) else f"{lr:g}: diverged"
+                                   for lr, value in by_lr.items())
+                lines.append(f"| {optimizer} | {good[optimizer]} | {len(by_lr)} | {finals} |")
+            lines += ["", f"**Verdict:** {sensitivity_verdict(good)}.", ""]
+        lines += [f"![{figure}](figures/{figure}.png)", ""]
     return lines
 
 
@@ -616,18 +621,41 @@ def closing_notes(out: Path) -> list[str]:
     def dynamic(figures: list[str]) -> str:
         return control(figures, " dynamic eps", "dynamic_eps")
 
-    grid = grid_values(out, "sens_polynomial")
-    lrs = "; ".join(f"{name} works at lr {text}" for name, text in working_lrs(grid).items()) if not grid.empty \
-        else "not run yet"
     return [f"- Polynomial: equal tuning budget: {NO_TUNED}; lr sensitivity (x within 0.1 of 2.25 after 50 "
-            f"steps, sens_polynomial): {lrs}.",
+            f"steps, sens_polynomial): {sensitivity_text(out, 'sens_polynomial')}.",
             f"- Curve fit: equal tuning budget: {curve}; constant-scale control: none yet.",
-            f"- MNIST: equal tuning budget: {mnist}. Share of AYLA's gain over the paper's Adam (lr 0.1, Fig. 7) "
+            f"- MNIST: equal tuning budget: {mnist}. lr sensitivity (final test accuracy within 1 point of the "
+            f"grid's best, sens_mnist): {sensitivity_text(out, 'sens_mnist')}. Share of AYLA's gain over the "
+            "paper's Adam (lr 0.1, Fig. 7) "
             f"that Adam × c reproduces: {control(['fig06', 'fig07'])}; that the dynamic-eps Adam reproduces: "
             f"{dynamic(['fig06', 'fig07'])}.",
-            f"- CIFAR-100: equal tuning budget: {cifar}. Share of AYLA's gain over the paper's Adam (lr 0.01, "
+            f"- CIFAR-100: equal tuning budget: {cifar}. lr sensitivity (sens_cifar100): "
+            f"{sensitivity_text(out, 'sens_cifar100')}. Share of AYLA's gain over the paper's Adam (lr 0.01, "
             f"Fig. 9; lr 0.1, Fig. 10) that Adam × c reproduces: {control(['fig08', 'fig09', 'fig10'])}; that the "
             f"dynamic-eps Adam reproduces: {dynamic(['fig08', 'fig09', 'fig10'])}."]
+
+
+def sensitivity_verdict(good: dict[str, str]) -> str:
+    """Does AYLA work at more lrs of the grid than every other optimizer? From working_lrs' text per optimizer."""
+    count = {name: 0 if text == "none" else len(text.split(", ")) for name, text in good.items()}
+    others = {name: n for name, n in count.items() if name != "AYLA"}
+    wider = count.get("AYLA", 0) > max(others.values(), default=0)
+    return (f"AYLA works at {count.get('AYLA', 0)} lr(s), " + ", ".join(f"{k} at {v}" for k, v in others.items())
+            + f": AYLA {'widens' if wider else 'does not widen'} the range of lrs that work")
+
+
+def sensitivity_text(out: Path, figure: str) -> str:
+    """Per hidden size, the lrs at which each optimizer works on every seed and the verdict; or "not run yet"."""
+    values = grid_values(out, figure)
+    if values.empty:
+        return "not run yet"
+    parts = []
+    for hidden, grid in values.groupby("hidden", dropna=False):
+        good = working_lrs(grid)
+        lrs = "; ".join(f"{name} works at lr {text}" for name, text in good.items())
+        where = "" if pd.isna(hidden) else f"H = {hidden:g}: "
+        parts.append(f"{where}{lrs} ({sensitivity_verdict(good)})")
+    return "; ".join(parts)
 
 
 def equal_budget_text(out: Path, experiment: str) -> str:

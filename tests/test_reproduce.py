@@ -426,3 +426,22 @@ def test_bfloat16_section_pairs_each_arm_with_its_fp32_run(tmp_path):
     assert "| 8 | AYLA | −0.450 [" in text and "bf16 better on 0/3; **fp32 better**" in text
     assert "H = 256: AYLA vs Adam in final test accuracy: better in fp32, better in bf16 (the same verdict)" in text
     assert "fig09_bfloat16: not run yet" in text
+
+
+def test_each_hidden_size_of_an_lr_grid_is_judged_against_its_own_best(tmp_path):
+    """A small network's accuracies all sit below a large one's: its lrs are judged against its own grid."""
+    rows = []
+    for hidden, scale in ((8, 0.90), (256, 0.98)):
+        for name, best in (("Adam", 1e-3), ("AYLA", 1e-2), ("SGD", 1e-1)):
+            for lr in (1e-3, 1e-2, 1e-1):
+                for seed in (42, 43, 44):
+                    acc = scale - (0.0 if lr == best else 0.05) + 0.001 * (seed - 43)
+                    rows.append(dict(arm=f"{name} lr={lr:g}", lr=lr, hidden=hidden, seed=seed, epoch=40,
+                                     test_acc=acc, train_loss=1 - acc, diverged=False))
+    write_figure(tmp_path, "sens_mnist", pd.DataFrame(rows))
+    section = "\n".join(report.sensitivity_section(tmp_path, ["sens_mnist"]))
+    for hidden in (8, 256):
+        assert f"### sens_mnist, H = {hidden}" in section
+    assert section.count("| Adam | 0.001 | 3 |") == 2 and section.count("| AYLA | 0.01 | 3 |") == 2
+    assert section.count("**Verdict:** AYLA works at 1 lr(s), Adam at 1, SGD at 1: AYLA does not widen") == 2
+    assert "best median 0.9 − 0.01" in section and "best median 0.98 − 0.01" in section
