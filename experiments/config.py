@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ayla.transform import check_exponents
+from experiments import experiment_names
 from experiments.errors import ConfigError
 from experiments.gemm import CHOICES as GEMM_CHOICES
 from experiments.trainer import BASES, Arm
@@ -106,7 +107,7 @@ def ignored_settings(cfg: DictConfig, overrides: list[str]) -> list[str]:
 def check_run_config(cfg: DictConfig) -> None:
     """Every value a run reads, in range; raises ConfigError on the first bad one."""
     if OmegaConf.select(cfg, "experiment.name") is None:
-        raise ConfigError("choose an experiment: experiment=polynomial, curvefit, mnist or cifar100")
+        raise ConfigError(f"choose an experiment: experiment=NAME with NAME one of {', '.join(experiment_names())}")
     unknown = sorted(set(cfg.keys()) - TOP_LEVEL)
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(TOP_LEVEL))}")

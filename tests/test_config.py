@@ -62,7 +62,7 @@ def test_top_level_keys_reach_the_optimizer():
     ("batch_size=0", "batch_size must be an integer >= 1, got 0"),
     ("loss=hinge", "loss must be one of ce, mse; got 'hinge'"),
     ("optimizer.base=rmsprop", "optimizer.base must be one of sgd, adam; got 'rmsprop'"),
-    ("dtype=float16", "dtype must be one of float32, float64; got 'float16'"),
+    ("dtype=float16", "dtype must be one of float32, float64, bfloat16; got 'float16'"),
     ("device=tpu", "device must be auto, cpu, cuda or cuda:N; got 'tpu'"),
     ("data.val_size=-5", "data.val_size must be an integer >= 0, got -5"),
     ("+lrr=0.1", "unknown top-level key(s) lrr"),
