@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ayla.transform import check_exponents
-from experiments import experiment_names
+from experiments import experiment_names, optimizers
 from experiments.errors import ConfigError
 from experiments.gemm import CHOICES as GEMM_CHOICES
 from experiments.trainer import BASES, Arm
@@ -16,10 +16,7 @@ from experiments.trainer import BASES, Arm
 TOP_LEVEL = {"experiment", "optimizer", "figure", "sweep", "lr", "N1", "N2", "epochs", "seed", "hidden",
              "batch_size", "loss", "device", "dtype", "init", "gemm", "data"}
 EXPERIMENT_SOURCES = {"experiment", "figure", "sweep"}  # config groups whose presets choose the experiment
-IGNORED_BY = {  # settings an optimizer does not read: giving them is a slip worth a warning
-    "N1": lambda opt: not opt.ayla, "N2": lambda opt: not opt.ayla,
-    "optimizer.eps": lambda opt: opt.base != "adam", "optimizer.betas": lambda opt: opt.base != "adam",
-    "optimizer.momentum": lambda opt: opt.base != "sgd"}
+IGNORED_BY = {"N1": lambda opt: not opt.ayla, "N2": lambda opt: not opt.ayla}  # read by AYLA arms only
 LOSSES = ("ce", "mse")
 # dtype → the dtype of the weights, optimizer state and AYLA factor; bfloat16 is an opt-in for speed: fp32 master
 # weights and optimizer state, the forward and backward GEMMs under autocast in bfloat16 (AUTOCAST)
@@ -101,7 +98,13 @@ def resolve_device(name) -> torch.device:
 def ignored_settings(cfg: DictConfig, overrides: list[str]) -> list[str]:
     """The settings given on the command line that the chosen optimizer does not read."""
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    return [key for key, ignored in IGNORED_BY.items() if key in given and ignored(cfg.optimizer)]
+    ignored = [key for key, ignored in IGNORED_BY.items() if key in given and ignored(cfg.optimizer)]
+    if cfg.optimizer.base in optimizers.REGISTRY:  # a base hyperparameter the base does not have
+        uses = {"lr", "grad_scale", "dynamic_eps", "name", "base", "ayla", "N1", "N2"} | {
+            h.key for h in optimizers.REGISTRY[cfg.optimizer.base].hypers}
+        ignored += sorted(key for key in given if key.startswith("optimizer.")
+                          and key.split(".")[1] not in uses)
+    return ignored
 
 
 def check_run_config(cfg: DictConfig) -> None:
@@ -133,14 +136,20 @@ def check_run_config(cfg: DictConfig) -> None:
 def check_optimizer(cfg: DictConfig) -> None:
     opt = cfg.optimizer
     choice(cfg, "optimizer.base", BASES)
+    spec = optimizers.spec_of(opt.base)  # refuses a base that cannot train fused populations
     number(cfg, "optimizer.lr", 0)
     number(cfg, "optimizer.grad_scale", 0)
-    if opt.base == "adam":
-        number(cfg, "optimizer.eps", 0)
-        for i in (0, 1):
-            number(cfg, f"optimizer.betas.{i}", 0, low_ok=True, high=1)
-    else:
-        number(cfg, "optimizer.momentum", 0, low_ok=True, high=1)
+    for h in spec.hypers:  # the base's own hyperparameters, where the config sets them (else the registry default)
+        if h.key not in opt:
+            continue
+        if h.key == "betas":
+            for i in (0, 1):
+                number(cfg, f"optimizer.betas.{i}", 0, low_ok=True, high=1)
+        elif h.kind is bool:
+            if not isinstance(opt[h.key], bool):
+                raise ConfigError(f"optimizer.{h.key} must be true or false, got {opt[h.key]!r}")
+        else:
+            number(cfg, f"optimizer.{h.key}", h.low, low_ok=h.low_ok, high=h.high)
     if "dynamic_eps" in opt and not isinstance(opt.dynamic_eps, bool):
         raise ConfigError(f"optimizer.dynamic_eps must be true or false, got {opt.dynamic_eps!r}")
     if opt.get("dynamic_eps") and (opt.ayla or opt.base != "adam"):
@@ -161,8 +170,10 @@ def arm_from_config(cfg: DictConfig, name: str | None = None) -> Arm:
         settings |= dict(ayla=True, N1=float(opt.N1), N2=float(opt.N2))
     if opt.get("dynamic_eps"):  # +optimizer.dynamic_eps=true: Adam with eps / the AYLA factor of N1, N2
         settings |= dict(dynamic_eps=True, N1=float(cfg.N1), N2=float(cfg.N2))
-    if opt.base == "adam":
-        settings |= dict(beta1=float(opt.betas[0]), beta2=float(opt.betas[1]), eps=float(opt.eps))
-    else:
-        settings |= dict(momentum=float(opt.momentum))
+    values = {h.key: opt.get(h.key, h.default) for h in optimizers.spec_of(opt.base).hypers}
+    if "betas" in values:
+        beta1, beta2 = values.pop("betas")
+        settings |= dict(beta1=float(beta1), beta2=float(beta2))
+    settings |= {key: float(values.pop(key)) for key in ("eps", "momentum", "weight_decay") if key in values}
+    settings["options"] = tuple(sorted(values.items()))  # the rest: RMSprop's alpha and centered, and so on
     return Arm(**settings)

@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import TASKS
 from experiments.config import AUTOCAST, DTYPES, arm_from_config, check_run_config, resolve_device
 from experiments.io import provenance, write_atomic, write_csv
-from experiments.trainer import train
+from experiments.trainer import population_key, train
 
 ARM_KEYS = ("optimizer", "lr", "N1", "N2", "seed", "figure", "sweep")  # may differ between arms trained together
 RUN_COLUMNS = ("experiment", "hidden", "batch_size", "loss", "dtype", "init")
@@ -37,8 +37,9 @@ def run_population(cfgs: list[DictConfig], seeds: list[int], names: list[str] | 
                    log=print) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Train one arm per config, each for every seed; tidy metrics (and the task's snapshots, or None).
 
-    Arms that share their update rule (SGD or Adam) are trained together, fused, with lr, betas, eps and
-    momentum per arm; SGD and Adam arms form separate populations, trained one after the other on the same data.
+    Arms that share their update rule are trained together, fused: SGD, Adam and AdamW arms with lr, betas,
+    eps, momentum and weight decay per arm, the other bases' arms where they share every setting. Each such
+    group is a population, trained one after the other on the same data.
     """
     for cfg in cfgs:
         check_run_config(cfg)
@@ -50,9 +51,9 @@ def run_population(cfgs: list[DictConfig], seeds: list[int], names: list[str] | 
     gemm = getattr(task, "gemm", None)  # the first layer's GEMM kernels, where the task has such a layer
     if gemm is not None and cfg.gemm != "aten":
         log(f"GEMM kernels: {gemm.label} ({gemm.reason})")
-    groups: dict[str, list] = {}  # one population per update rule; lr, eps, betas, momentum may differ per arm
-    for arm in arms:
-        groups.setdefault(arm.base, []).append(arm)
+    groups: dict[tuple, list] = {}  # one population per update rule (and, for bases without per-arm settings,
+    for arm in arms:                # per setting); lr, eps, betas, momentum, weight decay may differ per arm
+        groups.setdefault(population_key(arm), []).append(arm)
     results = [train(task, group, list(seeds), int(cfg.epochs), log, autocast=AUTOCAST.get(cfg.dtype))
                for group in groups.values()]
     metrics = pd.concat([r.metrics for r in results], ignore_index=True)

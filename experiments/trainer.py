@@ -29,10 +29,13 @@ import torch
 from torch import Tensor
 
 from ayla.transform import ayla_factor, check_exponents
+from experiments import optimizers
 from experiments.errors import ConfigError
 
-BASES = ("sgd", "adam")
-UPDATE_FIELDS = ("base", "lr", "beta1", "beta2", "eps", "momentum")  # shared: one fused torch.optim step
+BASES = tuple(optimizers.REGISTRY)
+STACKED = ("sgd", "adam", "adamw")  # bases whose hyperparameters may differ per arm inside one population
+# shared by every arm: one torch.optim step (fused kernel) serves the population
+UPDATE_FIELDS = ("base", "lr", "beta1", "beta2", "eps", "momentum", "weight_decay", "options")
 SHUFFLE_STREAM, SPLIT_STREAM = 1, 2
 
 
@@ -46,7 +49,7 @@ class Arm:
     """One optimizer setting. Every arm of a population is trained once per seed."""
 
     name: str                 # label in CSVs and figures
-    base: str                 # update rule: "sgd" or "adam"
+    base: str                 # update rule: a name of experiments/optimizers.REGISTRY ("sgd", "adam", "adamw", ...)
     lr: float
     ayla: bool = False        # scale the gradient by the AYLA factor of the mini-batch loss
     N1: float = math.nan
@@ -57,6 +60,13 @@ class Arm:
     eps: float = 1e-8
     momentum: float = 0.0
     dynamic_eps: bool = False  # Adam on the raw gradient with eps / (the AYLA factor of its loss, N1, N2) per step
+    weight_decay: float = 0.0
+    options: tuple = ()       # the base's other hyperparameters, as sorted (key, value) pairs (RMSprop's alpha, ...)
+
+    def settings(self) -> dict:
+        """The base optimizer's hyperparameters beyond lr, by their config names."""
+        return {"betas": (self.beta1, self.beta2), "eps": self.eps, "momentum": self.momentum,
+                "weight_decay": self.weight_decay, **dict(self.options)}
 
 
 @dataclass
@@ -92,10 +102,9 @@ class Task(Protocol):
 
 
 def make_optimizer(arm: Arm, params: list[Tensor]) -> torch.optim.Optimizer:
-    """torch.optim's fused (one kernel per step) SGD or Adam over the stacked parameters."""
-    if arm.base == "sgd":
-        return torch.optim.SGD(params, lr=arm.lr, momentum=arm.momentum, fused=True)
-    return torch.optim.Adam(params, lr=arm.lr, betas=(arm.beta1, arm.beta2), eps=arm.eps, fused=True)
+    """The arm's base torch.optim optimizer over the stacked parameters: its fused kernel (one per step) where it
+    has one, else its multi-tensor one (experiments/optimizers.py)."""
+    return optimizers.build(arm.base, params, arm.lr, arm.settings())
 
 
 def shares_update(arms: list[Arm]) -> bool:
@@ -104,19 +113,32 @@ def shares_update(arms: list[Arm]) -> bool:
         arm.dynamic_eps for arm in arms)
 
 
+def population_key(arm: Arm) -> tuple:
+    """Arms with the same key train as one population: those of a base whose settings may differ per arm share
+    their base, the others also their settings."""
+    if arm.base in STACKED:
+        return (arm.base,)
+    return tuple(getattr(arm, f) for f in UPDATE_FIELDS if f != "lr") + (arm.lr,)
+
+
 class StackedUpdate:
-    """torch.optim's SGD (momentum, no dampening) or Adam update, written out with lr, betas, eps and momentum
-    per arm: each an (S, A) table viewed to broadcast against every stacked parameter. Used when the arms of a
-    population differ in those settings (an lr sweep, an eps ablation) or when eps changes per step (the
-    dynamic-eps control); arms that share them keep torch.optim's fused kernel (make_optimizer), so the
-    committed runs are unchanged. Bias corrections are computed in float64, as torch.optim does in Python."""
+    """torch.optim's SGD (momentum, no dampening), Adam or AdamW update, written out with lr, betas, eps,
+    momentum and weight decay per arm: each an (S, A) table viewed to broadcast against every stacked parameter.
+    Used when the arms of a population differ in those settings (an lr sweep, an eps ablation) or when eps
+    changes per step (the dynamic-eps control); arms that share them keep torch.optim's fused kernel
+    (make_optimizer), so the committed runs are unchanged. Bias corrections are computed in float64, as
+    torch.optim does in Python. Weight decay: L2 (added to the gradient) for SGD and Adam, decoupled (the
+    weights shrink by lr·wd before the step) for AdamW."""
 
     def __init__(self, arms: list[Arm], params: list[Tensor], arm_shapes: list[tuple], seeds: int):
         self.base, self.params, self.shapes, self.t = arms[0].base, params, arm_shapes, 0
         def table(field, dtype=params[0].dtype):
             values = torch.tensor([getattr(arm, field) for arm in arms], dtype=dtype, device=params[0].device)
             return values.expand(seeds, len(arms)).contiguous()
+        if self.base not in STACKED:
+            raise ValueError(f"per-arm settings are written out for {', '.join(STACKED)} only, not {self.base}")
         self.lr = table("lr")
+        self.decay = table("weight_decay") if any(arm.weight_decay for arm in arms) else None
         if self.base == "sgd":
             self.momentum = table("momentum")
             self.buffers = [None] * len(params)
@@ -132,10 +154,11 @@ class StackedUpdate:
         self.t += 1
         if self.base == "sgd":
             for k, (p, shape) in enumerate(zip(self.params, self.shapes)):
+                g = self.gradient(p, shape)
                 if self.buffers[k] is None:
-                    self.buffers[k] = p.grad.clone()
+                    self.buffers[k] = g.clone()
                 else:
-                    self.buffers[k].mul_(self.momentum.view(shape)).add_(p.grad)
+                    self.buffers[k].mul_(self.momentum.view(shape)).add_(g)
                 p.sub_(self.lr.view(shape) * self.buffers[k])
             return
         eps = self.eps if eps is None else eps
@@ -143,11 +166,17 @@ class StackedUpdate:
         step_size = (self.lr.double() / (1 - self.beta1_64 ** self.t)).to(dtype)
         correction2_sqrt = (1 - self.beta2_64 ** self.t).sqrt().to(dtype)
         for p, m, v, shape in zip(self.params, self.m, self.v, self.shapes):
-            g = p.grad
+            if self.base == "adamw" and self.decay is not None:
+                p.mul_(1 - self.lr.view(shape) * self.decay.view(shape))
+            g = p.grad if self.base == "adamw" else self.gradient(p, shape)
             m.lerp_(g, 1 - self.beta1.view(shape))
             v.mul_(self.beta2.view(shape)).add_(g * g * (1 - self.beta2.view(shape)))
             denom = (v.sqrt() / correction2_sqrt.view(shape)).add_(eps.view(shape))
             p.sub_(step_size.view(shape) * m / denom)
+
+    def gradient(self, p: Tensor, shape: tuple) -> Tensor:
+        """The gradient with L2 weight decay added (SGD, Adam), per arm."""
+        return p.grad if self.decay is None else p.grad + self.decay.view(shape) * p
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -155,6 +184,9 @@ class StackedUpdate:
 
 
 def check_population(arms: list[Arm]) -> None:
+    if not shares_update(arms) and arms[0].base not in STACKED:
+        raise ValueError(f"{arms[0].base} arms trained together share their settings (only {', '.join(STACKED)} "
+                         "take them per arm); experiments.runner.run_population splits them into such groups")
     bases = {arm.base for arm in arms}
     if len(bases) > 1:
         raise ValueError(f"arms trained together share their update rule; got {sorted(bases)} "
@@ -321,12 +353,17 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
 
 def label_rows(frame: pd.DataFrame, arms: list[Arm], seeds: list[int]) -> pd.DataFrame:
     """Replace seed_index / arm_index by the seed and the arm's settings."""
-    settings = pd.DataFrame([asdict(arm) for arm in arms]).rename(columns={"name": "arm"})
+    settings = pd.DataFrame([asdict(arm) | dict(arm.options) for arm in arms]).rename(columns={"name": "arm"})
+    settings = settings.drop(columns="options")
     if not settings["dynamic_eps"].any():  # a column only where the control is in the population
         settings = settings.drop(columns="dynamic_eps")
-    sgd = settings["base"] == "sgd"  # blank what the arm's update rule does not use
-    settings.loc[sgd, ["beta1", "beta2", "eps"]] = np.nan
-    settings.loc[~sgd, "momentum"] = np.nan
+    if not settings["weight_decay"].any():  # likewise weight decay, so that runs without it keep their columns
+        settings = settings.drop(columns="weight_decay")
+    for k, arm in enumerate(arms):  # blank what the arm's update rule does not use
+        uses = {h.key for h in optimizers.REGISTRY[arm.base].hypers}
+        unused = [c for c, key in (("beta1", "betas"), ("beta2", "betas"), ("eps", "eps"), ("momentum", "momentum"))
+                  if key not in uses]
+        settings.loc[k, unused] = np.nan
     frame = frame.assign(seed=np.asarray(seeds)[frame.pop("seed_index").to_numpy()])
     arm_index = frame.pop("arm_index").to_numpy()
     return pd.concat([settings.iloc[arm_index].reset_index(drop=True), frame.reset_index(drop=True)], axis=1)

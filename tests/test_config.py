@@ -61,7 +61,8 @@ def test_top_level_keys_reach_the_optimizer():
     ("hidden=0", "hidden must be an integer >= 1, got 0"),
     ("batch_size=0", "batch_size must be an integer >= 1, got 0"),
     ("loss=hinge", "loss must be one of ce, mse; got 'hinge'"),
-    ("optimizer.base=rmsprop", "optimizer.base must be one of sgd, adam; got 'rmsprop'"),
+    ("optimizer.base=shampoo", "optimizer.base must be one of sgd, adam, adamw, rmsprop, adagrad, adamax, nadam, "
+                               "radam, lbfgs; got 'shampoo'"),
     ("dtype=float16", "dtype must be one of float32, float64, bfloat16; got 'float16'"),
     ("device=tpu", "device must be auto, cpu, cuda or cuda:N; got 'tpu'"),
     ("data.val_size=-5", "data.val_size must be an integer >= 0, got -5"),
@@ -89,8 +90,10 @@ CLI_MISTAKES = [  # every bad value of issue 7, through `python run.py`
     (["hidden=0"], "error: hidden must be an integer >= 1, got 0"),
     (["batch_size=0"], "error: batch_size must be an integer >= 1, got 0"),
     (["loss=hinge"], "error: loss must be one of ce, mse; got 'hinge'"),
-    (["optimizer=ayla", "optimizer.base=rmsprop"], "error: optimizer.base must be one of sgd, adam; got 'rmsprop'"),
-    (["optimizer=nope"], "error: optimizer=nope does not exist; choose one of adam, ayla, sgd"),
+    (["optimizer=ayla", "optimizer.base=shampoo"], "error: optimizer.base must be one of sgd, adam, adamw, rmsprop, "
+                                                   "adagrad, adamax, nadam, radam, lbfgs; got 'shampoo'"),
+    (["optimizer=nope"], "error: optimizer=nope does not exist; choose one of adagrad, adam, adamax, adamw, ayla, "
+                         "nadam, radam, rmsprop, sgd"),
     (["lrr=0.1"], "error: unknown key 'lrr'; the top-level keys are N1, N2, batch_size"),
     (["data.root=/nonexistent/ayla-data", "data.download=false"],
      "error: MNIST not found under /nonexistent/ayla-data (download is off: data.download=false)"),
@@ -130,7 +133,7 @@ def test_cli_lists_the_groups_in_help(tmp_path):
     result = run_cli("--help", cwd=tmp_path, timeout=120)
     assert result.returncode == 0
     assert "experiment: cifar100, curvefit, mnist, polynomial" in result.stdout
-    assert "optimizer: adam, ayla, sgd" in result.stdout
+    assert "optimizer: adagrad, adam, adamax, adamw, ayla, nadam, radam, rmsprop, sgd" in result.stdout
 
 
 def test_cli_prints_the_composed_and_the_resolved_config(tmp_path):

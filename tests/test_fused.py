@@ -68,11 +68,16 @@ PER_ARM = {  # arms that differ in their update settings: one population, a Stac
              "ayla": ["optimizer=ayla", "lr=0.002", "N1=0.1", "N2=1.5"]},
     "sgd": {"lr 0.05": ["optimizer=sgd", "lr=0.05"], "lr 0.1 momentum": ["optimizer=sgd", "lr=0.1",
                                                                           "optimizer.momentum=0.9"],
-            "ayla": ["optimizer=ayla", "optimizer.base=sgd", "lr=0.05", "optimizer.momentum=0.5"]},
+            "ayla": ["optimizer=ayla", "optimizer.base=sgd", "lr=0.05", "optimizer.momentum=0.5"],
+            "decay": ["optimizer=sgd", "lr=0.05", "+optimizer.weight_decay=0.01"]},
+    "adamw": {"lr 1e-3": ["optimizer=adamw", "lr=0.001"],
+              "lr 3e-3 wd 0.1": ["optimizer=adamw", "lr=0.003", "optimizer.weight_decay=0.1"],
+              "eps": ["optimizer=adamw", "lr=0.002", "optimizer.eps=1e-3", "optimizer.weight_decay=0"],
+              "ayla": ["optimizer=ayla", "optimizer.base=adamw", "lr=0.002", "N1=0.1", "N2=1.5"]},
 }
 
 
-@pytest.mark.parametrize("base", ["adam", "sgd"])
+@pytest.mark.parametrize("base", ["adam", "sgd", "adamw"])
 @pytest.mark.parametrize("experiment,overrides", [
     ("mnist", ["hidden=16", "epochs=2", "data.train_subset=2048", "data.test_subset=500", "dtype=float64"]),
     ("curvefit", ["epochs=40"]),

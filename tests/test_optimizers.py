@@ -1,0 +1,90 @@
+"""Every base optimizer of the registry, chosen by config alone (`optimizer=<name>`, `optimizer=ayla
+optimizer.base=<name>`), trains the MNIST MLP exactly as torch.optim (and ayla.AYLA around it) does in a plain loop,
+fused or alone; a base whose update is not elementwise is refused with its reason."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_config, real_data
+
+from ayla import AYLA
+from experiments import TASKS, mlp, optimizers
+from experiments.config import DTYPES, arm_from_config, check_run_config
+from experiments.errors import ConfigError
+from experiments.runner import run_population
+from experiments.trainer import SHUFFLE_STREAM, population_key, stream_seed, train
+
+ELEMENTWISE = [name for name, spec in optimizers.REGISTRY.items() if spec.elementwise]
+COMMON = ["experiment=mnist", "hidden=16", "epochs=2", "dtype=float64", "data.train_subset=2048",
+          "data.test_subset=500", "lr=0.003"]
+
+
+def plain_loop(task, base: str, settings: dict, lr: float, seed: int, epochs: int, ayla: tuple | None):
+    """torch.optim.<base> (wrapped in ayla.AYLA when `ayla` gives N1, N2) on one network, same weights and batches."""
+    stacked, _ = task.init_params([seed], 1)
+    weights = [w.detach().clone().requires_grad_() for w in mlp.arm_weights(stacked, 0, 0)]
+    W1, b1, W2, b2 = weights
+    spec = optimizers.REGISTRY[base]
+    optimizer = spec.cls(weights, **spec.kwargs(lr, settings))
+    if ayla:
+        optimizer = AYLA(optimizer, N1=ayla[0], N2=ayla[1])
+    shuffler = torch.Generator().manual_seed(stream_seed(seed, SHUFFLE_STREAM))
+    pool = task.train_pool([seed])[0]
+    for _ in range(epochs):
+        order = torch.randperm(task.n_train, generator=shuffler)
+        for start in range(0, task.n_train - task.batch_size + 1, task.batch_size):
+            rows = pool[order[start:start + task.batch_size]]
+            loss = F.cross_entropy(torch.relu(task.inputs(task.x[rows]) @ W1 + b1) @ W2 + b2, task.y[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step(loss=loss) if ayla else optimizer.step()
+    return [w.detach() for w in weights]
+
+
+@pytest.mark.parametrize("base", ELEMENTWISE)
+def test_a_base_and_ayla_on_it_by_config_equal_torch_optim_in_a_plain_loop(base):
+    real_data("mnist")
+    plain_cfg = make_config(*COMMON, f"optimizer={base}")
+    ayla_cfg = make_config(*COMMON, "optimizer=ayla", f"optimizer.base={base}", "N1=0.1", "N2=1.5")
+    for cfg in (plain_cfg, ayla_cfg):
+        check_run_config(cfg)
+    task = TASKS["mnist"](plain_cfg, torch.device("cpu"), DTYPES[plain_cfg.dtype])
+    arms = [arm_from_config(plain_cfg, base), arm_from_config(ayla_cfg, f"AYLA on {base}")]
+    seeds = [0, 1]
+    for arm, ayla in zip(arms, (None, (0.1, 1.5))):
+        trained = train(task, [arm], seeds, plain_cfg.epochs, log=lambda line: None)
+        for s, seed in enumerate(seeds):
+            expected = plain_loop(task, base, arm.settings(), arm.lr, seed, plain_cfg.epochs, ayla)
+            for got, want in zip(mlp.arm_weights(trained.params, s, 0), expected):
+                torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+    # both arms in one run: one population where they share their settings, else one each
+    metrics, _ = run_population([plain_cfg, ayla_cfg], seeds, [a.name for a in arms], log=lambda line: None)
+    fused = metrics.groupby("arm")["arms_fused"].first()
+    same = population_key(arms[0]) == population_key(arms[1])
+    assert (fused == (4 if same else 2)).all()
+    assert set(metrics["base"]) == {base}
+
+
+def test_adamw_weight_decay_is_a_config_key_of_the_baseline_and_of_ayla():
+    real_data("mnist")
+    cfg = make_config(*COMMON, "optimizer=ayla", "optimizer.base=adamw", "+optimizer.weight_decay=0.2")
+    arm = arm_from_config(cfg)
+    assert (arm.base, arm.weight_decay, arm.ayla) == ("adamw", 0.2, True)
+    assert arm_from_config(make_config(*COMMON, "optimizer=adamw")).weight_decay == 0.01  # torch's default
+    metrics, _ = run_population([cfg], [0], log=lambda line: None)
+    assert (metrics["weight_decay"] == 0.2).all() and metrics["eps"].notna().all()
+
+
+def test_a_non_elementwise_base_is_refused_with_its_reason():
+    with pytest.raises(ConfigError, match="lbfgs cannot train fused populations: its update mixes every element"):
+        check_run_config(make_config(*COMMON, "optimizer=ayla", "optimizer.base=lbfgs"))
+    with pytest.raises(ConfigError, match="optimizer.base must be one of"):
+        check_run_config(make_config(*COMMON, "optimizer=ayla", "optimizer.base=shampoo"))
+
+
+def test_base_hyperparameters_are_checked_one_line_each():
+    for override, message in (("optimizer.alpha=1.5", "optimizer.alpha must be a finite number >= 0 and < 1"),
+                              ("optimizer.centered=3", "optimizer.centered must be true or false"),
+                              ("optimizer.eps=0", "optimizer.eps must be a finite number > 0")):
+        with pytest.raises(ConfigError, match=message):
+            check_run_config(make_config(*COMMON, "optimizer=rmsprop", override))
