@@ -12,7 +12,8 @@ export AYLA_DATA
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  variables: SEEDS=n (default: conf/reproduce.yaml), OUT=folder, AYLA_DATA=$(AYLA_DATA)"
-	@echo "             LAUNCHER=local|slurm (conf/launcher/: populations as submitit jobs), GEMM=auto|aten|onednn"
+	@echo "             LAUNCHER=local|slurm (conf/launcher/: populations as submitit jobs), GEMM=auto|aten|onednn,"
+	@echo "             FIGURES=fig06,fig07 (a subset of conf/reproduce.yaml's figures)"
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,10 +40,10 @@ clean: ## remove outputs/ and multirun/ (never results/)
 	rm -rf outputs multirun
 
 reproduce: $(VENV)/.installed ## every paper figure over SEEDS seeds (default 5) into OUT (default results/), resumable
-	$(PY) scripts/reproduce.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT)) $(if $(GEMM),--gemm $(GEMM)) $(if $(LAUNCHER),--launcher $(LAUNCHER))
+	$(PY) scripts/reproduce.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT)) $(if $(GEMM),--gemm $(GEMM)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(FIGURES),--figures $(FIGURES))
 
 reproduce-quick: $(VENV)/.installed ## the whole pipeline in a few minutes: few epochs, 1 seed, data subsets
-	$(PY) scripts/reproduce.py --quick $(if $(OUT),--out $(OUT)) $(if $(LAUNCHER),--launcher $(LAUNCHER))
+	$(PY) scripts/reproduce.py --quick $(if $(OUT),--out $(OUT)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(FIGURES),--figures $(FIGURES))
 
 compare: $(VENV)/.installed ## does a rerun agree with results/? OUT=<the rerun's folder>; exit code 0 when it does
 	@test -n "$(OUT)" || { echo "usage: make compare OUT=<folder of a rerun, e.g. from make reproduce OUT=...>"; exit 2; }
