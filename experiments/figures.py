@@ -30,10 +30,15 @@ OTHER_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"
 
 
 def colors_for(arms: list[str]) -> dict[str, str]:
-    """Adam/SGD black and AYLA blue, as the authors drew them; any other arm a colour of its own."""
-    used = {FIXED_COLORS[arm] for arm in arms if arm in FIXED_COLORS}
-    spare = iter(color for color in OTHER_COLORS if color not in used)
-    return {arm: FIXED_COLORS.get(arm) or next(spare) for arm in arms}
+    """Adam/SGD black and AYLA blue, as the authors drew them; any other arm (or a second black one) a colour of its
+    own."""
+    colors, taken = {}, set()
+    for arm in arms:  # a fixed colour once (Adam and SGD side by side: the second gets a colour of its own)
+        if arm in FIXED_COLORS and FIXED_COLORS[arm] not in taken:
+            colors[arm] = FIXED_COLORS[arm]
+            taken.add(colors[arm])
+    spare = iter(color for color in OTHER_COLORS if color not in taken)
+    return {arm: colors.get(arm) or next(spare) for arm in arms}
 
 
 def band(ax, frame: pd.DataFrame, x: str, y: str, label: str, color: str, style: str = "-") -> None:
