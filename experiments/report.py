@@ -83,7 +83,8 @@ class Claim:
         if self.tuned_verdict != CONFIRMED:
             text += f", only against the paper's untuned {self.baseline}"
         if self.collapsed:
-            text += ", which collapsed " + " and ".join(
+            text += (", which collapsed " if self.tuned_verdict != CONFIRMED else
+                     f"; the paper's {self.baseline} collapsed ") + " and ".join(
                 f"in {figure} on " + " and ".join(f"{k} seeds at H = {h}" for h, k in counts.items())
                 for (_, figure), counts in self.collapsed.items())
         return text

@@ -445,3 +445,9 @@ def test_each_hidden_size_of_an_lr_grid_is_judged_against_its_own_best(tmp_path)
     assert section.count("| Adam | 0.001 | 3 |") == 2 and section.count("| AYLA | 0.01 | 3 |") == 2
     assert section.count("**Verdict:** AYLA works at 1 lr(s), Adam at 1, SGD at 1: AYLA does not widen") == 2
     assert "best median 0.9 − 0.01" in section and "best median 0.98 − 0.01" in section
+
+
+def test_a_claim_confirmed_against_the_tuned_baseline_still_names_the_collapsed_paper_baseline():
+    claim = report.Claim("c", ["fig09"], "p", checks=[report.Check("a", True), report.Check("b", False)],
+                         tuned_checks=[report.Check("t", True)], collapsed={("Adam", "fig09"): {8: "3/5"}})
+    assert claim.paper_cell() == "partly confirmed; the paper's Adam collapsed in fig09 on 3/5 seeds at H = 8"
