@@ -7,7 +7,7 @@ AYLA_DATA ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),$(a
 export AYLA_DATA
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint reproduce reproduce-quick compare figures fair fair-quick bench data clean run
+.PHONY: help install test test-quick lint reproduce reproduce-quick compare figures fair fair-quick bench data clean run
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ install: $(VENV)/.installed ## create .venv and install the project with its dev
 test: $(VENV)/.installed ## lint, then the whole test suite
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+test-quick: $(VENV)/.installed ## the inner loop: every test not marked slow (under a minute on 2 cores)
+	$(PY) -m pytest -m "not slow"
 
 run: $(VENV)/.installed ## one run: make run ARGS="experiment=mnist optimizer=ayla N1=0.1" (python run.py ARGS)
 	$(PY) run.py $(ARGS)

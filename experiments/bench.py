@@ -16,7 +16,6 @@ one-arm and fused rows are timed on aten as well. NumPy's BLAS is named from thr
 with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so OpenBLAS picks its kernel for this CPU itself.
 """
 
-import math
 import time
 
 import numpy as np
@@ -27,7 +26,7 @@ from ayla import AYLA
 from experiments import DATASETS, TASKS
 from experiments.config import arm_from_config
 from experiments.data import load_split, subset_indices
-from experiments.gemm import onednn_linear
+from experiments.gemm import best_seconds, onednn_linear
 from experiments.io import device_name
 from experiments.trainer import train
 
@@ -36,14 +35,7 @@ BATCH = 256
 
 def best_rate(product, flops: float, device: torch.device, repeats: int = 5) -> float:
     """FLOP/s of `product()`, best of `repeats` after one warm-up call."""
-    best = math.inf
-    for _ in range(repeats + 1):
-        sync(device)
-        start = time.perf_counter()
-        product()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return flops / best
+    return flops / best_seconds(product, repeats, lambda: sync(device))
 
 
 def gemm_peaks(device: torch.device, n: int = 2048) -> dict[str, float]:

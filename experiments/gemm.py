@@ -112,12 +112,16 @@ def linear_relu(x: Tensor, W: Tensor, b: Tensor, plan: Plan = ATEN) -> Tensor:
 PROBE_REPEATS = 5
 
 
-def best_seconds(fn, repeats: int = PROBE_REPEATS) -> float:
-    fn()  # warm-up: oneDNN builds its primitive on the first call
+def best_seconds(fn, repeats: int = PROBE_REPEATS, sync=lambda: None) -> float:
+    """The fastest of `repeats` calls of `fn` after one warm-up call (oneDNN builds its primitive on the first);
+    `sync` waits for the device (CUDA runs asynchronously)."""
+    fn()
+    sync()
     times = []
     for _ in range(repeats):
         tick = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - tick)
     return min(times)
 

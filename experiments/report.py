@@ -6,19 +6,32 @@ with the same budget where one exists. build_report also writes `<out>/runs.csv`
 numbers and whether it collapsed, the table every verdict here is computed from.
 """
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from experiments import stats
+from experiments.claims import (
+    NO_TUNED,
+    Check,
+    Claim,
+    at,
+    build_claims,
+    compare,
+    describe,
+    equal_budget_pair,
+    fair_comparison,
+    grid_values,
+    lower_is_better,
+    lr_count,
+    near_own_best,
+    tuned_runs,
+    working_lrs,
+)
 from experiments.io import write_atomic, write_csv
-from experiments.reproduce import CONF, CONTROL_SETS, load_figure
-
-CONFIRMED, PARTLY, NOT, NO_DATA = "confirmed", "partly confirmed", "not confirmed", "no data"
-NO_TUNED = "no tuned baseline yet"
+from experiments.reproduce import CONF, CONTROL_SETS, load_figure, source_of
 
 RULES = [
     "Comparisons are paired. Every arm of one seed starts from the same weights and sees the same batches in the "
@@ -40,217 +53,10 @@ RULES = [
 ]
 
 
-@dataclass
-class Check:
-    text: str        # what is checked, with the rule's numbers
-    passed: bool
-
-
-def verdict_of(checks: list[Check]) -> str:
-    if not checks:
-        return NO_DATA
-    passed = sum(c.passed for c in checks)
-    return CONFIRMED if passed == len(checks) else NOT if passed == 0 else PARTLY
-
-
-@dataclass
-class Claim:
-    title: str
-    figures: list[str]
-    paper: str
-    checks: list[Check] = field(default_factory=list)
-    measured: list[str] = field(default_factory=list)  # markdown lines
-    baseline: str = "Adam"                              # the paper's baseline, as the verdict cells name it
-    collapsed: dict = field(default_factory=dict)       # (arm, figure) → {hidden: "k/n"} of a collapsed baseline
-    tuned_checks: list[Check] = field(default_factory=list)   # the comparisons redone against a tuned baseline
-    tuned_measured: list[str] = field(default_factory=list)
-    tuned_missing: str = NO_TUNED                        # why there is no tuned verdict
-    tuned_pair: str = ""                                 # "AYLA, N tuned at lr 0.1 vs Adam, lr tuned"
-
-    @property
-    def verdict(self) -> str:
-        return verdict_of(self.checks)
-
-    @property
-    def tuned_verdict(self) -> str:
-        return verdict_of(self.tuned_checks) if self.tuned_checks else NO_TUNED
-
-    def paper_cell(self) -> str:
-        """The verdict against the paper's baseline, saying when it stands only on a collapsed or untuned one."""
-        text = self.verdict
-        if self.verdict not in (CONFIRMED, PARTLY):
-            return text
-        if self.tuned_verdict != CONFIRMED:
-            text += f", only against the paper's untuned {self.baseline}"
-        if self.collapsed:
-            text += (", which collapsed " if self.tuned_verdict != CONFIRMED else
-                     f"; the paper's {self.baseline} collapsed ") + " and ".join(
-                f"in {figure} on " + " and ".join(f"{k} seeds at H = {h}" for h, k in counts.items())
-                for (_, figure), counts in self.collapsed.items())
-        return text
-
-    def tuned_cell(self) -> str:
-        if not self.tuned_checks:
-            return self.tuned_missing
-        passed = sum(c.passed for c in self.tuned_checks)
-        return f"{self.tuned_verdict}: {self.tuned_pair}, {passed} of {len(self.tuned_checks)} checks pass"
-
-
-def at(metrics: pd.DataFrame, arm: str, epoch: int, column: str, hidden=None) -> pd.Series:
-    """Per-seed values of one column at one epoch (the last epoch an arm reached if it diverged earlier)."""
-    part = metrics[metrics["arm"] == arm]
-    if hidden is not None:
-        part = part[part["hidden"] == hidden]
-    part = part[part["epoch"] <= epoch].sort_values("epoch").groupby("seed").tail(1)
-    return part.set_index("seed")[column]
-
-
-def describe(values: pd.Series, percent: bool = False) -> str:
-    """Mean ± sd and the min–max range over seeds: a description of the spread, never a verdict."""
-    scale, unit = (100, " %") if percent else (1, "")
-    v = values.to_numpy(dtype=float) * scale
-    if len(v) == 0:
-        return "–"
-    if len(v) == 1:
-        return f"{v[0]:.4g}{unit} (n = 1)"
-    return f"{v.mean():.4g} ± {v.std(ddof=1):.2g}{unit} (min–max {v.min():.4g}–{v.max():.4g}, n = {len(v)})"
-
-
-def lower_is_better(column: str) -> bool:
-    return not column.endswith("acc")
-
-
-def compare(a: pd.Series, b: pd.Series, column: str, a_name: str = "AYLA", b_name: str = "Adam") -> stats.Paired:
-    """a − b seed by seed on one metric (accuracies in percentage points)."""
-    lower = lower_is_better(column)
-    return stats.paired(a, b, lower, a_name, b_name, percent=not lower)
-
-
 def collapsed_note(runs: pd.DataFrame, arm: str, hidden, where: str) -> str:
     """'Adam collapsed on 1/5 seeds (fig07, H = 8)', or ''."""
     note = stats.collapse_note(arm, stats.collapsed_seeds(runs, arm, hidden))
     return f"{note} ({where})" if note else ""
-
-
-def without_collapsed(a: pd.Series, b: pd.Series, flags: pd.Series, column: str, a_name: str, b_name: str) -> str:
-    """The same paired comparison over the seeds on which b did not collapse (a description)."""
-    keep = flags.index[~flags]
-    kept = compare(a[a.index.isin(keep)], b[b.index.isin(keep)], column, a_name, b_name)
-    return f"over the {len(keep)} seeds on which {b_name} did not collapse: {kept.text}"
-
-
-def fair_comparison(experiment: str) -> DictConfig:
-    """conf/fair.yaml's comparison of one experiment (mnist, cifar100, curvefit)."""
-    return OmegaConf.load(CONF / "fair.yaml").comparisons[experiment]
-
-
-def tuned_names(experiment: str = "mnist") -> dict[str, str]:
-    """Sweep preset → the arm name its tuned runs carry (conf/sweep/<preset>.yaml, sweep.method)."""
-    return {name: OmegaConf.load(CONF / "sweep" / f"{name}.yaml").sweep.method
-            for name in fair_comparison(experiment).sweeps}
-
-
-def equal_budget_pair(experiment: str) -> tuple[str, str]:
-    """The arm names of the equal-budget pair: AYLA with its settings tuned, the baseline with its lr tuned."""
-    names, budget = tuned_names(experiment), fair_comparison(experiment).equal_budget
-    return names[budget.ayla], names[budget.baseline]
-
-
-def tuned_baseline_name(experiment: str = "mnist") -> str:
-    return equal_budget_pair(experiment)[1]
-
-
-def tuned_runs(out: Path, experiment: str = "mnist") -> pd.DataFrame:
-    return load_figure(out, fair_comparison(experiment).tuned)
-
-
-def claim_polynomial(out: Path) -> Claim:
-    claim = Claim(
-        "Polynomial: AYLA escapes the saddle that traps SGD", ["fig01", "fig02", "fig03"],
-        "SGD drifts to and stays near the saddle x = 0; AYLA passes it and reaches x ≈ 2.25 within about 30 steps, "
-        "with small oscillations after (Figs. 1–3).", baseline="SGD at lr 0.03",
-        tuned_missing=f"{NO_TUNED} (SGD and AYLA over a range of lrs need new runs)")
-    metrics = load_figure(out, "fig02")
-    if metrics.empty:
-        return claim
-    first = metrics[metrics["seed"] == metrics["seed"].min()]
-    sgd, ayla = first[first["arm"] == "SGD"], first[first["arm"] == "AYLA"]
-    # a row of epoch e holds x_{e-1}, the position before step e, and that step lr·g: x_e = x_{e-1} − lr·g
-    sgd_final = sgd["x"].iloc[-1] - sgd["signed_step"].iloc[-1]
-    ayla_path = np.append(ayla["x"].to_numpy(), ayla["x"].iloc[-1] - ayla["signed_step"].iloc[-1])  # x_0 … x_50
-    near = np.abs(ayla_path - 2.25) < 0.1
-    reached = int(np.argmax(near)) if near.any() else None
-    after = np.abs(ayla_path[reached:] - 2.25).max() if reached is not None else np.inf
-    same = metrics.groupby(["arm", "epoch"])["x"].nunique().max() == 1
-    claim.measured += [f"SGD: x after 50 steps = {sgd_final:.4f}",
-                       f"AYLA: |x − 2.25| < 0.1 first after {reached} steps; largest |x − 2.25| from then to step "
-                       f"50 = {after:.3f}; x after 50 steps = {ayla_path[-1]:.4f}",
-                       "no randomness: every seed gives the same path" if same else
-                       "the seeds give different paths: the numbers above are the first seed's"]
-    claim.checks += [Check("SGD ends within 0.1 of the saddle (|x₅₀| < 0.1)", abs(sgd_final) < 0.1),
-                     Check("AYLA gets within 0.1 of 2.25 in at most 30 steps", reached is not None and reached <= 30),
-                     Check("AYLA stays within 0.1 of 2.25 after that (small oscillations)", after < 0.1)]
-    grid = grid_values(out, "sens_polynomial")  # its criterion: x within 0.1 of 2.25 after 50 steps
-    if grid.empty:
-        claim.measured.append("one path at one lr (0.03): the lr grid (sens_polynomial) is not run yet")
-        return claim
-    lrs = working_lrs(grid)
-    count = {name: 0 if text == "none" else len(text.split(", ")) for name, text in lrs.items()}
-    claim.tuned_pair = f"SGD and AYLA with the lr tuned over the grid of {grid['lr'].nunique()} lrs (sens_polynomial)"
-    claim.tuned_measured.append(f"x within 0.1 of 2.25 after 50 steps at lr: SGD {lrs['SGD']}; AYLA {lrs['AYLA']}")
-    claim.tuned_checks += [
-        Check(f"SGD stays trapped at every lr of the grid (it escapes at lr {lrs['SGD']})", not count["SGD"]),
-        Check(f"AYLA escapes at more lrs of the grid than SGD ({count['AYLA']} against {count['SGD']})",
-              count["AYLA"] > count["SGD"])]
-    return claim
-
-
-def claim_curvefit(out: Path) -> Claim:
-    paper = {"AYLA N1=0.2": 0.103, "AYLA N1=0.4": 0.109, "AYLA N1=0.6": 0.113, "AYLA N1=0.8": 0.119}
-    claim = Claim(
-        "Curve fit: AYLA is ahead at 100 epochs, level at 300", ["fig04", "fig05"],
-        "Training loss at 100 epochs: Adam 0.13; AYLA 0.103 / 0.109 / 0.113 / 0.119 for N1 = 0.2 / 0.4 / 0.6 / 0.8 "
-        "(N2 = 1), all better than Adam. At 300 epochs both ≈ 0.03 (Figs. 4–5).",
-        tuned_missing=f"{NO_TUNED} (make fair)")
-    metrics = load_figure(out, "fig05")
-    if metrics.empty:
-        return claim
-    adam, adam300 = at(metrics, "Adam", 100, "train_loss"), at(metrics, "Adam", 300, "train_loss")
-    claim.measured.append("| arm | paper at 100 | ours at 100 | seed 42 at 100 | ours at 300 |")
-    claim.measured.append("| --- | --- | --- | --- | --- |")
-    paired_lines = []
-    for arm in ["Adam", *paper]:
-        hundred, three = at(metrics, arm, 100, "train_loss"), at(metrics, arm, 300, "train_loss")
-        seed42 = f"{hundred[42]:.4f}" if 42 in hundred.index else "–"
-        claim.measured.append(f"| {arm} | {paper.get(arm, 0.13)} | {describe(hundred)} | {seed42} | "
-                              f"{describe(three)} |")
-        if arm != "Adam":
-            early = compare(hundred, adam, "train_loss", arm)
-            claim.checks.append(Check(f"{arm} below Adam in train loss at 100 epochs: {early.text}", early.better))
-            paired_lines.append(f"at 300 epochs: {compare(three, adam300, 'train_loss', arm).text}")
-    claim.measured += ["", *paired_lines,
-                       "the seeds above vary the weights only; the noise draw of the data is fixed (data_seed 42)"]
-    noisy = load_figure(out, "fig05_noise_seeds")
-    if noisy.empty:
-        claim.measured.append("with a noise draw per seed (fig05_noise_seeds): not run yet")
-    else:
-        noisy_adam = at(noisy, "Adam", 100, "train_loss")
-        claim.measured += [f"with a noise draw per seed as well (fig05_noise_seeds), train loss at 100 epochs: "
-                           f"{compare(at(noisy, arm, 100, 'train_loss'), noisy_adam, 'train_loss', arm).text}"
-                           for arm in paper]
-    finals = {arm: at(metrics, arm, 300, "train_loss").mean() for arm in ["Adam", *paper]}
-    claim.checks.append(Check("every arm's mean loss at 300 epochs within 0.01 of 0.03",
-                              all(abs(v - 0.03) <= 0.01 for v in finals.values())))
-    tuned = tuned_runs(out, "curvefit")
-    if not tuned.empty:
-        ayla, base = equal_budget_pair("curvefit")
-        classifier_checks(claim, tuned, "fair/curvefit", "train_loss", 100, base, ayla, tuned=True)
-        last = int(tuned["epoch"].max())
-        result = compare(at(tuned, ayla, last, "train_loss"), at(tuned, base, last, "train_loss"), "train_loss",
-                         ayla, base)
-        claim.tuned_measured.append(f"train loss at epoch {last}: {result.text}")
-        claim.tuned_pair = f"{ayla} vs {base}, train loss at 100 epochs"
-    return claim
 
 
 def classifier_rows(metrics: pd.DataFrame, figure: str) -> list[str]:
@@ -268,168 +74,15 @@ def classifier_rows(metrics: pd.DataFrame, figure: str) -> list[str]:
     return rows
 
 
-def gains(metrics: pd.DataFrame, epoch: int, column: str, hidden) -> pd.Series:
-    """Per seed: AYLA minus Adam."""
-    return (at(metrics, "AYLA", epoch, column, hidden) - at(metrics, "Adam", epoch, column, hidden)).dropna()
-
-
-def classifier_checks(claim: Claim, metrics: pd.DataFrame, figure: str, column: str, epoch: int, base: str,
-                      ayla: str = "AYLA", tuned: bool = False) -> None:
-    """For each hidden size: `ayla` better than `base` on `column` at `epoch`, paired over seeds, with the
-    baseline's collapsed seeds counted; `tuned` files the check under the tuned-baseline verdict."""
-    base_metrics = metrics
-    runs = stats.run_summary(base_metrics, figure)
-    what = {"train_loss": "train loss", "train_acc": "train accuracy", "test_acc": "test accuracy",
-            "test_loss": "test loss"}[column]
-    for hidden in sorted(metrics["hidden"].unique()):
-        a, b = at(metrics, ayla, epoch, column, hidden), at(base_metrics, base, epoch, column, hidden)
-        if b.empty:
-            continue
-        result = compare(a, b, column, ayla, base)
-        where = f"{'tuned runs' if tuned else figure}, H = {hidden}"
-        flags = stats.collapsed_seeds(runs, base, hidden)
-        note = stats.collapse_note(base, flags)
-        text = f"{where}, {what} at epoch {epoch}: {ayla} better than {base}: {result.text}"
-        if note:
-            text += f"; {note}"
-        (claim.tuned_checks if tuned else claim.checks).append(Check(text, result.better))
-        if note and not tuned:
-            claim.collapsed.setdefault((base, figure), {})[hidden] = f"{int(flags.sum())}/{len(flags)}"
-            if not flags.all():
-                claim.measured.append(f"{figure}, H = {hidden}, {what} at epoch {epoch}, "
-                                      + without_collapsed(a, b, flags, column, ayla, base))
-
-
-def claim_mnist_low_lr(out: Path) -> Claim:
-    claim = Claim(
-        "MNIST at lr 1e-4: AYLA ahead early, most for the small network", ["fig06"],
-        "N1 = N2 = 0.1, lr = 1e-4: AYLA ahead of Adam in training loss and accuracy, most for H = 8, mostly in the "
-        "early epochs (Fig. 6).")
-    metrics = load_figure(out, "fig06")
-    if metrics.empty:
-        return claim
-    small, large = sorted(metrics["hidden"].unique())
-    early, last = 5, int(metrics["epoch"].max())
-    for hidden in (small, large):
-        for column, lower in (("train_loss", True), ("train_acc", False)):
-            a, b = at(metrics, "AYLA", early, column, hidden), at(metrics, "Adam", early, column, hidden)
-            claim.measured.append(f"H = {hidden}, epoch {early}, {column}: AYLA {describe(a, not lower)}, "
-                                  f"Adam {describe(b, not lower)}")
-    for column in ("train_loss", "train_acc"):
-        classifier_checks(claim, metrics, "fig06", column, early, "Adam")
-    small_gain, large_gain = gains(metrics, early, "train_acc", small), gains(metrics, early, "train_acc", large)
-    late_gain = gains(metrics, last, "train_acc", small)
-    by_size = stats.paired(small_gain, large_gain, False, f"gain at H = {small}", f"gain at H = {large}", True)
-    by_time = stats.paired(small_gain, late_gain, False, f"gain at epoch {early}", f"gain at epoch {last}", True)
-    claim.measured.append(f"AYLA − Adam train accuracy, mean over seeds: H = {small}: "
-                          f"{100 * small_gain.mean():+.2f} points at epoch {early}, {100 * late_gain.mean():+.2f} at "
-                          f"epoch {last}; H = {large}: {100 * large_gain.mean():+.2f} at epoch {early}")
-    claim.checks += [Check(f"the train-accuracy gain at epoch {early} is larger for H = {small} than for H = {large} "
-                           f"(seed by seed): {by_size.text}", by_size.better),
-                     Check(f"for H = {small} the gain is larger at epoch {early} than at epoch {last}: {by_time.text}",
-                           by_time.better)]
-    tuned = tuned_runs(out, "mnist")
-    ayla_tuned, base = tuned_names("mnist")["mnist_ayla_n_fig6"], tuned_baseline_name("mnist")
-    if not tuned.empty:
-        for column in ("train_loss", "train_acc"):
-            classifier_checks(claim, tuned, "fair/tuned", column, early, base, ayla_tuned, tuned=True)
-        claim.tuned_pair = f"{ayla_tuned} vs {base} at epoch {early}"
-    claim.tuned_missing = f"{NO_TUNED} (make fair)"
-    return claim
-
-
-def claim_mnist_high_lr(out: Path) -> Claim:
-    claim = Claim(
-        "MNIST at lr 0.1: AYLA ≈ 90 % / 95 %, Adam stagnates", ["fig07"],
-        "N1 = N2 = 1e-6, lr = 0.1: AYLA reaches about 90 % (H = 8) and 95 % (H = 256) accuracy; Adam shows signs "
-        "of stagnation and fails to reach similar levels (Fig. 7).")
-    metrics = load_figure(out, "fig07")
-    if metrics.empty:
-        return claim
-    last = int(metrics["epoch"].max())
-    for hidden, target in zip(sorted(metrics["hidden"].unique()), (0.90, 0.95)):
-        ayla, adam = at(metrics, "AYLA", last, "test_acc", hidden), at(metrics, "Adam", last, "test_acc", hidden)
-        claim.measured.append(f"H = {hidden}, epoch {last}, test accuracy: AYLA {describe(ayla, True)}, "
-                              f"Adam {describe(adam, True)}")
-        claim.checks.append(Check(f"H = {hidden}: AYLA's mean test accuracy within 3 points of {target:.0%}",
-                                  abs(ayla.mean() - target) <= 0.03))
-    classifier_checks(claim, metrics, "fig07", "test_acc", last, "Adam")
-    tuned = tuned_runs(out, "mnist")
-    if not tuned.empty:
-        ayla_tuned, base = tuned_names("mnist")["mnist_ayla_n_fig7"], tuned_baseline_name("mnist")
-        classifier_checks(claim, tuned, "fair/tuned", "test_acc", last, base, ayla_tuned, tuned=True)
-        claim.tuned_pair = f"{ayla_tuned} vs {base}, final test accuracy"
-    claim.tuned_missing = f"{NO_TUNED} (make fair)"
-    return claim
-
-
-def claim_cifar(out: Path) -> Claim:
-    claim = Claim("CIFAR-100: AYLA converges faster and ends better; Adam stuck at lr 0.1",
-                  ["fig08", "fig09", "fig10"],
-                  "Figs. 8–10 (N = 1.5, lr 1e-4; N = 1e-6, lr 0.01; N = 1e-7, lr 0.1): AYLA converges faster and "
-                  "ends with better accuracy and loss than Adam; at lr 0.1 Adam gets stuck.",
-                  tuned_missing=f"{NO_TUNED} (make fair)")
-    for figure in claim.figures:
-        metrics = load_figure(out, figure)
-        if metrics.empty:
-            continue
-        last, early = int(metrics["epoch"].max()), 10
-        runs = stats.run_summary(metrics, figure)
-        for hidden in sorted(metrics["hidden"].unique()):
-            ayla, adam = at(metrics, "AYLA", last, "test_acc", hidden), at(metrics, "Adam", last, "test_acc", hidden)
-            ayla_early = at(metrics, "AYLA", early, "train_loss", hidden)
-            adam_early = at(metrics, "Adam", early, "train_loss", hidden)
-            claim.measured.append(f"{figure}, H = {hidden}: final test accuracy AYLA {describe(ayla, True)}, Adam "
-                                  f"{describe(adam, True)}; train loss at epoch {early}: AYLA "
-                                  f"{describe(ayla_early)}, Adam {describe(adam_early)}")
-        classifier_checks(claim, metrics, figure, "test_acc", last, "Adam")
-        classifier_checks(claim, metrics, figure, "train_loss", early, "Adam")
-        if figure == "fig10":
-            for hidden in sorted(metrics["hidden"].unique()):
-                flags = stats.collapsed_seeds(runs, "Adam", hidden)
-                claim.checks.append(Check(f"fig10, H = {hidden}: Adam stuck (collapsed on every seed): collapsed on "
-                                          f"{int(flags.sum())}/{len(flags)} seeds", bool(len(flags) and flags.all())))
-    tuned = tuned_runs(out, "cifar100")
-    if not tuned.empty:
-        ayla, base = equal_budget_pair("cifar100")
-        last = int(tuned["epoch"].max())
-        classifier_checks(claim, tuned, "fair/cifar100", "test_acc", last, base, ayla, tuned=True)
-        classifier_checks(claim, tuned, "fair/cifar100", "train_loss", 10, base, ayla, tuned=True)
-        claim.tuned_pair = f"{ayla} vs {base}, final test accuracy and train loss at epoch 10"
-    return claim
-
-
 def rule_lines() -> list[str]:
     """The rules, as markdown bullets."""
     return [f"- {rule}" for rule in RULES]
-
-
-CLAIMS = (claim_polynomial, claim_curvefit, claim_mnist_low_lr, claim_mnist_high_lr, claim_cifar)
 
 
 def sensitivity_figures() -> list[str]:
     """The figures of conf/reproduce.yaml that are lr-sensitivity grids."""
     return [f for f in OmegaConf.load(CONF / "reproduce.yaml").figures
             if OmegaConf.load(CONF / "figure" / f"{f}.yaml").figure.kind == "sensitivity"]
-
-
-def grid_values(out: Path, figure: str) -> pd.DataFrame:
-    """One row per arm and seed of an lr grid: optimizer, lr, final value and whether that run meets the preset's
-    criterion (`works`); empty if the grid has not been run."""
-    from experiments.figures import final_values, lr_works
-    metrics = load_figure(out, figure)
-    if metrics.empty:
-        return pd.DataFrame()
-    works = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure.works
-    values = final_values(metrics, works.metric)
-    return values.assign(works=lr_works(values, works))
-
-
-def working_lrs(values: pd.DataFrame) -> dict[str, str]:
-    """Per optimizer, the lrs of the grid at which every seed meets the criterion, as text ("none" if no lr)."""
-    ok = values.groupby(["optimizer", "lr"], sort=False)["works"].all()
-    return {name: ", ".join(f"{lr:g}" for lr, good in part.droplevel(0).sort_index().items() if good) or "none"
-            for name, part in ok.groupby(level=0, sort=False)}
 
 
 def sensitivity_section(out: Path, names: list[str] | None = None) -> list[str]:
@@ -444,21 +97,25 @@ def sensitivity_section(out: Path, names: list[str] | None = None) -> list[str]:
             lines += [f"### {figure}", "", "Not run yet (`make reproduce` adds it).", ""]
             continue
         for hidden, grid in values.groupby("hidden", dropna=False):
-            good = working_lrs(grid)
+            good, own = working_lrs(grid), own_range(grid, spec.works)
             criterion = (f"ends within {spec.works.within} of {spec.works.near} ({spec.works.label})" if "near" in
                          spec.works else f"ends at or above {works_reference(grid, spec.works)[1]}")
             title = figure if pd.isna(hidden) else f"{figure}, H = {hidden:g}"
             seeds = grid["seed"].nunique()
+            own_header = f" lrs within {spec.works.within_of_best} of its own best (median) |" if own else ""
             lines += [f"### {title}", "", f"An lr works when {spec.works.metric} {criterion}, on every seed "
-                      f"({seeds} seed{'s' if seeds > 1 else ''}).", "",
-                      "| optimizer | lrs that work | of | final " + spec.works.metric + " by lr (median over seeds) |",
-                      "| --- | --- | --- | --- |"]
+                      f"({seeds} seed{'s' if seeds > 1 else ''})" + (
+                          "; the width of an optimizer's range of good lrs, whatever its peak, is the lrs whose median "
+                          f"is within {spec.works.within_of_best} of its own best median" if own else "") + ".",
+                      "", f"| optimizer | lrs that work |{own_header} of | final {spec.works.metric} by lr (median "
+                      "over seeds) |", "| --- | --- |" + (" --- |" if own else "") + " --- | --- |"]
             for optimizer, part in grid.groupby("optimizer", sort=False):
                 by_lr = part.groupby("lr")["value"].median()
                 finals = ", ".join(f"{lr:g}: {value:.3g}" if np.isfinite(value) else f"{lr:g}: diverged"
                                    for lr, value in by_lr.items())
-                lines.append(f"| {optimizer} | {good[optimizer]} | {len(by_lr)} | {finals} |")
-            lines += ["", f"**Verdict:** {sensitivity_verdict(good)}.", ""]
+                lines.append(f"| {optimizer} | {good[optimizer]} |" + (f" {own[optimizer]} |" if own else "")
+                             + f" {len(by_lr)} | {finals} |")
+            lines += ["", f"**Verdict:** {sensitivity_verdict(good, own)}.", ""]
         lines += [f"![{figure}](figures/{figure}.png)", ""]
     return lines
 
@@ -606,6 +263,17 @@ def ablation_section(out: Path) -> tuple[list[str], list[str], dict]:
     return lines, summary, scaled
 
 
+def classifier_figures(experiment: str | None = None) -> list[str]:
+    """The classifier figures of conf/reproduce.yaml (of one experiment: its preset's `override /experiment`)."""
+    found = []
+    for figure in OmegaConf.load(CONF / "reproduce.yaml").figures:
+        preset = OmegaConf.load(CONF / "figure" / f"{figure}.yaml")
+        uses = [next(iter(d.values())) for d in preset.get("defaults", []) if "override /experiment" in d]
+        if preset.figure.kind == "classifier" and experiment in (None, *uses):
+            found.append(figure)
+    return found
+
+
 def closing_notes(out: Path) -> list[str]:
     """Per experiment: does AYLA beat an equally tuned baseline, and what share of its gain a constant scale
     reproduces (markdown bullets)."""
@@ -622,27 +290,45 @@ def closing_notes(out: Path) -> list[str]:
     def dynamic(figures: list[str]) -> str:
         return control(figures, " dynamic eps", "dynamic_eps")
 
+    mnist_figures, cifar_figures = classifier_figures("mnist"), classifier_figures("cifar100")
+
     return [f"- Polynomial: equal tuning budget: {NO_TUNED}; lr sensitivity (x within 0.1 of 2.25 after 50 "
             f"steps, sens_polynomial): {sensitivity_text(out, 'sens_polynomial')}.",
             f"- Curve fit: equal tuning budget: {curve}; constant-scale control: none yet.",
             f"- MNIST: equal tuning budget: {mnist}. lr sensitivity (final test accuracy within 1 point of the "
             f"grid's best, sens_mnist): {sensitivity_text(out, 'sens_mnist')}. Share of AYLA's gain over the "
             "paper's Adam (lr 0.1, Fig. 7) "
-            f"that Adam × c reproduces: {control(['fig06', 'fig07'])}; that the dynamic-eps Adam reproduces: "
-            f"{dynamic(['fig06', 'fig07'])}.",
+            f"that Adam × c reproduces: {control(mnist_figures)}; that the dynamic-eps Adam reproduces: "
+            f"{dynamic(mnist_figures)}.",
             f"- CIFAR-100: equal tuning budget: {cifar}. lr sensitivity (sens_cifar100): "
             f"{sensitivity_text(out, 'sens_cifar100')}. Share of AYLA's gain over the paper's Adam (lr 0.01, "
-            f"Fig. 9; lr 0.1, Fig. 10) that Adam × c reproduces: {control(['fig08', 'fig09', 'fig10'])}; that the "
-            f"dynamic-eps Adam reproduces: {dynamic(['fig08', 'fig09', 'fig10'])}."]
+            f"Fig. 9; lr 0.1, Fig. 10) that Adam × c reproduces: {control(cifar_figures)}; that the "
+            f"dynamic-eps Adam reproduces: {dynamic(cifar_figures)}."]
 
 
-def sensitivity_verdict(good: dict[str, str]) -> str:
-    """Does AYLA work at more lrs of the grid than every other optimizer? From working_lrs' text per optimizer."""
-    count = {name: 0 if text == "none" else len(text.split(", ")) for name, text in good.items()}
-    others = {name: n for name, n in count.items() if name != "AYLA"}
-    wider = count.get("AYLA", 0) > max(others.values(), default=0)
-    return (f"AYLA works at {count.get('AYLA', 0)} lr(s), " + ", ".join(f"{k} at {v}" for k, v in others.items())
-            + f": AYLA {'widens' if wider else 'does not widen'} the range of lrs that work")
+def own_range(grid: pd.DataFrame, works) -> dict[str, str]:
+    """near_own_best's lrs per optimizer, for a grid judged against its best (a classifier's); else none."""
+    return near_own_best(grid, float(works.within_of_best)) if "within_of_best" in works else {}
+
+
+def sensitivity_verdict(good: dict[str, str], own: dict[str, str] | None = None) -> str:
+    """Does AYLA work at more lrs of the grid than every other optimizer? From working_lrs' text per optimizer
+    (the bar: the grid's best), and where given near_own_best's (the bar: each optimizer's own best). An optimizer
+    with the higher peak alone clears the first bar at one lr or more, so AYLA widens the range only when it
+    leads on both."""
+    def counts(texts: dict[str, str]) -> tuple[int, dict[str, int]]:
+        count = {name: lr_count(text) for name, text in texts.items()}
+        return count.get("AYLA", 0), {name: n for name, n in count.items() if name != "AYLA"}
+
+    ayla, others = counts(good)
+    wider = ayla > max(others.values(), default=0)
+    text = f"AYLA works at {ayla} lr(s), " + ", ".join(f"{k} at {v}" for k, v in others.items())
+    if own:
+        ayla_own, others_own = counts(own)
+        wider = wider and ayla_own > max(others_own.values(), default=0)
+        text += (f"; near its own best: AYLA at {ayla_own} lr(s), "
+                 + ", ".join(f"{k} at {v}" for k, v in others_own.items()))
+    return text + f": AYLA {'widens' if wider else 'does not widen'} the range of lrs that work"
 
 
 def sensitivity_text(out: Path, figure: str) -> str:
@@ -650,12 +336,13 @@ def sensitivity_text(out: Path, figure: str) -> str:
     values = grid_values(out, figure)
     if values.empty:
         return "not run yet"
+    works = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure.works
     parts = []
     for hidden, grid in values.groupby("hidden", dropna=False):
         good = working_lrs(grid)
         lrs = "; ".join(f"{name} works at lr {text}" for name, text in good.items())
         where = "" if pd.isna(hidden) else f"H = {hidden:g}: "
-        parts.append(f"{where}{lrs} ({sensitivity_verdict(good)})")
+        parts.append(f"{where}{lrs} ({sensitivity_verdict(good, own_range(grid, works))})")
     return "; ".join(parts)
 
 
@@ -692,7 +379,8 @@ def write_run_summary(out: Path) -> Path | None:
     whether it collapsed or diverged (written whole)."""
     names = []
     for figure in OmegaConf.load(CONF / "reproduce.yaml").figures:
-        names += [figure, f"{figure}_ablation"]
+        if source_of(figure) == figure:  # a figure drawn from another's runs adds no runs of its own
+            names += [figure, f"{figure}_ablation"]
     names += [c.tuned for c in OmegaConf.load(CONF / "fair.yaml").comparisons.values()]
     frames = [stats.run_summary(load_figure(out, name), name) for name in names]
     frames = [f for f in frames if not f.empty]
@@ -713,8 +401,8 @@ def write_run_summary(out: Path) -> Path | None:
 def provenance_summary(out: Path) -> dict:
     """Code versions, hardware and training time of every run folder under out (quick runs aside).
 
-    Fused populations record their wall time once in each seed's config.yaml; a single run (a tuning trial)
-    has only its epochs' seconds.
+    Fused populations record their wall time once in each seed's config.yaml; a tuning trial has only its
+    epochs' seconds, shared with the trials fused beside it.
     """
     records = {p: OmegaConf.load(p) for p in sorted(Path(out).rglob("config.yaml")) if not any(
                part == "quick" or part.startswith(".") for part in p.relative_to(out).parts)}  # not Hydra's .hydra/
@@ -723,8 +411,9 @@ def provenance_summary(out: Path) -> dict:
         if "population" in record:
             populations[(path.parent.parent, tuple(record.population.seeds), path.parent.name.split("seed")[0])] = \
                 record.population.wall_seconds
-        elif (path.parent / "metrics.csv").exists():
-            single += float(pd.read_csv(path.parent / "metrics.csv")["seconds"].sum())
+        elif (path.parent / "metrics.csv").exists():  # a tuning trial: alone, or one of a fused sweep's arms
+            trial = pd.read_csv(path.parent / "metrics.csv")
+            single += float((trial["seconds"] / trial.get("arms_fused", 1)).sum())
     values = list(records.values())
     return {"runs": len(values),
             "commits": sorted({f"{r.provenance.commit}{' (dirty)' if r.provenance.dirty else ''}" for r in values}),
@@ -783,7 +472,7 @@ def bench_targets(bench: pd.DataFrame) -> list[str]:
 def diverged_runs(out: Path, figures: list[str]) -> list[str]:
     """`AYLA seed 42 at epoch 3 (fig02)` for every arm that diverged in these figures' runs."""
     found = []
-    for figure in figures:
+    for figure in dict.fromkeys(map(source_of, figures)):  # figures drawn from the same runs, once
         metrics = load_figure(out, figure)
         if not metrics.empty:
             rows = metrics[metrics["diverged"]]
@@ -833,7 +522,7 @@ def claim_section(claim: Claim, out: Path, smoke: bool = False) -> list[str]:
 def final_table(out: Path) -> list[str]:
     lines = ["| figure | H | arm | final train loss | final test accuracy | collapsed seeds | diverged seeds |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for figure in ("fig06", "fig07", "fig08", "fig09", "fig10"):
+    for figure in classifier_figures():
         metrics = load_figure(out, figure)
         if not metrics.empty:
             lines += classifier_rows(metrics, figure)
@@ -848,7 +537,7 @@ def figures_not_run(out: Path) -> list[str]:
         preset = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure
         for name in [figure] + [f"{figure}_{c}" for c in CONTROL_SETS if c in preset]:
             absent = [h for h in preset.hidden
-                      if not any((Path(out) / name).glob(f"{f'H{h}_' if h else ''}seed*/metrics.csv"))]
+                      if not any((Path(out) / source_of(name)).glob(f"{f'H{h}_' if h else ''}seed*/metrics.csv"))]
             if len(absent) == len(preset.hidden):
                 missing.append(name)
             elif absent:
@@ -861,7 +550,7 @@ def build_report(out: Path, wall_seconds: float | None = None, extra_sections: l
     """REPORT.md's text; also writes `<out>/runs.csv`, the per-run table its verdicts are computed from.
     `smoke` (make reproduce-quick): a banner says so and every verdict word and check mark is withheld."""
     write_run_summary(out)
-    claims = [make(out) for make in CLAIMS]
+    claims = build_claims(out)
     info = provenance_summary(out)
     controls, _, _ = ablation_section(out)
     lines = ["# AYLA reproduction report" + (" (smoke test)" if smoke else ""), "",
@@ -914,7 +603,7 @@ README_START, README_END = "<!-- results: generated by `make figures` from resul
 def readme_results(out: Path, fair_lines: list[str] = ()) -> list[str]:
     """The README's results block: both verdicts, the fair comparison's conclusions, the controls, speed, the
     figures."""
-    claims = [make(out) for make in CLAIMS]
+    claims = build_claims(out)
     info = provenance_summary(out)
     _, controls, _ = ablation_section(out)
     lines = [f"From {info['runs']} run folders under `results/` ({info['train_seconds'] / 60:.0f} minutes of "

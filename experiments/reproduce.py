@@ -34,6 +34,13 @@ def control_sets(preset: DictConfig) -> list[str]:
     return [name for name in CONTROL_SETS if name in preset.figure]
 
 
+def source_of(figure: str) -> str:
+    """The run set whose runs a name stands for: a preset with `figure.runs: <other>` draws the same runs as
+    <other> differently (Figs. 1–3 one polynomial run, Figs. 4–5 one curve fit), so they are trained once."""
+    path = CONF / "figure" / f"{figure}.yaml"
+    return (OmegaConf.load(path).figure.get("runs") if path.exists() else None) or figure
+
+
 def load_settings(name: str = "reproduce") -> DictConfig:
     return OmegaConf.load(CONF / f"{name}.yaml")
 
@@ -80,6 +87,8 @@ def figure_units(figure: str, extra: dict | None = None, arms_key: str = "arms",
     ablation's scaled arm's gradient multiplier is then the mean AYLA factor of the figure's own runs under `out`.
     """
     preset = compose_run([f"figure={figure}"])
+    if preset.figure.get("runs"):  # drawn from another figure's runs: nothing of its own to train
+        return []
     arms = figure_arms(preset.figure) if arms_key == "arms" else OmegaConf.select(preset.figure, arms_key)
     extra_overrides = list((extra or {}).get(preset.experiment.name, []))
     name = figure if arms_key == "arms" else f"{figure}_{arms_key.split('.')[0]}"
@@ -177,6 +186,9 @@ def plan(figures: list[str], seeds: list[int], out: Path, extra: dict | None = N
     all_seeds = seeds
     for figure in figures:
         preset = compose_run([f"figure={figure}"])
+        if preset.figure.get("runs"):
+            lines.append(f"  {figure}: drawn from {preset.figure.runs}'s runs, nothing to train")
+            continue
         seeds = all_seeds[:preset.figure.seeds] if preset.figure.get("seeds") else all_seeds
         for name, arms in [(figure, figure_arms(preset.figure))] + [(f"{figure}_{c}", preset.figure[c].arms)
                                                             for c in control_sets(preset)]:
@@ -214,6 +226,7 @@ def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | N
     per-epoch lines of each population to <out>/logs/ (experiments/progress.py)."""
     started = time.perf_counter()
     settings = load_launcher(launcher)
+    figures = list(dict.fromkeys(name for figure in figures for name in (source_of(figure), figure)))  # fig02: fig01
     lines = plan(figures, seeds, out, extra)
     progress = Progress(sum(" train " in line for line in lines), out, log)
     for line in lines:
@@ -237,6 +250,7 @@ def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | N
 
 
 def load_figure(out: Path, figure: str, kind: str = "metrics") -> pd.DataFrame:
-    """Every seed and hidden size of one figure's runs, as one tidy frame (empty if none yet)."""
-    files = sorted((Path(out) / figure).glob(f"*seed*/{kind}.csv"))
+    """Every seed and hidden size of one figure's runs (or of the figure it draws from), as one tidy frame (empty
+    if none yet)."""
+    files = sorted((Path(out) / source_of(figure)).glob(f"*seed*/{kind}.csv"))
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()

@@ -11,6 +11,7 @@ from conftest import PROJECT, real_data
 from experiments.bench import epoch_flops
 
 
+@pytest.mark.slow
 def test_bench_tiny_writes_every_row(tmp_path):
     real_data("mnist")
     real_data("cifar100")

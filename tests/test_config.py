@@ -123,12 +123,14 @@ def test_cli_fails_fast_in_one_line_and_leaves_no_output_folder(tmp_path, monkey
 
 @pytest.mark.parametrize("args,message", [(["experiment=mnist", "lr=0"], "error: lr must be a finite number > 0"),
                                           (["experiment=nope"], "error: experiment=nope does not exist")])
+@pytest.mark.slow
 def test_cli_error_in_a_real_process(tmp_path, args, message):
     result = run_cli(*args, "hydra.run.dir=out", cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and result.stderr.strip().startswith(message)
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_cli_lists_the_groups_in_help(tmp_path):
     result = run_cli("--help", cwd=tmp_path, timeout=120)
     assert result.returncode == 0
@@ -136,6 +138,7 @@ def test_cli_lists_the_groups_in_help(tmp_path):
     assert "optimizer: adagrad, adam, adamax, adamw, ayla, nadam, radam, rmsprop, sgd" in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_prints_the_composed_and_the_resolved_config(tmp_path):
     args = ["experiment=curvefit", "optimizer=ayla", "N1=0.4", "--cfg", "job"]
     composed = OmegaConf.create(run_cli(*args, cwd=tmp_path, timeout=120).stdout)
@@ -147,6 +150,7 @@ def test_cli_prints_the_composed_and_the_resolved_config(tmp_path):
 
 
 @pytest.mark.parametrize("args", [[], ["optimizer=ayla", "N1=0.1"]])
+@pytest.mark.slow
 def test_no_experiment_is_one_line_in_a_real_process(tmp_path, args):
     """Without hydra.run.dir: Hydra's run folder names the experiment, which used to end in a 96-line trace."""
     result = run_cli(*args, cwd=tmp_path, timeout=120)
@@ -156,6 +160,7 @@ def test_no_experiment_is_one_line_in_a_real_process(tmp_path, args):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_a_setting_the_optimizer_ignores_is_warned_about_and_the_log_is_labelled(tmp_path):
     result = run_cli("experiment=mnist", "N1=0.1", "epochs=2", "data.train_subset=512", "data.test_subset=200",
                      "hydra.run.dir=out", cwd=tmp_path, timeout=300)
@@ -166,6 +171,7 @@ def test_a_setting_the_optimizer_ignores_is_warned_about_and_the_log_is_labelled
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".hydra", "config.yaml", "metrics.csv"]
 
 
+@pytest.mark.slow
 def test_long_full_batch_runs_print_a_compact_log(tmp_path):
     result = run_cli("experiment=curvefit", "optimizer=ayla", "N1=0.4", "epochs=300", "hydra.run.dir=out",
                      cwd=tmp_path, timeout=300)

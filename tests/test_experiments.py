@@ -35,6 +35,7 @@ def authors_polynomial(ayla: bool, steps: int = 50) -> tuple[list[float], list[f
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "ayla"])
+@pytest.mark.slow
 def test_polynomial_matches_closed_form(tmp_path, optimizer):
     metrics = run_csv(tmp_path, "experiment=polynomial", f"optimizer={optimizer}")
     assert set(BASE_COLUMNS + ["x", "signed_step"]) <= set(metrics.columns)
@@ -76,6 +77,7 @@ def authors_curvefit(epochs: int) -> list[float]:
     return losses
 
 
+@pytest.mark.slow
 def test_curvefit_follows_the_authors_protocol(tmp_path):
     metrics = run_csv(tmp_path, "experiment=curvefit", "optimizer=adam", "epochs=100", "seed=42")
     np.testing.assert_allclose(metrics["train_loss"], authors_curvefit(100), rtol=1e-6)
@@ -88,11 +90,13 @@ def test_curvefit_follows_the_authors_protocol(tmp_path):
     assert final_mse == pytest.approx(metrics["train_loss"].iloc[-1], rel=0.05)
 
 
+@pytest.mark.slow
 def test_curvefit_ayla_beats_adam_at_paper_setting(tmp_path):
     metrics = run_csv(tmp_path, "experiment=curvefit", "optimizer=ayla", "N1=0.2", "N2=1", "epochs=100")
     assert metrics["train_loss"].iloc[-1] == pytest.approx(0.103, abs=0.003)  # paper: 0.103 (Fig. 5a)
 
 
+@pytest.mark.slow
 def test_mnist_one_epoch_of_the_fig7_setting_learns(tmp_path):
     """One epoch over 10,000 real training images at the Fig. 7 H=8 setting (AYLA, lr 0.1, N = 1e-6).
 
@@ -110,6 +114,7 @@ def test_mnist_one_epoch_of_the_fig7_setting_learns(tmp_path):
     assert row["factor"] == pytest.approx(1e-6 / row["train_loss"], rel=0.5)  # factor ≈ N·l^(N-1) ≈ N / l
 
 
+@pytest.mark.slow
 def test_cifar100_one_epoch_learns(tmp_path):
     """One epoch of H = 8 (Adam, lr 1e-3) over 25,000 real CIFAR-100 training images.
 
@@ -124,6 +129,7 @@ def test_cifar100_one_epoch_learns(tmp_path):
     assert metrics["step"].iloc[0] == 25000 // 256
 
 
+@pytest.mark.slow
 def test_multirun_sweeps_optimizers_and_seeds(tmp_path):
     result = run_cli("-m", "experiment=polynomial", "optimizer=sgd,ayla", "seed=0,1", "epochs=3",
                      f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
@@ -135,6 +141,7 @@ def test_multirun_sweeps_optimizers_and_seeds(tmp_path):
                                                                      ("sgd", 1)]
 
 
+@pytest.mark.slow
 def test_aggregate_a_seed_sweep(tmp_path):
     result = run_cli("-m", "experiment=curvefit", "optimizer=adam,ayla", "seed=1,2,3", "epochs=5",
                      f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
@@ -151,6 +158,7 @@ def test_aggregate_a_seed_sweep(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_curvefit_noise_per_seed_matches_the_fixed_draw_at_seed_42():
     """data_seed=seed: seed 42 gets the authors' draw (data_seed 42), another seed its own noise."""
     import torch

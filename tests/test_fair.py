@@ -56,6 +56,7 @@ def grid_size(sweep: str) -> int:
 
 
 @pytest.mark.parametrize("experiment", list(COMPARISONS))
+@pytest.mark.slow
 def test_every_optimizer_gets_the_same_number_of_trials(experiment):
     comparison = COMPARISONS[experiment]
     sizes = {sweep: grid_size(sweep) for sweep in comparison.sweeps}
@@ -82,6 +83,7 @@ def comparison_seed() -> int:
     return OmegaConf.load(reproduce.CONF / "fair.yaml").first_seed
 
 
+@pytest.mark.slow
 def test_ablation_arms_run_and_write_the_same_schema(tmp_path):
     real_data("mnist")
     quick = {"mnist": ["epochs=2", "data.train_subset=1024", "data.test_subset=500"]}
@@ -117,6 +119,7 @@ def basic_sweep(tmp_path_factory):
 
 
 @pytest.mark.parametrize("launcher", ["parallel", "local_processes"])
+@pytest.mark.slow
 def test_launchers_write_the_same_csvs_as_the_basic_one(tmp_path, basic_sweep, launcher):
     other = launched_sweep(tmp_path / launcher, launcher)
     assert len(basic_sweep) == 2 and basic_sweep.keys() == other.keys()
@@ -124,18 +127,46 @@ def test_launchers_write_the_same_csvs_as_the_basic_one(tmp_path, basic_sweep, l
         pd.testing.assert_frame_equal(frame, other[job])
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_tuning_runs_trials_side_by_side_only_when_asked(tmp_path, monkeypatch, jobs):
-    commands = []
+@pytest.mark.parametrize("jobs,launcher", [(1, []), (2, []), (1, ["hydra/launcher=submitit_slurm"])])
+def test_tuning_fuses_its_trials_in_process_and_uses_hydra_only_for_jobs_or_a_launcher(tmp_path, monkeypatch, jobs,
+                                                                                        launcher):
+    commands, fused = [], []
     monkeypatch.setattr(fair.subprocess, "run", lambda command, **kw: commands.append(command) or
                         type("Done", (), {"returncode": 0})())
-    fair.run_tuning("mnist_adam_lr", 8, tmp_path, ["epochs=1"], log=lambda *a: None, jobs=jobs)
+    monkeypatch.setattr(fair, "fused_tuning", lambda *args, **kw: fused.append(args[:2]))
+    fair.run_tuning("mnist_adam_lr", 8, tmp_path, ["epochs=1"], log=lambda *a: None, jobs=jobs, launcher=launcher)
+    if jobs == 1 and not launcher:
+        assert fused == [("mnist_adam_lr", 8)] and not commands
+        return
     (command,) = commands
-    assert command[2:5] == ["-m", "sweep=mnist_adam_lr", "hidden=8"] and "epochs=1" in command
+    assert command[2:5] == ["-m", "sweep=mnist_adam_lr", "hidden=8"] and "epochs=1" in command and not fused
     assert ("hydra/launcher=parallel" in command) == (jobs > 1)
     assert ("hydra.launcher.n_jobs=2" in command) == (jobs == 2)
+    assert all(override in command for override in launcher)
 
 
+def test_a_sweeps_trials_are_hydras_in_hydras_order():
+    trials = fair.sweep_trials("cifar100_ayla_lr_n")
+    assert len(trials) == 9 and trials[:4] == [["lr=0.0001", "N1=1e-06"], ["lr=0.0001", "N1=0.1"],
+                                               ["lr=0.0001", "N1=1.5"], ["lr=0.001", "N1=1e-06"]]
+    assert [len(fair.sweep_trials(sweep)) for sweep in SWEEPS] == [9] * len(SWEEPS)
+
+
+@pytest.mark.slow
+def test_fused_tuning_writes_the_folders_and_csvs_hydra_writes(tmp_path, basic_sweep, monkeypatch):
+    monkeypatch.setattr(fair, "sweeper_params", lambda sweep: {"lr": "0.001,0.01"})
+    extra = [a for a in LAUNCHER_SWEEP[3:] if not a.startswith("hydra.")]  # epochs and data subsets
+    fair.fused_tuning("mnist_adam_lr", 4, tmp_path, extra, log=lambda line: None)
+    fused = {csv.parent.name: pd.read_csv(csv).drop(columns="seconds")
+             for csv in sorted(tmp_path.glob("*/metrics.csv"))}
+    assert fused.keys() == basic_sweep.keys()
+    for job, frame in basic_sweep.items():
+        assert (fused[job]["arms_fused"] == 2).all() and (frame["arms_fused"] == 1).all()
+        pd.testing.assert_frame_equal(fused[job].drop(columns="arms_fused"), frame.drop(columns="arms_fused"),
+                                      rtol=1e-4)
+
+
+@pytest.mark.slow
 def test_optuna_sweeper_keeps_the_budget(tmp_path):
     real_data("mnist")
     result = run_cli(*LAUNCHER_SWEEP, "hydra/sweeper=budgeted_optuna", "sweep.trials=3",

@@ -24,6 +24,7 @@ def build(experiment, *overrides):
     # float64, the preset's: in float32 Adam blows 1-ulp GEMM differences on near-zero gradients up to ~1e-4
     ("curvefit", ["epochs=60"]),
 ])
+@pytest.mark.slow
 def test_fused_equals_one_by_one(experiment, overrides):
     if experiment != "curvefit":
         real_data(experiment)
@@ -82,6 +83,7 @@ PER_ARM = {  # arms that differ in their update settings: one population, a Stac
     ("mnist", ["hidden=16", "epochs=2", "data.train_subset=2048", "data.test_subset=500", "dtype=float64"]),
     ("curvefit", ["epochs=40"]),
 ])
+@pytest.mark.slow
 def test_per_arm_settings_in_one_population_equal_torch_optim_alone(base, experiment, overrides):
     """An lr / eps / betas / momentum sweep trains as one population; each arm equals torch.optim alone."""
     if experiment == "mnist":

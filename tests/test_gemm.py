@@ -116,6 +116,7 @@ def test_the_real_probe_finds_onednn_agreeing_here(tmp_path):
 
 
 @needs_onednn
+@pytest.mark.slow
 def test_a_run_records_its_kernels_and_matches_aten_on_real_mnist(monkeypatch):
     from conftest import make_config, real_data
 

@@ -19,6 +19,7 @@ POPULATIONS = {  # the shared-settings path (torch.optim fused) and the per-arm 
 @pytest.mark.parametrize("population", sorted(POPULATIONS))
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+@pytest.mark.slow
 def test_an_epoch_has_no_host_sync_in_its_batch_loop(device, population):
     real_data("mnist")
     cfg = make_config("experiment=mnist", *OVERRIDES, f"device={device}")

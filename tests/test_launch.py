@@ -10,7 +10,7 @@ from conftest import PROJECT, real_data
 from experiments import launch, reproduce
 
 QUICK = {"mnist": ["epochs=2", "data.train_subset=1024", "data.test_subset=500"]}
-FIGURES = ["fig02", "fig07"]  # a polynomial unit, two MNIST units, and fig07's controls in the second round
+FIGURES = ["fig01", "fig07"]  # a polynomial unit, two MNIST units, and fig07's controls in the second round
 
 
 def csvs(folder):
@@ -26,7 +26,7 @@ def test_local_jobs_write_the_same_csvs_as_in_process(tmp_path):
     lines = []
     reproduce.run_figures(FIGURES, [42], tmp_path / "local", QUICK, log=lines.append, launcher="local")
     here, jobs = csvs(tmp_path / "inprocess"), csvs(tmp_path / "local")
-    # fig02; fig07, its ablation, dynamic eps and bfloat16 sets at 2 H
+    # fig01; fig07, its ablation, dynamic eps and bfloat16 sets at 2 H
     assert len(here) == 9 and here.keys() == jobs.keys()
     for path, frame in here.items():
         pd.testing.assert_frame_equal(frame, jobs[path], check_exact=False, rtol=1e-5)  # threads: 2 vs 1 per job
@@ -41,7 +41,7 @@ def test_a_failed_job_is_named_with_its_log_the_others_finish_and_a_rerun_comple
     broken = {"mnist": [*QUICK["mnist"], "data.root=/nonexistent", "data.download=false"]}
     lines = []
     with pytest.raises(launch.FailedUnits) as failed:
-        reproduce.run_figures(["fig02", "fig06"], [42], tmp_path, broken, log=lines.append, launcher="local")
+        reproduce.run_figures(["fig01", "fig06"], [42], tmp_path, broken, log=lines.append, launcher="local")
     message = str(failed.value)
     assert "2 population(s) failed" in message
     for hidden in (8, 256):
@@ -49,13 +49,13 @@ def test_a_failed_job_is_named_with_its_log_the_others_finish_and_a_rerun_comple
         assert "DataError" in line or "not found" in line, line
         log = line.rsplit("log: ", 1)[1]
         assert log.endswith(".err") and "Traceback" in open(log).read()
-    assert (tmp_path / "fig02" / "seed42" / "metrics.csv").exists()  # the polynomial finished
+    assert (tmp_path / "fig01" / "seed42" / "metrics.csv").exists()  # the polynomial finished
     assert not list((tmp_path / "fig06").glob("*/metrics.csv"))
 
     again = []
-    reproduce.run_figures(["fig02", "fig06"], [42], tmp_path, QUICK, log=again.append, launcher="local")
+    reproduce.run_figures(["fig01", "fig06"], [42], tmp_path, QUICK, log=again.append, launcher="local")
     assert len(list((tmp_path / "fig06").glob("*/metrics.csv"))) == 2
-    assert sum("started" in line for line in again) == 2  # fig02 was complete: not submitted again
+    assert sum("started" in line for line in again) == 2  # fig01 was complete: not submitted again
 
 
 def test_an_unknown_launcher_is_one_line():
@@ -73,7 +73,7 @@ def test_make_reproduce_quick_with_the_local_launcher_from_the_command_line(tmp_
     for launcher in ("local", "inprocess"):
         out = tmp_path / launcher
         result = subprocess.run(["make", "--no-print-directory", "reproduce-quick", f"OUT={out}",
-                                 f"LAUNCHER={launcher}", "FIGURES=fig02,fig06,fig07"], cwd=PROJECT,
+                                 f"LAUNCHER={launcher}", "FIGURES=fig01,fig06,fig07"], cwd=PROJECT,
                                 capture_output=True, text=True, timeout=1200)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert (out / "REPORT.md").exists() and len(list((out / "figures").glob("*.png"))) >= 4

@@ -42,6 +42,7 @@ def plain_loop(task, base: str, settings: dict, lr: float, seed: int, epochs: in
 
 
 @pytest.mark.parametrize("base", ELEMENTWISE)
+@pytest.mark.slow
 def test_a_base_and_ayla_on_it_by_config_equal_torch_optim_in_a_plain_loop(base):
     real_data("mnist")
     plain_cfg = make_config(*COMMON, f"optimizer={base}")
@@ -65,6 +66,7 @@ def test_a_base_and_ayla_on_it_by_config_equal_torch_optim_in_a_plain_loop(base)
     assert set(metrics["base"]) == {base}
 
 
+@pytest.mark.slow
 def test_adamw_weight_decay_is_a_config_key_of_the_baseline_and_of_ayla():
     real_data("mnist")
     cfg = make_config(*COMMON, "optimizer=ayla", "optimizer.base=adamw", "+optimizer.weight_decay=0.2")

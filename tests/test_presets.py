@@ -37,9 +37,16 @@ def test_optimizer_preset_composes_into_an_arm(name):
 
 
 @pytest.mark.parametrize("name", presets("figure"))
+@pytest.mark.slow
 def test_figure_preset_composes_every_arm_and_control(name):
     preset = reproduce.compose_run([f"figure={name}"])
     assert preset.figure.name == name and preset.figure.kind
+    if preset.figure.get("runs"):  # drawn from another figure's runs: that preset's settings are this one's
+        source = reproduce.compose_run([f"figure={preset.figure.runs}"])
+        assert reproduce.figure_units(name) == [] and not source.figure.get("runs")
+        assert {k: v for k, v in source.items() if k != "figure"} == {k: v for k, v in preset.items() if k != "figure"}
+        assert source.figure.arms == preset.figure.arms and source.figure.hidden == preset.figure.hidden
+        return
     units = reproduce.figure_units(name)
     assert [u.hidden for u in units] == list(preset.figure.hidden)
     for unit in units:

@@ -20,11 +20,12 @@ QUICK = {"mnist": ["epochs=2", "data.train_subset=1024", "data.test_subset=500"]
 REPRODUCE = [sys.executable, str(PROJECT / "scripts" / "reproduce.py"), "--quick"]
 
 
+@pytest.mark.slow
 def test_diverging_figure_is_recorded_and_the_rest_carries_on(tmp_path):
     real_data("mnist")
     exploding = {"polynomial": ["lr=10"], **QUICK}  # gradient descent on x⁴ − 3x³ + 2 with lr 10 overflows
-    reproduce.run_figures(["fig02", "fig06"], [42], tmp_path, exploding, log=lambda line: None)
-    metrics = reproduce.load_figure(tmp_path, "fig02")
+    reproduce.run_figures(["fig01", "fig06"], [42], tmp_path, exploding, log=lambda line: None)
+    metrics = reproduce.load_figure(tmp_path, "fig01")
     for arm, part in metrics.groupby("arm"):  # each arm stops at its diverged epoch, recorded as such
         last = part.sort_values("epoch").iloc[-1]
         assert last["diverged"] and not np.isfinite(last["train_loss"]) and last["epoch"] < 50, arm
@@ -32,9 +33,10 @@ def test_diverging_figure_is_recorded_and_the_rest_carries_on(tmp_path):
     assert not reproduce.load_figure(tmp_path, "fig06").empty, "the next figure still ran"
     text = report.build_report(tmp_path)
     assert "*Diverged: " in text and "AYLA seed 42 at epoch" in text and "SGD seed 42 at epoch" in text
-    figures.draw(reproduce.compose_run(["figure=fig02"]).figure, metrics)  # and it still draws
+    figures.draw(reproduce.compose_run(["figure=fig01"]).figure, metrics)  # and it still draws
 
 
+@pytest.mark.slow
 def test_diverged_single_run_exits_cleanly_with_a_message(tmp_path):
     real_data("mnist")
     result = run_cli("experiment=mnist", "optimizer=sgd", "lr=1e12", "epochs=3", "data.train_subset=1024",
@@ -45,6 +47,7 @@ def test_diverged_single_run_exits_cleanly_with_a_message(tmp_path):
     assert metrics["diverged"].iloc[-1] and len(metrics) < 3
 
 
+@pytest.mark.slow
 def test_kill_9_mid_reproduction_then_resume(tmp_path):
     real_data("mnist")
     args = ["--figures", "fig06"]
@@ -81,6 +84,7 @@ def drop_seconds(text: str) -> list[str]:
     return [",".join(row[:column] + row[column + 1:]) for row in rows]
 
 
+@pytest.mark.slow
 def test_same_run_twice_gives_byte_identical_csvs(tmp_path):
     real_data("mnist")
     texts = []
@@ -118,11 +122,12 @@ def test_full_disk_leaves_the_old_file_whole(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"], "the temp file is removed"
 
 
+@pytest.mark.slow
 def test_unwritable_output_folder_is_one_clear_line(tmp_path):
     real_data("mnist")
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    result = subprocess.run(REPRODUCE + ["--figures", "fig02", "--out", str(blocker / "results")],
+    result = subprocess.run(REPRODUCE + ["--figures", "fig01", "--out", str(blocker / "results")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: cannot write")

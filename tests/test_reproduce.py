@@ -12,7 +12,7 @@ import pytest
 from conftest import PROJECT, real_data
 from omegaconf import OmegaConf
 
-from experiments import figures, report, reproduce
+from experiments import claims, figures, report, reproduce
 from experiments.config import arm_from_config
 from experiments.fair import fair_section
 from experiments.io import write_csv
@@ -37,7 +37,7 @@ PAPER_FIGURES["fig05"] = PAPER_FIGURES["fig04"]
 @pytest.mark.parametrize("figure", sorted(PAPER_FIGURES))
 def test_figure_presets_are_the_papers_runs(figure):
     experiment, hiddens, lr, arms = PAPER_FIGURES[figure]
-    units = reproduce.figure_units(figure)
+    units = reproduce.figure_units(reproduce.source_of(figure))  # Figs. 2–3 draw Fig. 1's runs, Fig. 4 Fig. 5's
     assert [u.hidden for u in units] == hiddens
     for unit in units:
         assert unit.names == list(arms)
@@ -78,12 +78,12 @@ def write_figure(out, figure, frame):
 ])
 def test_verdicts_on_hand_made_csvs(tmp_path, gap, noise, verdicts):
     write_figure(tmp_path, "fig07", classifier_frame(gap, noise))
-    claim = report.claim_mnist_high_lr(tmp_path)
+    claim = claims.build_claim("mnist_high_lr", tmp_path)
     beats = [c for c in claim.checks if "AYLA better than Adam" in c.text]
     assert [c.passed for c in beats] == verdicts
     assert all("(paired t, 95 %)" in c.text and "/3 seeds" in c.text for c in beats)
-    assert claim.tuned_verdict == report.NO_TUNED  # no make fair runs here
-    assert report.claim_mnist_high_lr(tmp_path / "nothing").verdict == report.NO_DATA
+    assert claim.tuned_verdict == claims.NO_TUNED  # no make fair runs here
+    assert claims.build_claim("mnist_high_lr", tmp_path / "nothing").verdict == claims.NO_DATA
 
 
 def test_paired_verdict_where_ranges_overlap(tmp_path):
@@ -93,7 +93,7 @@ def test_paired_verdict_where_ranges_overlap(tmp_path):
     ayla_lead = np.where(frame["arm"] == "AYLA", frame["seed"].map({42: .01, 43: .012, 44: .009, 45: .011, 46: .01}), 0)
     frame["test_acc"] = frame["test_acc"] + seed_shift + ayla_lead
     write_figure(tmp_path, "fig07", frame)
-    checks = [c for c in report.claim_mnist_high_lr(tmp_path).checks if "AYLA better than Adam" in c.text]
+    checks = [c for c in claims.build_claim("mnist_high_lr", tmp_path).checks if "AYLA better than Adam" in c.text]
     assert [c.passed for c in checks] == [True, True] and all("better on 5/5 seeds" in c.text for c in checks)
 
 
@@ -103,7 +103,7 @@ def test_collapsed_baseline_is_counted_in_the_verdict(tmp_path):
     stuck = (frame["arm"] == "Adam") & (frame["seed"] == 46) & (frame["hidden"] == 8)
     frame.loc[stuck, ["train_loss", "train_acc", "test_acc"]] = [2.3026, 0.1, 0.1]  # chance: ln 10, 1/10
     write_figure(tmp_path, "fig07", frame)
-    claim = report.claim_mnist_high_lr(tmp_path)
+    claim = claims.build_claim("mnist_high_lr", tmp_path)
     check = next(c for c in claim.checks if c.text.startswith("fig07, H = 8, test accuracy"))
     assert "Adam collapsed on 1/5 seeds" in check.text
     assert claim.paper_cell() == ("partly confirmed, only against the paper's untuned Adam, which collapsed in fig07 "
@@ -115,11 +115,11 @@ def test_collapsed_baseline_is_counted_in_the_verdict(tmp_path):
 
 
 def test_verdict_levels():
-    claim = report.Claim("t", [], "p", [report.Check("a", True), report.Check("b", True)])
-    assert claim.verdict == report.CONFIRMED
-    claim.checks.append(report.Check("c", False))
-    assert claim.verdict == report.PARTLY
-    assert report.Claim("t", [], "p", [report.Check("a", False)]).verdict == report.NOT
+    claim = claims.Claim("t", [], "p", [claims.Check("a", True), claims.Check("b", True)])
+    assert claim.verdict == claims.CONFIRMED
+    claim.checks.append(claims.Check("c", False))
+    assert claim.verdict == claims.PARTLY
+    assert claims.Claim("t", [], "p", [claims.Check("a", False)]).verdict == claims.NOT
 
 
 def test_collapsed_seeds_are_drawn_apart_and_figures_repeat_byte_for_byte(tmp_path):
@@ -194,10 +194,11 @@ def test_curvefit_and_polynomial_figures(tmp_path):
 QUICK = {"mnist": ["epochs=2", "data.train_subset=1024", "data.test_subset=500"]}
 
 
+@pytest.mark.slow
 def test_interrupted_reproduction_resumes_without_rerunning(tmp_path, monkeypatch):
     real_data("mnist")
     seeds = [42, 43]
-    reproduce.run_figures(["fig06", "fig02"], seeds, tmp_path / "whole", QUICK, log=lambda line: None)
+    reproduce.run_figures(["fig06", "fig01"], seeds, tmp_path / "whole", QUICK, log=lambda line: None)
 
     calls = []
     real_run = reproduce.run_population
@@ -210,7 +211,7 @@ def test_interrupted_reproduction_resumes_without_rerunning(tmp_path, monkeypatc
 
     monkeypatch.setattr(reproduce, "run_population", dies_after_first)
     with pytest.raises(KeyboardInterrupt):
-        reproduce.run_figures(["fig06", "fig02"], seeds, tmp_path / "resumed", QUICK, log=lambda line: None)
+        reproduce.run_figures(["fig06", "fig01"], seeds, tmp_path / "resumed", QUICK, log=lambda line: None)
     done = sorted(p.parent.name for p in (tmp_path / "resumed").rglob("metrics.csv"))
     assert done == ["H8_seed42", "H8_seed43"]
 
@@ -218,14 +219,15 @@ def test_interrupted_reproduction_resumes_without_rerunning(tmp_path, monkeypatc
     monkeypatch.setattr(reproduce, "run_population",
                         lambda cfgs, todo, names, log: reran.append((cfgs[0].figure.name, cfgs[0].hidden, todo))
                         or real_run(cfgs, todo, names, log=log))
-    reproduce.run_figures(["fig06", "fig02"], seeds, tmp_path / "resumed", QUICK, log=lambda line: None)
-    assert reran == [("fig06", 256, seeds), ("fig02", None, seeds)]
+    reproduce.run_figures(["fig06", "fig01"], seeds, tmp_path / "resumed", QUICK, log=lambda line: None)
+    assert reran == [("fig06", 256, seeds), ("fig01", None, seeds)]
     for whole in sorted((tmp_path / "whole").rglob("metrics.csv")):
         resumed = tmp_path / "resumed" / whole.relative_to(tmp_path / "whole")
         pd.testing.assert_frame_equal(pd.read_csv(whole).drop(columns="seconds"),
                                       pd.read_csv(resumed).drop(columns="seconds"))
 
 
+@pytest.mark.slow
 def test_changed_settings_are_rerun_not_skipped(tmp_path):
     real_data("mnist")
     reproduce.run_figures(["fig06"], [42], tmp_path, QUICK, log=lambda line: None)
@@ -235,6 +237,7 @@ def test_changed_settings_are_rerun_not_skipped(tmp_path):
     assert not reproduce.is_complete(changed, changed.folder(tmp_path, 42))
 
 
+@pytest.mark.slow
 def test_quick_reproduction_end_to_end(tmp_path):
     """`make reproduce-quick`: every figure and the report, from real runs of the committed code."""
     real_data("mnist")
@@ -274,6 +277,7 @@ def test_quick_reproduction_end_to_end(tmp_path):
     assert "| fig07 | 8 | AYLA | 42 | differs | test_acc" in differs.stdout
 
 
+@pytest.mark.slow
 def test_readme_results_block_is_regenerated_and_nothing_else_changes(tmp_path):
     write_figure(tmp_path, "fig07", classifier_frame(0.1, 0.01))
     readme = tmp_path / "README.md"
@@ -303,7 +307,8 @@ def test_report_names_the_figures_not_run_yet(tmp_path):
     run.mkdir(parents=True)
     (run / "metrics.csv").write_text("epoch\n1\n")
     missing = report.figures_not_run(tmp_path)
-    assert "fig01" not in missing and {"fig02", "fig10", "fig07_ablation", "fig10_ablation"} <= set(missing)
+    assert "fig01" not in missing and {"fig04", "fig10", "fig07_ablation", "fig10_ablation"} <= set(missing)
+    assert "fig02" not in missing and "fig03" not in missing  # drawn from fig01's runs
     assert "fig01_ablation" not in missing and "fig06_ablation" not in missing
 
 
@@ -323,6 +328,7 @@ def test_compare_within_spread_and_differs_on_hand_made_runs(tmp_path):
     assert not compare.agrees(rows)
 
 
+@pytest.mark.slow
 def test_reproduction_says_up_front_what_it_skips_and_trains(tmp_path):
     real_data("mnist")
     logged = []
@@ -355,6 +361,7 @@ def test_make_figures_on_the_committed_results_changes_no_byte(tmp_path):
     assert readme.read_text() == (PROJECT / "README.md").read_text(), "the README's results block is stale"
 
 
+@pytest.mark.slow
 def test_polynomial_lr_sensitivity_grid(tmp_path):
     """One population of every optimizer × lr; the report counts the lrs at which x ends at the minimum."""
     units = reproduce.figure_units("sens_polynomial")
@@ -371,6 +378,7 @@ def test_polynomial_lr_sensitivity_grid(tmp_path):
     assert "| AYLA | 0.03 | 11 |" in section and "| SGD | 0.08, 0.1 | 11 |" in section
 
 
+@pytest.mark.slow
 def test_classifier_lr_sensitivity_grid_runs_as_two_populations(tmp_path):
     """sens_mnist on a small subset: Adam and AYLA arms at 9 lrs fuse into one population, SGD's into another;
     the figure and the report section come out of it."""
@@ -388,8 +396,9 @@ def test_classifier_lr_sensitivity_grid_runs_as_two_populations(tmp_path):
     assert all(f"| {name} | " in section for name in ("Adam", "SGD", "AYLA")) and "best median" in section
 
 
+@pytest.mark.slow
 def test_progress_off_a_terminal_is_a_few_lines_and_epochs_go_to_the_unit_logs(tmp_path, capsys):
-    reproduce.run_figures(["sens_polynomial", "fig02"], [42], tmp_path)
+    reproduce.run_figures(["sens_polynomial", "fig01"], [42], tmp_path)
     printed = capsys.readouterr()
     lines = printed.out.strip().splitlines()
     assert lines[0].startswith("plan for") and len(lines) <= 8, lines   # plan, then started / done per population
@@ -397,7 +406,7 @@ def test_progress_off_a_terminal_is_a_few_lines_and_epochs_go_to_the_unit_logs(t
     assert "\r" not in printed.err and "populations |" not in printed.err  # no bar redrawn off a terminal
     epochs = (tmp_path / "logs" / "sens_polynomial.log").read_text().splitlines()
     assert epochs[0].startswith("epoch  1/50") and any("diverged at epoch 15" in line for line in epochs)
-    assert (tmp_path / "logs" / "fig02.log").exists()
+    assert (tmp_path / "logs" / "fig01.log").exists()
 
 
 def test_progress_on_a_terminal_is_one_bar_with_the_running_population(tmp_path):
@@ -442,12 +451,13 @@ def test_each_hidden_size_of_an_lr_grid_is_judged_against_its_own_best(tmp_path)
     section = "\n".join(report.sensitivity_section(tmp_path, ["sens_mnist"]))
     for hidden in (8, 256):
         assert f"### sens_mnist, H = {hidden}" in section
-    assert section.count("| Adam | 0.001 | 3 |") == 2 and section.count("| AYLA | 0.01 | 3 |") == 2
-    assert section.count("**Verdict:** AYLA works at 1 lr(s), Adam at 1, SGD at 1: AYLA does not widen") == 2
+    assert section.count("| Adam | 0.001 | 0.001 | 3 |") == 2 and section.count("| AYLA | 0.01 | 0.01 | 3 |") == 2
+    assert section.count("**Verdict:** AYLA works at 1 lr(s), Adam at 1, SGD at 1; near its own best: AYLA at 1 "
+                         "lr(s), Adam at 1, SGD at 1: AYLA does not widen") == 2
     assert "best median 0.9 − 0.01" in section and "best median 0.98 − 0.01" in section
 
 
 def test_a_claim_confirmed_against_the_tuned_baseline_still_names_the_collapsed_paper_baseline():
-    claim = report.Claim("c", ["fig09"], "p", checks=[report.Check("a", True), report.Check("b", False)],
-                         tuned_checks=[report.Check("t", True)], collapsed={("Adam", "fig09"): {8: "3/5"}})
+    claim = claims.Claim("c", ["fig09"], "p", checks=[claims.Check("a", True), claims.Check("b", False)],
+                         tuned_checks=[claims.Check("t", True)], collapsed={("Adam", "fig09"): {8: "3/5"}})
     assert claim.paper_cell() == "partly confirmed; the paper's Adam collapsed in fig09 on 3/5 seeds at H = 8"

@@ -79,6 +79,7 @@ def mnist_cfgs(*arm_overrides, **kw):
     return [make_config(*base, *arm) for arm in arm_overrides]
 
 
+@pytest.mark.slow
 def test_ayla_with_exponents_one_is_adam():
     adam, ayla = mnist_cfgs(["optimizer=adam"], ["optimizer=ayla", "N1=1", "N2=1"], lr=0.01)
     a, _ = run_population([adam], [0], **NO_LOG)
@@ -88,6 +89,7 @@ def test_ayla_with_exponents_one_is_adam():
     assert (b["factor"] == 1).all()
 
 
+@pytest.mark.slow
 def test_same_seed_twice_gives_identical_csv_bytes(tmp_path):
     cfgs = mnist_cfgs(["optimizer=adam"], ["optimizer=ayla"], lr=0.01)
     for name in ("first", "second"):
@@ -133,6 +135,7 @@ def test_population_must_share_the_task():
         run_population(cfgs, [0], names=["a", "b"], **NO_LOG)
 
 
+@pytest.mark.slow
 def test_metrics_are_tidy():
     cfgs = mnist_cfgs(["optimizer=adam"], ["optimizer=ayla"])
     metrics, _ = run_population(cfgs, [5, 6], names=["Adam", "AYLA"], **NO_LOG)
@@ -143,6 +146,7 @@ def test_metrics_are_tidy():
     assert (metrics.loc[metrics["arm"] == "AYLA", "N1"] == 0.1).all()
 
 
+@pytest.mark.slow
 def test_bfloat16_runs_end_to_end_with_fp32_weights_state_and_factor(monkeypatch):
     """dtype=bfloat16 (opt-in): the GEMMs run in bfloat16 under autocast; weights, optimizer state, losses and
     the AYLA factor stay fp32, and the result is near the fp32 run (not equal: the GEMMs round differently)."""

@@ -1,6 +1,7 @@
 """The suite's fused trainer and the public add-on give the same training: the MNIST MLP trained with
 AYLA(torch.optim.Adam) in a plain loop ends with the trainer's parameters, at exponents where the loss crosses 1."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_config, real_data
@@ -14,6 +15,7 @@ OVERRIDES = ["optimizer=ayla", "N1=0.1", "N2=1.5", "lr=0.01", "hidden=16", "epoc
              "data.train_subset=2048", "data.test_subset=500"]
 
 
+@pytest.mark.slow
 def test_trainer_equals_ayla_wrapper_in_a_plain_loop():
     real_data("mnist")
     cfg = make_config("experiment=mnist", *OVERRIDES)

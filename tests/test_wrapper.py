@@ -194,6 +194,7 @@ def test_step_without_loss_is_an_error():
         opt.step()
 
 
+@pytest.mark.slow
 def test_adam_divides_a_constant_gradient_scale_away_up_to_eps():
     """DESIGN §9: Adam fed c·g with eps·c steps exactly as Adam fed g with eps; so AYLA on Adam acts only
     through how its factor varies from step to step and through eps, never through its mean size."""
@@ -335,6 +336,7 @@ def test_grad_scaler_overflow_skips_the_step(fused):
     assert scaler.get_scale() == 512.0 and not opt.state
 
 
+@pytest.mark.slow
 def test_lbfgs_minimises_the_transformed_loss_and_refuses_a_step_without_closure():
     def run(wrapped):
         model, x, y = make_problem(dtype=torch.float64)
@@ -392,6 +394,7 @@ def test_half_precision_loss_gets_a_float32_factor(dtype):
     assert opt.last_factor.dtype == torch.float32 and opt.last_factor.item() == pytest.approx(exact, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_import_ayla_loads_torch_only():
     """ayla is the add-on alone: importing it after torch adds nothing but its own modules."""
     code = ("import sys, torch; before = set(sys.modules); import ayla; "
