@@ -37,6 +37,14 @@ def test_readme_snippet_runs(tmp_path, heading, code):
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     env = {**os.environ, "MASTER_PORT": port, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env=env)
+    for _ in range(3):
+        result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=300, env=env)
+        # torch's gloo backend sometimes aborts a worker at interpreter exit, after the snippet's own checks
+        # passed and its process group was destroyed (about 1 run in 6 here, with or without a barrier): only
+        # that exit is retried; a failed check ("replicas drifted") or any other error is not
+        teardown = "terminate called without an active exception" in result.stderr and "Error:" not in \
+            result.stderr.split("ProcessExitedException")[0]
+        if result.returncode == 0 or not teardown:
+            break
     assert result.returncode == 0, f"{heading}: {result.stderr[-2000:]}"
