@@ -244,10 +244,10 @@ def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
                 lrs = {f"lr={lr:g}": ["optimizer=adam", f"lr={lr}"] for lr in settings.lr_sweep}
                 times, label = suite_epochs(cfg_of, name, hidden, lrs, 1, settings.epochs, device)
                 timings.append((f"e {len(lrs)}-lr sweep, one population", "adam", len(lrs), times, label))
-                apart = [suite_epochs(cfg_of, name, hidden, {lr: o}, 1, settings.epochs, device)[0]
+                apart = [suite_epochs(cfg_of, name, hidden, {lr: o}, 1, settings.epochs, device)
                          for lr, o in lrs.items()]
                 timings.append((f"e {len(lrs)}-lr sweep, {len(lrs)} populations", "adam", len(lrs),
-                                [sum(epoch) for epoch in zip(*apart)], label))
+                                [sum(epoch) for epoch in zip(*(times for times, _ in apart))], apart[0][1]))
             for variant, optimizer, arms, times, gemm in timings:
                 per_arm = steady(times) / arms
                 rows.append(dict(dataset=name, hidden=hidden, variant=variant, optimizer=optimizer, gemm=gemm,

@@ -1,18 +1,23 @@
 """Which kernel runs the MLP's one large GEMM, relu(x W1 + b1), and its weight gradient xᵀ·dZ.
 
 The first layer is where the image experiments spend their time (D = 784 or 3072 inputs against all arms'
-hidden units at once). torch's `@` goes to MKL, which on some CPUs (AMD EPYC with AVX-512, for one) runs fp32
-at about half the rate oneDNN reaches there; on others it is the faster. So the kernel is a setting:
+hidden units at once). Which kernel is fastest depends on the CPU and on the shape: torch's `@` goes to MKL,
+which on some CPUs (AMD EPYC with AVX-512, for one) runs fp32 at about half the rate oneDNN reaches there, and
+which at a width of N = 8 columns (one arm at H = 8) takes a path 2.5× slower than at N = 16, while the same
+product with the weight stored (N, D), K-contiguous, runs at full speed. So the kernel is a setting:
   gemm=aten     torch's own ops (baddbmm, relu, autograd): the committed runs were made this way;
   gemm=onednn   oneDNN's linear (torch.ops.mkldnn._linear_pointwise) with the ReLU fused into it, forward and
                 weight gradient, through one small autograd Function;
-  gemm=auto     per GEMM (forward, weight gradient) the faster of the two on this machine, from a probe made
-                once per machine and cached, so that reruns take the same path and stay byte-identical.
-aten is used wherever oneDNN cannot be: the op is missing (another torch build), a CUDA device, a dtype other
-than float32, or a probe whose results differ from float64 by more than aten's own rounding does.
-Results of the two kernels differ at float rounding only; a comparison keeps one kernel for all its arms.
+  gemm=auto     per GEMM (forward, weight gradient) the fastest of aten, onednn and aten_nt (aten on a
+                K-contiguous copy of the weight: x·(Wᵀ)ᵀ and dW = (dZᵀ·x)ᵀ) at the population's own shape,
+                from a probe made once per machine and shape and cached, so that reruns take the same path
+                and stay byte-identical.
+aten is used wherever the others cannot be: a CUDA device, a dtype other than float32, a kernel whose probe
+results differ from float64 by more than aten's own rounding does (oneDNN also where this torch build lacks its
+op). Results of the kernels differ at float rounding only; every arm of a population shares one kernel.
 """
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -25,7 +30,7 @@ from experiments.errors import ConfigError
 from experiments.io import cpu_name, write_atomic
 
 CHOICES = ("auto", "aten", "onednn")
-KERNELS = ("aten", "onednn")
+KERNELS = ("aten", "onednn", "aten_nt")
 
 
 def onednn_linear():
@@ -48,12 +53,17 @@ class Plan:
 
     @property
     def label(self) -> str:
-        """What a CSV row records: 'aten', 'onednn', or 'onednn+aten' (forward + weight gradient)."""
+        """What a CSV row records: 'aten', 'onednn', or e.g. 'aten_nt+aten' (forward + weight gradient)."""
         return self.forward if self.forward == self.grad_weight else f"{self.forward}+{self.grad_weight}"
 
     @property
     def uses_onednn(self) -> bool:
         return "onednn" in (self.forward, self.grad_weight)
+
+    @property
+    def is_aten(self) -> bool:
+        """torch's plain ops for both GEMMs, with autograd's own backward (the committed runs' path)."""
+        return self.forward == self.grad_weight == "aten"
 
 
 ATEN = Plan()
@@ -72,16 +82,31 @@ def grad_weight_onednn(x: Tensor, dz: Tensor) -> Tensor:
     return torch.stack([op(x[s].t(), dz[s].t(), None, "none", [], "") for s in range(x.shape[0])])
 
 
+def linear_relu_aten_nt(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
+    """relu(x[s] @ W[s] + b[s]) with W[s] copied to (N, D) first: MKL's NT path, fast where N is narrow."""
+    return torch.relu(torch.baddbmm(b, x, W.transpose(1, 2).contiguous().transpose(1, 2)))
+
+
+def grad_weight_aten_nt(x: Tensor, dz: Tensor) -> Tensor:
+    """x[s]ᵀ @ dz[s] as (dz[s]ᵀ @ x[s])ᵀ: the product with the wide operand K-contiguous."""
+    return torch.bmm(dz.transpose(1, 2), x).transpose(1, 2).contiguous()
+
+
+# Each GEMM of the first layer on each kernel: relu(x W + b) for x (S, B, D), W (S, D, N), b (S, 1, N), and
+# xᵀ·dZ for dZ (S, B, N).
+FORWARD = {"aten": lambda x, W, b: torch.relu(torch.baddbmm(b, x, W)), "onednn": linear_relu_onednn,
+           "aten_nt": linear_relu_aten_nt}
+GRAD_WEIGHT = {"aten": lambda x, dz: torch.bmm(x.transpose(1, 2), dz), "onednn": grad_weight_onednn,
+               "aten_nt": grad_weight_aten_nt}
+
+
 class LinearReLU(torch.autograd.Function):
     """relu(x W + b) batched over seeds, each GEMM on the kernel the plan names. x carries no gradient (it is
     data), so the backward pass needs only dW = xᵀ·dZ and db = Σ_batch dZ, with dZ = dH where the output > 0."""
 
     @staticmethod
     def forward(ctx, x: Tensor, W: Tensor, b: Tensor, plan: Plan) -> Tensor:
-        if plan.forward == "onednn":
-            h = linear_relu_onednn(x, W, b)
-        else:
-            h = torch.relu(torch.baddbmm(b, x, W))
+        h = FORWARD[plan.forward](x, W, b)
         ctx.save_for_backward(x, h)
         ctx.plan = plan
         return h
@@ -90,20 +115,16 @@ class LinearReLU(torch.autograd.Function):
     def backward(ctx, dh: Tensor):
         x, h = ctx.saved_tensors
         dz = dh.masked_fill(h <= 0, 0)
-        if ctx.plan.grad_weight == "onednn":
-            dW = grad_weight_onednn(x, dz)
-        else:
-            dW = torch.bmm(x.transpose(1, 2), dz)
-        return None, dW, dz.sum(1, keepdim=True), None
+        return None, GRAD_WEIGHT[ctx.plan.grad_weight](x, dz), dz.sum(1, keepdim=True), None
 
 
 def linear_relu(x: Tensor, W: Tensor, b: Tensor, plan: Plan = ATEN) -> Tensor:
     """relu(x[s] W[s] + b[s]) for x (S, B, D), W (S, D, N), b (S, 1, N). The aten plan is exactly the ops the
     committed runs used (autograd's own backward), so its results are unchanged byte for byte."""
-    if not plan.uses_onednn:
+    if plan.is_aten:
         return torch.relu(torch.baddbmm(b, x, W))
     if not torch.is_grad_enabled() or not W.requires_grad:  # evaluation: the forward kernel alone
-        return linear_relu_onednn(x, W, b) if plan.forward == "onednn" else torch.relu(torch.baddbmm(b, x, W))
+        return FORWARD[plan.forward](x, W, b)
     return LinearReLU.apply(x, W, b, plan)
 
 
@@ -133,41 +154,22 @@ def agrees(candidate: Tensor, aten: Tensor, exact: Tensor) -> bool:
     return (candidate.double() - exact).abs().max().item() <= 4 * aten_error + 1e-6 * scale
 
 
-# Shapes S × (B, D) @ (D, N) of the populations the suite trains: one MNIST arm at H = 256 and at H = 8, Fig. 7's
-# 5 seeds × 2 arms at H = 256, Fig. 9's 5 seeds × 2 arms at H = 128 on CIFAR-100's 3072 inputs.
-PROBE_SHAPES = ((1, 256, 784, 256), (1, 256, 784, 8), (5, 256, 784, 512), (5, 256, 3072, 256))
-
-
-def probe_shape(S: int, B: int, D: int, N: int) -> tuple[dict, bool]:
-    """Seconds of each GEMM on each kernel at one shape, and whether oneDNN agrees with float64 as aten does."""
+def probe(shape: tuple[int, int, int], kernels=KERNELS) -> dict:
+    """At one shape (B, D) @ (D, N): seconds of each GEMM on each kernel, and whether each agrees with float64
+    as closely as aten does."""
+    B, D, N = shape
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(S, B, D, generator=g)
-    W = torch.randn(S, D, N, generator=g) * 0.05
-    b = torch.randn(S, 1, N, generator=g) * 0.05
-    dz = torch.randn(S, B, N, generator=g)
-    kernels = {"forward": {"aten": lambda: torch.relu(torch.baddbmm(b, x, W)),
-                           "onednn": lambda: linear_relu_onednn(x, W, b)},
-               "grad_weight": {"aten": lambda: torch.bmm(x.transpose(1, 2), dz),
-                               "onednn": lambda: grad_weight_onednn(x, dz)}}
-    seconds = {role: {k: best_seconds(fn) for k, fn in fns.items()} for role, fns in kernels.items()}
+    x = torch.rand(1, B, D, generator=g)
+    W = torch.randn(1, D, N, generator=g) * 0.05
+    b = torch.randn(1, 1, N, generator=g) * 0.05
+    dz = torch.randn(1, B, N, generator=g)
+    calls = {"forward": lambda k: FORWARD[k](x, W, b), "grad_weight": lambda k: GRAD_WEIGHT[k](x, dz)}
+    found = {role: {k: best_seconds(functools.partial(call, k)) for k in kernels} for role, call in calls.items()}
     exact = {"forward": torch.relu(torch.baddbmm(b.double(), x.double(), W.double())),
              "grad_weight": torch.bmm(x.double().transpose(1, 2), dz.double())}
-    ok = all(agrees(fns["onednn"](), fns["aten"](), exact[role]) for role, fns in kernels.items())
-    return seconds, ok
-
-
-def probe(shapes=PROBE_SHAPES) -> dict:
-    """Seconds of each GEMM on both kernels, summed over the shapes, and whether oneDNN agrees with float64
-    as closely as aten does on every one."""
-    seconds = {role: dict.fromkeys(KERNELS, 0.0) for role in ("forward", "grad_weight")}
-    agree = True
-    for shape in shapes:
-        found, ok = probe_shape(*shape)
-        for role in seconds:
-            for kernel in KERNELS:
-                seconds[role][kernel] += found[role][kernel]
-        agree &= ok
-    return seconds | {"agrees": bool(agree)}
+    found["agrees"] = {k: all(agrees(call(k), call("aten"), exact[role]) for role, call in calls.items())
+                       for k in kernels}
+    return found
 
 
 def cache_file(cache_dir: str | None) -> Path:
@@ -175,22 +177,22 @@ def cache_file(cache_dir: str | None) -> Path:
     return root / "gemm-probe.json"
 
 
-def probe_key() -> str:
-    """One probe per machine: the CPU and the torch build. Not the thread count: jobs that split the cores
-    between them (a parallel launcher) must take the same kernels as one job with all of them."""
-    return f"{cpu_name()} | torch {torch.__version__}"
+def probe_key(shape: tuple[int, int, int]) -> str:
+    """One probe per machine (the CPU and the torch build) and GEMM shape. Not the thread count: jobs that split
+    the cores between them (a parallel launcher) must take the same kernels as one job with all of them."""
+    return f"{cpu_name()} | torch {torch.__version__} | (B, D, N) = {tuple(shape)}"
 
 
-def cached_probe(cache_dir: str | None = None) -> dict:
-    """This machine's probe: read from the cache, or made now and added to it. One choice per machine, not per
-    shape, so that every population of a comparison trained here takes the same kernels."""
-    path, key = cache_file(cache_dir), probe_key()
+def cached_probe(shape: tuple[int, int, int], kernels=KERNELS, cache_dir: str | None = None) -> dict:
+    """This machine's probe at this shape: read from the cache, or made now and added to it, so that every
+    population of this shape trained here takes the same kernels."""
+    path, key = cache_file(cache_dir), probe_key(shape)
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
-    if key not in known:
-        known[key] = probe()
+    if key not in known or set(known[key]["agrees"]) != set(kernels):
+        known[key] = probe(shape, kernels)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, json.dumps(known, indent=1, sort_keys=True))
@@ -199,23 +201,29 @@ def cached_probe(cache_dir: str | None = None) -> dict:
     return known[key]
 
 
-def choose(request: str, device: torch.device, dtype: torch.dtype, cache_dir: str | None = None) -> Plan:
-    """The kernels of the first layer's GEMMs for a run on `device` in `dtype`."""
+def choose(request: str, device: torch.device, dtype: torch.dtype, cache_dir: str | None = None,
+           shape: tuple[int, int, int] = (256, 784, 256)) -> Plan:
+    """The kernels of the first layer's GEMMs for a population on `device` in `dtype` whose per-seed product is
+    (B, D) @ (D, N) = `shape`."""
     if request not in CHOICES:
         raise ConfigError(f"gemm={request} is not a GEMM kernel choice; use one of {', '.join(CHOICES)}")
     if request == "aten":
         return ATEN
-    unusable = ("a CUDA device" if device.type != "cpu" else "a dtype other than float32"
-                if dtype != torch.float32 else "no oneDNN linear op in this torch build"
-                if onednn_linear() is None else None)
+    unusable = "a CUDA device" if device.type != "cpu" else "a dtype other than float32" if dtype != torch.float32 \
+        else None
     if unusable:
         return Plan(reason=f"gemm={request}: aten ({unusable})")
+    no_op = "no oneDNN linear op in this torch build" if onednn_linear() is None else None
     if request == "onednn":
-        return Plan("onednn", "onednn", "gemm=onednn")
-    found = cached_probe(cache_dir)
-    if not found["agrees"]:
-        return Plan(reason="gemm=auto: aten (oneDNN's results differ beyond float rounding on this machine)")
-    pick = {role: min(KERNELS, key=lambda k: found[role][k]) for role in ("forward", "grad_weight")}
-    timing = ", ".join(f"{role} {found[role]['aten'] * 1e3:.1f} vs {found[role]['onednn'] * 1e3:.1f} ms"
+        return Plan(reason=f"gemm=onednn: aten ({no_op})") if no_op else Plan("onednn", "onednn", "gemm=onednn")
+    kernels = tuple(k for k in KERNELS if not (k == "onednn" and no_op))
+    found = cached_probe(tuple(shape), kernels, cache_dir)
+    usable = [k for k in kernels if found["agrees"][k]]
+    pick = {role: min(usable, key=lambda k: found[role][k]) for role in ("forward", "grad_weight")}
+    timing = "; ".join(f"{role} " + ", ".join(f"{k} {found[role][k] * 1e6:.0f}" for k in kernels) + " µs"
                        for role in ("forward", "grad_weight"))
-    return Plan(pick["forward"], pick["grad_weight"], f"gemm=auto (probe, aten vs onednn: {timing})")
+    refused = [k for k in kernels if k not in usable]
+    notes = [no_op] if no_op else []
+    notes += [f"{', '.join(refused)} refused: results differ beyond float rounding"] if refused else []
+    return Plan(pick["forward"], pick["grad_weight"],
+                f"gemm=auto (probe at (B, D, N) = {tuple(shape)}: {timing})" + "".join(f"; {n}" for n in notes))

@@ -33,8 +33,10 @@ class ImageClassification:
         self.sizes = (self.x.shape[1], int(cfg.hidden), spec.num_classes)
         self.loss_kind, self.scheme, self.std = cfg.loss, cfg.init, float(cfg.experiment.init_std)
         self.device, self.dtype = device, dtype
-        # the first layer's kernels (under bfloat16 autocast, torch's own)
-        self.gemm = choose(cfg.gemm, device, torch.bfloat16 if cfg.dtype == "bfloat16" else dtype, data.cache_dir)
+        # the first layer's kernels: chosen per population, at its shape (under bfloat16 autocast, torch's own)
+        self.gemm_request, self.cache_dir = cfg.gemm, data.cache_dir
+        self.gemm_dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else dtype
+        self.gemm = None
         self.val_rows = None
 
     @staticmethod
@@ -47,6 +49,9 @@ class ImageClassification:
         return x_uint8.to(self.dtype).div_(255)
 
     def init_params(self, seeds, arms):
+        D, H, _ = self.sizes  # each seed's product: (batch, D) @ (D, arms · H)
+        self.gemm = choose(self.gemm_request, self.device, self.gemm_dtype, self.cache_dir,
+                           (self.batch_size, D, arms * H))
         first, second = mlp.init_weights(seeds, self.sizes, self.scheme, self.std, self.dtype, self.device)
         return mlp.stack_mlp(first, second, arms)
 

@@ -48,20 +48,20 @@ def run_population(cfgs: list[DictConfig], seeds: list[int], names: list[str] | 
     cfg = cfgs[0]
     task = TASKS[cfg.experiment.name](cfg, resolve_device(cfg.device), DTYPES[cfg.dtype])
     arms = [arm_from_config(c, name) for c, name in zip(cfgs, names)]
-    gemm = getattr(task, "gemm", None)  # the first layer's GEMM kernels, where the task has such a layer
-    if gemm is not None and cfg.gemm != "aten":
-        log(f"GEMM kernels: {gemm.label} ({gemm.reason})")
     groups: dict[tuple, list] = {}  # one population per update rule (and, for bases without per-arm settings,
     for arm in arms:                # per setting); lr, eps, betas, momentum, weight decay may differ per arm
         groups.setdefault(population_key(arm), []).append(arm)
-    results = [train(task, group, list(seeds), int(cfg.epochs), log, autocast=AUTOCAST.get(cfg.dtype))
-               for group in groups.values()]
-    metrics = pd.concat([r.metrics for r in results], ignore_index=True)
+    results, frames = [], []
+    for group in groups.values():
+        results.append(train(task, group, list(seeds), int(cfg.epochs), log, autocast=AUTOCAST.get(cfg.dtype)))
+        gemm = getattr(task, "gemm", None)  # the first layer's kernels for this population, where it has one
+        if gemm is not None and cfg.gemm != "aten":
+            log(f"GEMM kernels: {gemm.label} ({gemm.reason})")
+        frames.append(results[-1].metrics.assign(gemm=gemm.label) if gemm is not None else results[-1].metrics)
+    metrics = pd.concat(frames, ignore_index=True)
     snapshots = [r.snapshots for r in results if r.snapshots is not None]
     snapshots = pd.concat(snapshots, ignore_index=True) if snapshots else None
     optimizer_of = {name: c.optimizer.name for c, name in zip(cfgs, names)}
-    if gemm is not None:
-        metrics = metrics.assign(gemm=gemm.label)
     return with_run_columns(metrics, cfg, optimizer_of), with_run_columns(snapshots, cfg, optimizer_of)
 
 
@@ -82,7 +82,8 @@ def write_run(folder: Path, metrics: pd.DataFrame, snapshots: pd.DataFrame | Non
     folder = Path(folder)
     names = names or [cfg.optimizer.name for cfg in cfgs]
     record = {"provenance": provenance(resolve_device(cfgs[0].device)) | (
-                  {"gemm": str(metrics["gemm"].iloc[0])} if "gemm" in metrics and len(metrics) else {}),
+                  {"gemm": "/".join(metrics["gemm"].astype(str).unique())} if "gemm" in metrics and len(metrics)
+                  else {}),
               "arms": {name: OmegaConf.to_container(cfg, resolve=True) for name, cfg in zip(names, cfgs)}}
     if population:
         record["population"] = population

@@ -1,5 +1,5 @@
-"""The first layer's GEMM kernel (experiments/gemm.py): oneDNN agrees with aten to float rounding, auto probes
-once per machine, and every path that cannot use oneDNN falls back to aten and says so."""
+"""The first layer's GEMM kernel (experiments/gemm.py): oneDNN and aten_nt agree with aten to float rounding,
+auto probes once per machine and shape, and every path that cannot use a kernel falls back and says so."""
 
 import json
 
@@ -32,9 +32,9 @@ def loss_and_grads(plan: Plan, D: int, H: int, C: int, seeds: int = 2, arms: int
 @needs_onednn
 @pytest.mark.parametrize("D, H, C", [(784, 256, 10), (784, 8, 10), (3072, 128, 100), (3072, 8, 100)],
                          ids=["mnist-H256", "mnist-H8", "cifar100-H128", "cifar100-H8"])
-@pytest.mark.parametrize("plan", [Plan("onednn", "onednn"), Plan("onednn", "aten"), Plan("aten", "onednn")],
-                         ids=lambda p: p.label)
-def test_onednn_equals_aten_to_float_rounding(D, H, C, plan):
+@pytest.mark.parametrize("plan", [Plan("onednn", "onednn"), Plan("onednn", "aten"), Plan("aten", "onednn"),
+                                  Plan("aten_nt", "aten_nt"), Plan("aten_nt", "onednn")], ids=lambda p: p.label)
+def test_other_kernels_equal_aten_to_float_rounding(D, H, C, plan):
     loss_a, grads_a, test_a = loss_and_grads(ATEN, D, H, C)
     loss_o, grads_o, test_o = loss_and_grads(plan, D, H, C)
     torch.testing.assert_close(loss_o, loss_a, rtol=1e-5, atol=1e-6)
@@ -67,36 +67,43 @@ def test_choices_are_checked_and_devices_dtypes_fall_back():
 
 def test_a_torch_without_the_onednn_op_falls_back_to_aten(monkeypatch, tmp_path):
     monkeypatch.setattr(gemm, "onednn_linear", lambda: None)
-    for request in ("onednn", "auto"):
-        plan = gemm.choose(request, CPU, torch.float32, str(tmp_path))
-        assert plan.label == "aten" and "no oneDNN linear op" in plan.reason
+    plan = gemm.choose("onednn", CPU, torch.float32, str(tmp_path))
+    assert plan.label == "aten" and "no oneDNN linear op" in plan.reason
     assert not (tmp_path / "gemm-probe.json").exists()  # nothing probed
+    plan = gemm.choose("auto", CPU, torch.float32, str(tmp_path), (64, 784, 8))  # auto: among the others
+    assert not plan.uses_onednn and "no oneDNN linear op" in plan.reason
+    probed = json.loads((tmp_path / "gemm-probe.json").read_text())
+    assert [set(found["agrees"]) for found in probed.values()] == [{"aten", "aten_nt"}]
 
 
 def fake_probe(forward, grad_weight, agrees=True):
-    def probe():
+    def probe(shape, kernels):
         fake_probe.calls += 1
-        return {"forward": forward, "grad_weight": grad_weight, "agrees": agrees}
+        return {"forward": forward, "grad_weight": grad_weight, "agrees": dict.fromkeys(kernels, agrees)
+                | {"aten": True}}
     return probe
 
 
 @needs_onednn
-def test_auto_probes_once_per_machine_then_reads_the_cache(monkeypatch, tmp_path):
+def test_auto_probes_once_per_machine_and_shape_then_reads_the_cache(monkeypatch, tmp_path):
     fake_probe.calls = 0
-    monkeypatch.setattr(gemm, "probe", fake_probe({"aten": 2.0, "onednn": 1.0}, {"aten": 1.0, "onednn": 3.0}))
-    first = gemm.choose("auto", CPU, torch.float32, str(tmp_path))
-    second = gemm.choose("auto", CPU, torch.float32, str(tmp_path))
+    monkeypatch.setattr(gemm, "probe", fake_probe({"aten": 2.0, "onednn": 1.0, "aten_nt": 3.0},
+                                                  {"aten": 1.0, "onednn": 3.0, "aten_nt": 2.0}))
+    first = gemm.choose("auto", CPU, torch.float32, str(tmp_path), (256, 784, 16))
+    second = gemm.choose("auto", CPU, torch.float32, str(tmp_path), (256, 784, 16))
     assert (first.forward, first.grad_weight) == ("onednn", "aten") and first.label == "onednn+aten"
     assert second == first and fake_probe.calls == 1
+    gemm.choose("auto", CPU, torch.float32, str(tmp_path), (256, 784, 8))  # another shape: its own probe
+    assert fake_probe.calls == 2
     cached = json.loads((tmp_path / "gemm-probe.json").read_text())
-    assert list(cached) == [gemm.probe_key()]
+    assert sorted(cached) == sorted(gemm.probe_key(shape) for shape in ((256, 784, 16), (256, 784, 8)))
 
 
 @needs_onednn
 def test_auto_refuses_a_kernel_whose_results_disagree(monkeypatch, tmp_path):
     fake_probe.calls = 0
-    monkeypatch.setattr(gemm, "probe", fake_probe({"aten": 2.0, "onednn": 1.0}, {"aten": 2.0, "onednn": 1.0},
-                                                  agrees=False))
+    monkeypatch.setattr(gemm, "probe", fake_probe({"aten": 2.0, "onednn": 1.0, "aten_nt": 1.0},
+                                                  {"aten": 2.0, "onednn": 1.0, "aten_nt": 1.0}, agrees=False))
     plan = gemm.choose("auto", CPU, torch.float32, str(tmp_path))
     assert plan == Plan(reason=plan.reason) and "differ beyond float rounding" in plan.reason
 
@@ -109,9 +116,9 @@ def test_agreement_is_judged_against_float64():
 
 
 @needs_onednn
-def test_the_real_probe_finds_onednn_agreeing_here(tmp_path):
-    found = gemm.probe(shapes=((1, 64, 784, 32),))
-    assert found["agrees"] is True
+def test_the_real_probe_finds_every_kernel_agreeing_here(tmp_path):
+    found = gemm.probe((64, 784, 32))
+    assert found["agrees"] == dict.fromkeys(gemm.KERNELS, True)
     assert all(found[role][k] > 0 for role in ("forward", "grad_weight") for k in gemm.KERNELS)
 
 
@@ -126,10 +133,13 @@ def test_a_run_records_its_kernels_and_matches_aten_on_real_mnist(monkeypatch):
               "data.val_size=256", "optimizer=ayla", "N1=0.5", "N2=1.5", "lr=0.01"]
     quiet = {"log": lambda line: None}
     runs = {kernel: run_population([make_config(*common, f"gemm={kernel}")], [0, 1], **quiet)[0]
-            for kernel in ("aten", "onednn")}
+            for kernel in ("aten", "onednn", "auto")}
     assert runs["aten"]["gemm"].eq("aten").all() and runs["onednn"]["gemm"].eq("onednn").all()
-    for column in ("train_loss", "val_loss", "test_loss", "factor", "step_size"):
-        assert runs["onednn"][column].to_numpy() == pytest.approx(runs["aten"][column].to_numpy(), rel=1e-4)
+    forward, _, grad_weight = runs["auto"]["gemm"].iloc[0].partition("+")
+    assert {forward, grad_weight or forward} <= set(gemm.KERNELS)
+    for kernel in ("onednn", "auto"):
+        for column in ("train_loss", "val_loss", "test_loss", "factor", "step_size"):
+            assert runs[kernel][column].to_numpy() == pytest.approx(runs["aten"][column].to_numpy(), rel=1e-4)
     monkeypatch.setattr(gemm, "onednn_linear", lambda: None)  # another torch build: the run still goes, on aten
     fallback = run_population([make_config(*common, "gemm=onednn")], [0, 1], **quiet)[0]
     assert fallback["gemm"].eq("aten").all()
