@@ -220,10 +220,13 @@ def kind(function):
 
 @kind
 def better(ctx: Context, metric: str, epoch="last", arm: str | None = None, baseline: str | None = None,
-           hidden=None, runs: str | None = None):
+           hidden=None, runs: str | None = None, arms: list[str] | None = None):
     """`arm` better than `baseline` on `metric` at `epoch`, paired over seeds, for each hidden size; the
     baseline's collapsed seeds are counted (and, outside the tuned runs, the comparison without them described).
-    `runs`: another run set of the figure (e.g. fig05_noise_seeds)."""
+    `runs`: another run set of the figure (e.g. fig05_noise_seeds); `arms`: the same check for each of them."""
+    if arms is not None:
+        found = [better(ctx, metric, epoch, one, baseline, hidden, runs) for one in arms]
+        return [c for checks, _ in found for c in checks], [line for _, lines in found for line in lines]
     arm, baseline = arm or ctx.arm, baseline or ctx.baseline
     if runs is not None:
         ctx = Context(ctx.claim, runs, load_figure(ctx.out, runs), ctx.arm, ctx.baseline, ctx.tuned, out=ctx.out)

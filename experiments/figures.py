@@ -85,7 +85,7 @@ def seeds_note(frame: pd.DataFrame, kind: str = "") -> str:
         return "deterministic: every seed gives the same path"
     if n < 2:
         return "1 seed"
-    if kind == "classifier_ablation":
+    if kind.endswith("_ablation"):
         return (f"{n} seeds: median of the seeds that did not collapse, a thin line per seed"
                 + (", × = a collapsed seed" if collapsed_runs(frame) else ""))
     if kind == "classifier" and collapsed_runs(frame):
@@ -217,6 +217,24 @@ def classifier(ax_list, metrics, predictions):
                    title=f"({'abcd'[2 * row + col]}) {label}, H = {hidden}{collapsed_title(part, collapsed, hidden)}")
 
 
+def medians_and_seeds(ax, rows: pd.DataFrame, bad: list[pd.DataFrame], column: str, color: str, label: str,
+                      main: bool = False) -> None:
+    """An arm on one panel: every seed a thin line, a collapsed seed's end marked ×, and the median of the seeds
+    that did not collapse as the arm's line (thicker and on top for the arm the panel is about)."""
+    for _, run in rows.groupby("seed"):
+        run = run.sort_values("epoch")
+        ax.plot(run["epoch"], run[column], "-", color=color, lw=0.5, alpha=0.35)
+    for run in bad:
+        ax.plot(run["epoch"].iloc[-1:], run[column].iloc[-1:], "x", color=color, ms=6, mew=1.4)
+    learned = rows[~rows["seed"].isin([run["seed"].iloc[0] for run in bad])]
+    if learned.empty:
+        ax.plot([], [], "-", color=color, lw=1.3, label=label)
+        return
+    median = learned.groupby("epoch")[column].median()
+    ax.plot(median.index, median.to_numpy(), "-", color=color, lw=1.8 if main else 1.3, zorder=3 if main else 2,
+            label=label)
+
+
 def classifier_ablation(ax_list, metrics, predictions):
     """Ablation arms beside Adam and AYLA: train loss and test accuracy per hidden size, each arm's median over
     its seeds that did not collapse as a line, every seed as a thin line, a collapsed seed's end marked ×."""
@@ -228,20 +246,23 @@ def classifier_ablation(ax_list, metrics, predictions):
             ax = ax_list[2 * row + col]
             for arm, color in colors.items():
                 rows = part[part["arm"] == arm]
-                learned, bad = split_collapsed(rows, collapsed, hidden, arm)
-                for _, run in rows.groupby("seed"):
-                    run = run.sort_values("epoch")
-                    ax.plot(run["epoch"], run[column], "-", color=color, lw=0.5, alpha=0.35)
-                for run in bad:
-                    ax.plot(run["epoch"].iloc[-1:], run[column].iloc[-1:], "x", color=color, ms=6, mew=1.4)
-                if not learned.empty:
-                    median = learned.groupby("epoch")[column].median()
-                    ax.plot(median.index, median.to_numpy(), "-", color=color, lw=1.8 if arm == "AYLA" else 1.3,
-                            zorder=3 if arm == "AYLA" else 2, label=arm)
-                else:
-                    ax.plot([], [], "-", color=color, lw=1.3, label=arm)
+                _, bad = split_collapsed(rows, collapsed, hidden, arm)
+                medians_and_seeds(ax, rows, bad, column, color, arm, arm == "AYLA")
             ax.set(xlabel="epoch", ylabel=label,
                    title=f"({'abcd'[2 * row + col]}) {label}, H = {hidden}{collapsed_title(part, collapsed, hidden)}")
+
+
+def curvefit_ablation(ax_list, metrics, predictions, matched):
+    """One panel per AYLA setting: Adam, that AYLA arm and the controls matched to it (`matched`: control arm →
+    AYLA arm), training loss by epoch, each arm's median over seeds as a line and every seed as a thin line."""
+    colors = colors_for(arms_in_order(metrics))
+    controls: dict[str, list[str]] = {}
+    for control, ayla in matched.items():
+        controls.setdefault(ayla, []).append(control)
+    for ax, (ayla, arms), letter in zip(ax_list, controls.items(), "abcdef"):
+        for arm in ("Adam", ayla, *arms):
+            medians_and_seeds(ax, metrics[metrics["arm"] == arm], [], "train_loss", colors[arm], arm, arm == ayla)
+        ax.set(xlabel="epoch", ylabel="training loss (MSE)", yscale="log", title=f"({letter}) {ayla} and its controls")
 
 
 def final_values(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -303,7 +324,7 @@ KINDS = {  # kind: (drawing, number of panels)
     "polynomial_landscape": (polynomial_landscape, 1), "polynomial_path": (polynomial_path, 1),
     "polynomial_steps": (polynomial_steps, 1), "curvefit_fit": (curvefit_fit, 2),
     "curvefit_loss": (curvefit_loss, 2), "classifier": (classifier, 4),
-    "classifier_ablation": (classifier_ablation, 4),
+    "classifier_ablation": (classifier_ablation, 4), "curvefit_ablation": (curvefit_ablation, 4),
 }
 
 
@@ -318,6 +339,9 @@ def draw(spec, metrics: pd.DataFrame, predictions: pd.DataFrame | None = None) -
     extra = {"panels": list(spec.panels)} if "panels" in spec else {}
     if spec.kind == "sensitivity":
         extra = {"works": spec.works}
+    if spec.kind == "curvefit_ablation":
+        from experiments.reproduce import matched_arms
+        extra = {"matched": matched_arms(spec)}
     drawing(list(axes.flat), metrics, predictions, **extra)
     for ax in axes.flat:
         ax.grid(True, ls=":", color="grey", alpha=0.6)
@@ -368,7 +392,7 @@ def draw_figures(out: Path, figures: list[str], spec_of) -> list[Path]:
         ablation = load_figure(out, f"{name}_ablation")
         if not ablation.empty:
             spec.title = f"{spec.title}, with the eps, constant-scale and dynamic-eps controls"
-            spec.kind = "classifier_ablation"
+            spec.kind = spec.ablation.get("kind", "classifier_ablation")
             both = pd.concat([metrics, ablation, load_figure(out, f"{name}_dynamic_eps")], ignore_index=True)
             written += save(draw(spec, both), Path(out) / "figures", f"{name}_ablation")
     return written

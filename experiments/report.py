@@ -6,6 +6,7 @@ with the same budget where one exists. build_report also writes `<out>/runs.csv`
 numbers and whether it collapsed, the table every verdict here is computed from.
 """
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from experiments.claims import (
     describe,
     equal_budget_pair,
     fair_comparison,
+    figure_spec,
     grid_values,
     lower_is_better,
     lr_count,
@@ -31,7 +33,7 @@ from experiments.claims import (
     working_lrs,
 )
 from experiments.io import write_atomic, write_csv
-from experiments.reproduce import CONF, CONTROL_SETS, load_figure, source_of
+from experiments.reproduce import CONF, CONTROL_SETS, load_figure, matched_arms, source_of
 
 RULES = [
     "Comparisons are paired. Every arm of one seed starts from the same weights and sees the same batches in the "
@@ -82,7 +84,7 @@ def rule_lines() -> list[str]:
 def sensitivity_figures() -> list[str]:
     """The figures of conf/reproduce.yaml that are lr-sensitivity grids."""
     return [f for f in OmegaConf.load(CONF / "reproduce.yaml").figures
-            if OmegaConf.load(CONF / "figure" / f"{f}.yaml").figure.kind == "sensitivity"]
+            if figure_spec(f).kind == "sensitivity"]
 
 
 def sensitivity_section(out: Path, names: list[str] | None = None) -> list[str]:
@@ -91,13 +93,12 @@ def sensitivity_section(out: Path, names: list[str] | None = None) -> list[str]:
     from experiments.figures import works_reference
     lines = ["## Learning-rate sensitivity: does AYLA widen the range of lrs that work?", ""]
     for figure in names or sensitivity_figures():
-        spec = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure
+        spec = figure_spec(figure)
         values = grid_values(out, figure)
         if values.empty:
             lines += [f"### {figure}", "", "Not run yet (`make reproduce` adds it).", ""]
             continue
-        for hidden, grid in values.groupby("hidden", dropna=False):
-            good, own = working_lrs(grid), own_range(grid, spec.works)
+        for hidden, grid, good, own in grid_verdicts(values, spec.works):
             criterion = (f"ends within {spec.works.within} of {spec.works.near} ({spec.works.label})" if "near" in
                          spec.works else f"ends at or above {works_reference(grid, spec.works)[1]}")
             title = figure if pd.isna(hidden) else f"{figure}, H = {hidden:g}"
@@ -123,50 +124,75 @@ def sensitivity_section(out: Path, names: list[str] | None = None) -> list[str]:
 def ablation_figures() -> list[str]:
     """The figures of conf/reproduce.yaml whose preset has an ablation."""
     return [f for f in OmegaConf.load(CONF / "reproduce.yaml").figures
-            if "ablation" in OmegaConf.load(CONF / "figure" / f"{f}.yaml").figure]
+            if "ablation" in figure_spec(f)]
 
 
-def precision_section(out: Path) -> list[str]:
-    """bfloat16 against fp32: for each figure with a `bfloat16` run set, per hidden size and arm, the paired
-    difference of final test accuracy (bf16 − fp32, same seeds, same weights and batches), the collapsed seeds of
-    each, and whether the AYLA-vs-Adam verdict is the same in both."""
-    lines = ["## bfloat16 against fp32 (the opt-in dtype=bfloat16)", "",
-             "The figure's arms trained again with dtype=bfloat16 (GEMMs under autocast; weights, optimizer state, "
-             "losses and AYLA factors in fp32), over the same seeds: bf16 − fp32, paired seed by seed. fp32 stays "
-             "the default of every reproduction.", ""]
-    for figure in [f for f in OmegaConf.load(CONF / "reproduce.yaml").figures
-                   if "bfloat16" in OmegaConf.load(CONF / "figure" / f"{f}.yaml").figure]:
-        name = f"{figure}_bfloat16"
-        bf16, fp32 = load_figure(out, name), load_figure(out, figure)
-        if bf16.empty or fp32.empty:
-            lines += [f"- {name}: not run yet (`make reproduce` adds it after {figure}).", ""]
-            continue
-        last = int(fp32["epoch"].max())
-        runs = {"fp32": stats.run_summary(fp32, figure), "bf16": stats.run_summary(bf16, name)}
-        lines += [f"### {name}", "", "| H | arm | bf16 − fp32, final test accuracy | collapsed seeds fp32 / bf16 |",
-                  "| --- | --- | --- | --- |"]
-        verdicts = []
-        for hidden in sorted(fp32["hidden"].unique()):
-            for arm in dict.fromkeys(bf16["arm"]):
-                result = compare(at(bf16, arm, last, "test_acc", hidden), at(fp32, arm, last, "test_acc", hidden),
-                                 "test_acc", "bf16", "fp32")
-                flags = {k: stats.collapsed_seeds(r, arm, hidden) for k, r in runs.items()}
-                lines.append(f"| {hidden} | {arm} | {paired_cell(result)} | "
-                             f"{int(flags['fp32'].sum())}/{len(flags['fp32'])} / "
-                             f"{int(flags['bf16'].sum())}/{len(flags['bf16'])} |")
-            same = []
-            for frame in (fp32, bf16):
-                result = compare(at(frame, "AYLA", last, "test_acc", hidden), at(frame, "Adam", last, "test_acc",
-                                                                                   hidden), "test_acc")
-                same.append("better" if result.better else "worse" if result.worse else "no difference")
-            verdicts.append(f"H = {hidden}: AYLA vs Adam in final test accuracy: {same[0]} in fp32, {same[1]} in "
-                            f"bf16 ({'the same verdict' if same[0] == same[1] else 'the verdict changes'})")
-        lines += ["", *[f"- {v}" for v in verdicts], ""]
+# Run sets that repeat a figure's arms with one thing changed (conf/figure/<fig>.yaml): the set's label, the
+# figure's label, the section's heading and what it says first.
+VARIANTS = {
+    "bfloat16": ("bf16", "fp32", "bfloat16 against fp32 (the opt-in dtype=bfloat16)",
+                 "The figure's arms trained again with dtype=bfloat16 (GEMMs under autocast; weights, optimizer state, "
+                 "losses and AYLA factors in fp32), over the same seeds: bf16 − fp32, paired seed by seed. fp32 stays "
+                 "the default of every reproduction."),
+    "onednn": ("oneDNN", "aten", "Another GEMM kernel: oneDNN against aten",
+               "The figure's arms trained again with gemm=onednn (oneDNN's fp32 GEMM for the first layer and its "
+               "weight gradient, experiments/gemm.py), over the same seeds. The two kernels agree to float rounding "
+               "per product; 40 epochs can amplify that, so: does any verdict or collapsed seed change? oneDNN − aten, "
+               "paired seed by seed (the kernel each run recorded is named)."),
+}
+
+
+def variants_section(out: Path) -> list[str]:
+    """For each figure with a VARIANTS run set, per hidden size and arm, the paired difference of final test
+    accuracy (variant − the figure's runs, same seeds, same weights and batches), the collapsed seeds of each, and
+    whether the AYLA-vs-Adam verdict is the same in both."""
+    lines = []
+    for variant, (label, base, heading, intro) in VARIANTS.items():
+        figures = [f for f in OmegaConf.load(CONF / "reproduce.yaml").figures if variant in figure_spec(f)]
+        if figures:
+            lines += [f"## {heading}", "", intro, ""]
+        for figure in figures:
+            lines += variant_lines(out, figure, variant, label, base)
     return lines
 
 
-def share_cells(x: pd.Series, ayla: pd.Series, adam: pd.Series, column: str, arm: str) -> stats.Share:
-    return stats.share(x, ayla, adam, lower_is_better(column), (arm, "AYLA", "Adam"),
+def variant_lines(out: Path, figure: str, variant: str, label: str, base: str) -> list[str]:
+    name = f"{figure}_{variant}"
+    other, main = load_figure(out, name), load_figure(out, figure)
+    if other.empty or main.empty:
+        return [f"- {name}: not run yet (`make reproduce` adds it after {figure}).", ""]
+    last = int(main["epoch"].max())
+    runs = {base: stats.run_summary(main, figure), label: stats.run_summary(other, name)}
+    kernels = "" if "gemm" not in other else (
+        f"Kernels recorded: {', '.join(sorted(set(main['gemm'].astype(str))))} ({figure}), "
+        f"{', '.join(sorted(set(other['gemm'].astype(str))))} ({name}).")
+    lines = [f"### {name}", "", *([kernels, ""] if variant == "onednn" else []),
+             f"| H | arm | {label} − {base}, final test accuracy | collapsed seeds {base} / {label} |",
+             "| --- | --- | --- | --- |"]
+    verdicts = []
+    for hidden in sorted(main["hidden"].unique()):
+        for arm in dict.fromkeys(other["arm"]):
+            result = compare(at(other, arm, last, "test_acc", hidden), at(main, arm, last, "test_acc", hidden),
+                             "test_acc", label, base)
+            flags = {k: stats.collapsed_seeds(r, arm, hidden) for k, r in runs.items()}
+            counts = " / ".join(f"{int(flags[k].sum())}/{len(flags[k])}" for k in (base, label))
+            lines.append(f"| {hidden} | {arm} | {paired_cell(result)} | {counts} |")
+        same = []
+        for frame in (main, other):
+            result = compare(at(frame, "AYLA", last, "test_acc", hidden), at(frame, "Adam", last, "test_acc", hidden),
+                             "test_acc")
+            same.append("better" if result.better else "worse" if result.worse else "no difference")
+        verdicts.append(f"H = {hidden}: AYLA vs Adam in final test accuracy: {same[0]} in {base}, {same[1]} in "
+                        f"{label} ({'the same verdict' if same[0] == same[1] else 'the verdict changes'})")
+    return lines + ["", *[f"- {v}" for v in verdicts], ""]
+
+
+METRIC_WORDS = {"test_acc": ("test accuracy", "test-accuracy"), "train_loss": ("train loss", "train-loss")}
+
+
+def share_cells(x: pd.Series, ayla: pd.Series, adam: pd.Series, column: str, arm: str,
+                ayla_name: str = "AYLA") -> stats.Share:
+    return stats.share(x, ayla, adam, lower_is_better(column), (arm, ayla_name, "Adam"),
                        percent=not lower_is_better(column))
 
 
@@ -210,54 +236,67 @@ def ablation_section(out: Path) -> tuple[list[str], list[str], dict]:
             lines += [f"### {name}", "", f"Not run yet (`make reproduce` adds it after {figure}).", ""]
             summary.append(f"{name}: not run yet")
             continue
+        spec = figure_spec(figure)
+        matched, judge = matched_arms(spec), spec.ablation.get("judge", {})
+        columns = list(judge.get("metrics", ["test_acc", "train_loss"]))  # the first decides "better"
         last = int(main["epoch"].max())
+        epochs = [last if e == "last" else int(e) for e in judge.get("epochs", ["last"])]
+        ayla_arms = list(dict.fromkeys(matched.values()))
         runs = pd.concat([stats.run_summary(main, figure), stats.run_summary(ablation, name)], ignore_index=True)
         lines += [f"### {name}", ""]
-        for hidden in sorted(main["hidden"].unique()):
-            acc, loss = ({arm: at(frame, arm, last, column, hidden) for frame in (main, ablation)
-                          for arm in dict.fromkeys(frame["arm"])} for column in ("test_acc", "train_loss"))
-            gain = compare(acc["AYLA"], acc["Adam"], "test_acc")
-            loss_gain = compare(loss["AYLA"], loss["Adam"], "train_loss")
+        for hidden, epoch in itertools.product(sorted(main["hidden"].unique()), epochs):
+            where = f"H = {hidden}" + (f", epoch {epoch}" if len(epochs) > 1 else "")
+            values = {column: {arm: at(frame, arm, epoch, column, hidden) for frame in (main, ablation)
+                               for arm in dict.fromkeys(frame["arm"])} for column in columns}
             adam_flags = stats.collapsed_seeds(runs, "Adam", hidden)
             kept = adam_flags.index[~adam_flags]
             notes = [n for n in (collapsed_note(runs, arm, hidden, f"{figure}, H = {hidden}") for arm in
-                                 ("Adam", "AYLA")) if n]
-            lines += [f"**H = {hidden}.** AYLA's gain over Adam: test accuracy {gain.text}; train loss "
-                      f"{loss_gain.text}." + (f" {'; '.join(notes)}; the gain includes those seeds." if notes else ""),
-                      "", "| control | X − Adam, test accuracy | X − AYLA, test accuracy | share of AYLA's test-"
-                      "accuracy gain | share of AYLA's train-loss gain | collapsed seeds of X |", "|" + " --- |" * 6]
+                                 ("Adam", *ayla_arms)) if n]
+            gains = "; ".join(f"{ayla}'s gain over Adam: " + "; ".join(
+                f"{METRIC_WORDS[c][0]} {compare(values[c][ayla], values[c]['Adam'], c).text}" for c in columns)
+                for ayla in ayla_arms)
+            versus = "AYLA" if ayla_arms == ["AYLA"] else "its AYLA"
+            primary = METRIC_WORDS[columns[0]][0]
+            lines += [f"**{where}.** {gains}." + (f" {'; '.join(notes)}; the gain includes those seeds."
+                                                 if notes else ""), "",
+                      f"| control | X − Adam, {primary} | X − {versus}, {primary} | "
+                      + " | ".join(f"share of {versus}'s {METRIC_WORDS[c][1]} gain" for c in columns)
+                      + " | collapsed seeds of X |", "|" + " --- |" * (4 + len(columns))]
             shares = []
             for arm in dict.fromkeys(ablation["arm"]):
-                if acc[arm].empty:  # this control has no run at this hidden size yet
-                    lines.append(f"| {arm} | not run yet at H = {hidden} | | | | |")
+                ayla = matched[arm]
+                if values[columns[0]][arm].empty:  # this control has no run at this hidden size yet
+                    lines.append(f"| {arm} | not run yet at H = {hidden} |" + " |" * (2 + len(columns)))
                     continue
-                cells, short = [], ""
-                for values, column in ((acc, "test_acc"), (loss, "train_loss")):
-                    result = share_cells(values[arm], values["AYLA"], values["Adam"], column, arm)
+                cells, short, main_share = [], "", None
+                for column in columns:
+                    v = values[column]
+                    result = share_cells(v[arm], v[ayla], v["Adam"], column, arm, ayla)
                     text = share_text(result)
-                    if column == "test_acc":
-                        acc_share, short = result, text
+                    if column == columns[0]:
+                        main_share, short = result, text
                     if not result.established and 0 < len(kept) < len(adam_flags):
-                        part = share_cells(*(values[a][values[a].index.isin(kept)] for a in (arm, "AYLA", "Adam")),
-                                           column, arm)
+                        part = share_cells(*(v[a][v[a].index.isin(kept)] for a in (arm, ayla, "Adam")), column,
+                                           arm, ayla)
                         text += f"; over the {len(kept)} seeds Adam did not collapse on: {share_text(part)}"
-                        if column == "test_acc":
+                        if column == columns[0]:
                             short = f"{share_text(part)} over the {len(kept)} seeds Adam did not collapse on"
                     cells.append(text)
                 flags = stats.collapsed_seeds(runs, arm, hidden)
-                lines.append(f"| {arm} | {paired_cell(acc_share.control)} | {paired_cell(acc_share.versus_ayla)} | "
-                             f"{cells[0]} | {cells[1]} | {int(flags.sum())}/{len(flags)} |")
-                ayla_vs = compare(acc["AYLA"], acc[arm], "test_acc", "AYLA", arm)
-                standing = (f"AYLA better on {ayla_vs.wins}/{ayla_vs.n} seeds" if ayla_vs.better else
+                lines.append(f"| {arm} | {paired_cell(main_share.control)} | {paired_cell(main_share.versus_ayla)} | "
+                             + " | ".join(cells) + f" | {int(flags.sum())}/{len(flags)} |")
+                ayla_vs = compare(values[columns[0]][ayla], values[columns[0]][arm], columns[0], ayla, arm)
+                standing = (f"{ayla} better on {ayla_vs.wins}/{ayla_vs.n} seeds" if ayla_vs.better else
                             f"{arm} better on {ayla_vs.n - ayla_vs.wins}/{ayla_vs.n} seeds" if ayla_vs.worse else
-                            "no difference to AYLA shown")
+                            f"no difference to {ayla} shown")
                 shares.append(f"{arm} {short} ({standing})")
-                if arm == OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure.ablation.scaled_arm:
-                    scaled.setdefault(figure, []).append(f"H = {hidden}: {short} ({standing})")
+                which = where + ("" if ayla == "AYLA" else f", {ayla}")
+                if arm in spec.ablation.get("scaled", {}):
+                    scaled.setdefault(figure, []).append(f"{which}: {short} ({standing})")
                 if arm in set(dynamic["arm"]) if not dynamic.empty else False:
-                    scaled.setdefault(f"{figure} dynamic eps", []).append(f"H = {hidden}: {short} ({standing})")
-            summary.append(f"{figure}, H = {hidden}, share of AYLA's test-accuracy gain over Adam reproduced by: "
-                           + "; ".join(shares))
+                    scaled.setdefault(f"{figure} dynamic eps", []).append(f"{which}: {short} ({standing})")
+            summary.append(f"{figure}, {where}, share of {versus}'s {METRIC_WORDS[columns[0]][1]} gain over Adam "
+                           "reproduced by: " + "; ".join(shares))
             lines.append("")
         lines += [f"![{name}](figures/{name}.png)", ""]
     return lines, summary, scaled
@@ -294,7 +333,9 @@ def closing_notes(out: Path) -> list[str]:
 
     return [f"- Polynomial: equal tuning budget: {NO_TUNED}; lr sensitivity (x within 0.1 of 2.25 after 50 "
             f"steps, sens_polynomial): {sensitivity_text(out, 'sens_polynomial')}.",
-            f"- Curve fit: equal tuning budget: {curve}; constant-scale control: none yet.",
+            f"- Curve fit: equal tuning budget: {curve}. Share of each AYLA setting's train-loss gain over the "
+            f"paper's Adam (lr 0.01, Fig. 5) that Adam × c reproduces: {control(['fig05'])}; that the dynamic-eps "
+            f"Adam reproduces: {dynamic(['fig05'])}.",
             f"- MNIST: equal tuning budget: {mnist}. lr sensitivity (final test accuracy within 1 point of the "
             f"grid's best, sens_mnist): {sensitivity_text(out, 'sens_mnist')}. Share of AYLA's gain over the "
             "paper's Adam (lr 0.1, Fig. 7) "
@@ -304,6 +345,12 @@ def closing_notes(out: Path) -> list[str]:
             f"{sensitivity_text(out, 'sens_cifar100')}. Share of AYLA's gain over the paper's Adam (lr 0.01, "
             f"Fig. 9; lr 0.1, Fig. 10) that Adam × c reproduces: {control(cifar_figures)}; that the "
             f"dynamic-eps Adam reproduces: {dynamic(cifar_figures)}."]
+
+
+def grid_verdicts(values: pd.DataFrame, works) -> list[tuple]:
+    """Per hidden size of an lr grid: (hidden, its rows, the lrs each optimizer works at, its own good range)."""
+    return [(hidden, grid, working_lrs(grid), own_range(grid, works))
+            for hidden, grid in values.groupby("hidden", dropna=False)]
 
 
 def own_range(grid: pd.DataFrame, works) -> dict[str, str]:
@@ -336,13 +383,11 @@ def sensitivity_text(out: Path, figure: str) -> str:
     values = grid_values(out, figure)
     if values.empty:
         return "not run yet"
-    works = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure.works
     parts = []
-    for hidden, grid in values.groupby("hidden", dropna=False):
-        good = working_lrs(grid)
+    for hidden, _, good, own in grid_verdicts(values, figure_spec(figure).works):
         lrs = "; ".join(f"{name} works at lr {text}" for name, text in good.items())
         where = "" if pd.isna(hidden) else f"H = {hidden:g}: "
-        parts.append(f"{where}{lrs} ({sensitivity_verdict(good, own_range(grid, works))})")
+        parts.append(f"{where}{lrs} ({sensitivity_verdict(good, own)})")
     return "; ".join(parts)
 
 
@@ -534,7 +579,7 @@ def figures_not_run(out: Path) -> list[str]:
     yet (named with that hidden size when only some are missing)."""
     missing = []
     for figure in OmegaConf.load(CONF / "reproduce.yaml").figures:
-        preset = OmegaConf.load(CONF / "figure" / f"{figure}.yaml").figure
+        preset = figure_spec(figure)
         for name in [figure] + [f"{figure}_{c}" for c in CONTROL_SETS if c in preset]:
             absent = [h for h in preset.hidden
                       if not any((Path(out) / source_of(name)).glob(f"{f'H{h}_' if h else ''}seed*/metrics.csv"))]
@@ -586,7 +631,7 @@ def build_report(out: Path, wall_seconds: float | None = None, extra_sections: l
     lines += ["## Final numbers of the classifier figures", ""] + final_table(out) + [""]
     lines += sensitivity_section(out)
     lines += controls
-    lines += precision_section(out)
+    lines += variants_section(out)
     lines += list(extra_sections) + bench_section(out)
     return "\n".join(lines) + "\n"
 

@@ -26,8 +26,8 @@ MACHINE_KEYS = ("device", "gemm", "figure", "sweep")
 MACHINE_DATA_KEYS = ("root", "download", "cache_dir")
 # Run sets a figure preset may add beside its own arms, each stored as <figure>_<set>: the eps / constant-scale
 # ablation, the dynamic-eps control (Adam with eps / the AYLA factor of its own loss), the curve fit with a
-# noise draw per seed, and the figure's arms again in the opt-in dtype=bfloat16.
-CONTROL_SETS = ("ablation", "dynamic_eps", "noise_seeds", "bfloat16")
+# noise draw per seed, and the figure's arms again in the opt-in dtype=bfloat16 or on oneDNN's GEMM kernel.
+CONTROL_SETS = ("ablation", "dynamic_eps", "noise_seeds", "bfloat16", "onednn")
 
 
 def control_sets(preset: DictConfig) -> list[str]:
@@ -39,6 +39,14 @@ def source_of(figure: str) -> str:
     <other> differently (Figs. 1–3 one polynomial run, Figs. 4–5 one curve fit), so they are trained once."""
     path = CONF / "figure" / f"{figure}.yaml"
     return (OmegaConf.load(path).figure.get("runs") if path.exists() else None) or figure
+
+
+def matched_arms(spec: DictConfig) -> dict[str, str]:
+    """Each control arm of a figure preset (its `figure` node) and the AYLA arm it is matched to: the one whose
+    mean factor scales it (ablation.scaled), whose exponents its eps follows (dynamic_eps.matched), else AYLA."""
+    found = {arm: "AYLA" for name in ("ablation", "dynamic_eps") if name in spec for arm in spec[name].arms}
+    return found | dict(spec.get("ablation", {}).get("scaled", {})) | dict(spec.get("dynamic_eps", {}).get(
+        "matched", {}))
 
 
 def load_settings(name: str = "reproduce") -> DictConfig:
@@ -98,18 +106,20 @@ def figure_units(figure: str, extra: dict | None = None, arms_key: str = "arms",
                   + ([f"hidden={hidden}"] if hidden is not None else []) + extra_overrides)
         overrides = {arm: common + list(arms[arm]) for arm in arms}
         if arms_key == "ablation.arms":
-            scale = mean_ayla_factor(load_figure(out, figure), hidden)
-            overrides[preset.figure.ablation.scaled_arm].append(f"optimizer.grad_scale={scale:.6g}")
+            runs = load_figure(out, figure)
+            for arm, ayla in preset.figure.ablation.scaled.items():
+                overrides[arm].append(f"optimizer.grad_scale={mean_ayla_factor(runs, hidden, ayla):.6g}")
         units.append(Unit(name, hidden, list(arms), [compose_run(o) for o in overrides.values()],
                           preset.figure.get("seeds")))
     return units
 
 
-def mean_ayla_factor(metrics: pd.DataFrame, hidden) -> float:
-    """c of the "Adam × c" ablation: the AYLA factor averaged over every step and seed of a figure's AYLA arm."""
-    ayla = metrics[metrics["ayla"] & ((metrics["hidden"] == hidden) if hidden is not None else True)]
+def mean_ayla_factor(metrics: pd.DataFrame, hidden, arm: str = "AYLA") -> float:
+    """c of an "Adam × c" control: the AYLA factor averaged over every step and seed of one AYLA arm of a figure."""
+    ayla = metrics[metrics["ayla"] & (metrics["arm"] == arm)
+                   & ((metrics["hidden"] == hidden) if hidden is not None else True)]
     if ayla.empty:
-        raise ValueError(f"no AYLA runs at hidden={hidden} to take the constant scale from")
+        raise ValueError(f"no runs of {arm} at hidden={hidden} to take the constant scale from")
     return float(ayla["factor"].mean())  # each row is an epoch mean over the same number of steps
 
 

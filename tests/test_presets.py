@@ -61,6 +61,14 @@ def test_figure_preset_composes_every_arm_and_control(name):
             for unit in reproduce.figure_units(name, arms_key=f"{control}.arms"):
                 for cfg in unit.cfgs:
                     check_run_config(cfg)
+    # each control is matched to an AYLA arm of the figure (its scale, its exponents, its share's denominator)
+    controls = {arm for control in ("ablation", "dynamic_eps") if control in preset.figure
+                for arm in preset.figure[control].arms}
+    matched = reproduce.matched_arms(preset.figure)
+    assert set(matched) == controls
+    arms = reproduce.figure_arms(preset.figure)
+    assert all(arms[arm][0] == "optimizer=ayla" for arm in matched.values())
+    assert set(preset.figure.get("ablation", {}).get("scaled", {})) <= controls
 
 
 @pytest.mark.parametrize("name", presets("sweep"))

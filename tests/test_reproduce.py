@@ -256,7 +256,7 @@ def test_quick_reproduction_end_to_end(tmp_path):
     assert not re.search(verdict_words, text), "a smoke test carries no verdict words"
     assert (tmp_path / "runs.csv").exists() and "## Controls" in text
     assert "torch" in text and "minutes of training" in text
-    for name in ("fig07", "fig09", "fig10"):  # the eps / constant-scale ablation is drawn beside them
+    for name in ("fig05", "fig07", "fig09", "fig10"):  # the eps / constant-scale ablation is drawn beside them
         assert (tmp_path / "figures" / f"{name}_ablation.png").stat().st_size > 10_000
 
     # make compare: the rerun against itself agrees; a copy with one arm's accuracy moved does not, naming it
@@ -426,15 +426,21 @@ def test_progress_on_a_terminal_is_one_bar_with_the_running_population(tmp_path)
     assert (tmp_path / "logs" / "fig07_H8.log").read_text() == "epoch 1/40 ...\n"
 
 
-def test_bfloat16_section_pairs_each_arm_with_its_fp32_run(tmp_path):
+def test_variant_sections_pair_each_arm_with_its_run_in_the_figure(tmp_path):
     fp32 = classifier_frame(0.10, 0.01)
     bf16 = fp32.assign(test_acc=fp32["test_acc"] - 0.004 - 0.0005 * (fp32["seed"] - 42))  # lower on each seed
     write_figure(tmp_path, "fig07", fp32)
     write_figure(tmp_path, "fig07_bfloat16", bf16)
-    text = "\n".join(report.precision_section(tmp_path))
+    text = "\n".join(report.variants_section(tmp_path))
     assert "| 8 | AYLA | −0.450 [" in text and "bf16 better on 0/3; **fp32 better**" in text
     assert "H = 256: AYLA vs Adam in final test accuracy: better in fp32, better in bf16 (the same verdict)" in text
     assert "fig09_bfloat16: not run yet" in text
+    onednn = fp32.assign(test_acc=fp32["test_acc"] + 1e-4 * (fp32["seed"] % 2), gemm="onednn")  # rounding only
+    write_figure(tmp_path, "fig07", fp32.assign(gemm="aten"))
+    write_figure(tmp_path, "fig07_onednn", onednn)
+    text = "\n".join(report.variants_section(tmp_path))
+    assert "## Another GEMM kernel: oneDNN against aten" in text and "Kernels recorded: aten (fig07), onednn" in text
+    assert "better in aten, better in oneDNN (the same verdict)" in text
 
 
 def test_each_hidden_size_of_an_lr_grid_is_judged_against_its_own_best(tmp_path):
@@ -461,3 +467,27 @@ def test_a_claim_confirmed_against_the_tuned_baseline_still_names_the_collapsed_
     claim = claims.Claim("c", ["fig09"], "p", checks=[claims.Check("a", True), claims.Check("b", False)],
                          tuned_checks=[claims.Check("t", True)], collapsed={("Adam", "fig09"): {8: "3/5"}})
     assert claim.paper_cell() == "partly confirmed; the paper's Adam collapsed in fig09 on 3/5 seeds at H = 8"
+
+
+@pytest.mark.slow
+def test_curvefit_controls_are_matched_to_their_own_ayla_setting(tmp_path):
+    """Fig. 5 has four AYLA arms: each Adam × c takes c from its own AYLA arm's factor, each dynamic-eps Adam
+    that arm's exponents, and the report's shares divide by that arm's gain in train loss at epochs 100 and 300."""
+    reproduce.run_figures(["fig05"], [42, 43], tmp_path, {"curvefit": ["epochs=120"]}, log=lambda line: None)
+    main, ablation, dynamic = (reproduce.load_figure(tmp_path, name)
+                               for name in ("fig05", "fig05_ablation", "fig05_dynamic_eps"))
+    factors = {n1: main[main["arm"] == f"AYLA N1={n1}"]["factor"].mean() for n1 in (0.2, 0.4, 0.6, 0.8)}
+    assert len(set(factors.values())) == 4  # four different scales to match
+    for n1, c in factors.items():
+        scaled = ablation[ablation["arm"] == f"Adam × c (N1={n1})"]
+        assert scaled["grad_scale"].iloc[0] == pytest.approx(c, rel=1e-5)
+        follows = dynamic[dynamic["arm"] == f"Adam, dynamic eps (N1={n1})"]
+        assert follows["dynamic_eps"].all() and follows["N1"].unique().tolist() == [n1]
+    lines, summary, shares = report.ablation_section(tmp_path)
+    text = "\n".join(lines)
+    assert "AYLA N1=0.2's gain over Adam: train loss" in text and "share of its AYLA's train-loss gain" in text
+    assert "**H = 128, epoch 100.**" in text and "**H = 128, epoch 300.**" in text  # 300: the last epoch reached
+    assert len(shares["fig05"]) == len(shares["fig05 dynamic eps"]) == 2 * 4  # 2 epochs × 4 AYLA settings
+    assert all(line.startswith("H = 128, epoch ") and ", AYLA N1=0." in line for line in shares["fig05"])
+    drawn = figures.draw_figures(tmp_path, ["fig05"], lambda name: reproduce.compose_run([f"figure={name}"]).figure)
+    assert tmp_path / "figures" / "fig05_ablation.png" in drawn
