@@ -7,6 +7,8 @@
   (d) fused    this suite's trainer, K arms trained together: Adam and AYLA × K/2 seeds (as make reproduce
                trains a figure), and K AYLA settings on one seed (as a sweep over N trains)
 
+`step_profile` times the parts of one arm's training step one by one (where a step's time goes beyond its GEMMs).
+
 Every epoch includes the test-set evaluation the protocol does after it. Reported per arm-epoch, with the ratio
 to (a) and (b) and the fraction of the machine's real fp32 GEMM peak that the matmuls alone would need: the best
 rate of a 2048² fp32 product among torch's own `@` (MKL on x86), oneDNN's linear and NumPy's OpenBLAS, measured
@@ -23,12 +25,12 @@ import pandas as pd
 import torch
 
 from ayla import AYLA
-from experiments import DATASETS, TASKS
-from experiments.config import arm_from_config
+from experiments import DATASETS, TASKS, mlp
+from experiments.config import AUTOCAST, arm_from_config
 from experiments.data import load_split, subset_indices
-from experiments.gemm import best_seconds, onednn_linear
+from experiments.gemm import FORWARD, GRAD_WEIGHT, best_seconds, onednn_linear
 from experiments.io import device_name
-from experiments.trainer import train
+from experiments.trainer import GradientScale, grad_norms, make_optimizer, train
 
 BATCH = 256
 
@@ -185,7 +187,7 @@ def suite_epochs(cfg_of, name: str, hidden: int, arms: dict, seeds: int, epochs:
     cfgs = [cfg_of(name, hidden, [*overrides, f"gemm={gemm}"]) for overrides in arms.values()]
     task = TASKS[name](cfgs[0], device, torch.float32)
     trained = train(task, [arm_from_config(c, label) for c, label in zip(cfgs, arms)], list(range(seeds)), epochs,
-                    log=lambda line: None)
+                    log=lambda line: None, autocast=AUTOCAST.get(cfgs[0].dtype))  # as runner.run_population does
     return trained.metrics.groupby("epoch")["seconds"].first().tolist(), task.gemm.label
 
 
@@ -263,3 +265,80 @@ def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
         frame[column] = [reference[k] / s for k, s in zip(zip(frame["dataset"], frame["hidden"]),
                                                            frame["seconds_per_arm_epoch"])]
     return frame.assign(device=device_name(device))
+
+
+def seconds_per_call(fn, device, calls: int = 200, rounds: int = 3) -> float:
+    """Mean seconds of one call of `fn` over `calls` calls in a row, the best of `rounds` such runs."""
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        sync(device)
+        tick = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync(device)
+        best = min(best, (time.perf_counter() - tick) / calls)
+    return best
+
+
+def step_profile(cfg, device, epochs: int = 3) -> list[dict]:
+    """One arm's training step (experiments/trainer.py's batch loop) taken apart: each part timed alone on the
+    same batch, the matmuls among them timed as bare GEMMs, and the step as the trainer runs it (an epoch's
+    seconds less its evaluation, per batch). Rows: part, microseconds per step."""
+    task = TASKS[cfg.experiment.name](cfg, device, torch.float32)
+    arm = arm_from_config(cfg, cfg.optimizer.name)
+    trained = train(task, [arm], [0], epochs, log=lambda line: None)
+    params, shapes = task.init_params([0], 1)
+    optimizer = make_optimizer(arm, params)
+    scale_of = GradientScale([arm], [0], device, torch.float32)
+    rows = task.train_pool([0])[:, :task.batch_size]
+    x, y = task.rows_of(rows)
+    inputs = task.inputs(x)
+    W1, b1, W2, _ = params
+    S, D, A, H = W1.shape
+    B, C = inputs.shape[1], W2.shape[-1]
+    h, dout, dz = (torch.rand(shape, device=device) for shape in ((S, A, B, H), (S, A, B, C), (S, B, A * H)))
+
+    def losses():
+        return mlp.classification_loss(mlp.forward(params, inputs, task.gemm), y, task.loss_kind)
+
+    def backward():
+        loss, _ = losses()
+        (loss * scale_of(loss.detach())).sum().backward()
+
+    backward()
+    loss, correct = losses()
+
+    def metrics():
+        with torch.no_grad():
+            return torch.stack([loss.detach(), scale_of(loss.detach()), arm.lr * grad_norms(params, shapes),
+                                correct.to(loss.dtype)])
+
+    with torch.no_grad():
+        gemms = {"first layer: x·W1 + b1, ReLU": lambda: FORWARD[task.gemm.forward](inputs, W1.view(S, D, A * H),
+                                                                                    b1.view(S, 1, A * H)),
+                 "first layer: dW1 = xᵀ·dZ": lambda: GRAD_WEIGHT[task.gemm.grad_weight](inputs, dz),
+                 "second layer: h·W2, dh = dout·W2ᵀ, dW2 = hᵀ·dout": lambda: (
+                     torch.matmul(h, W2), torch.matmul(dout, W2.transpose(-1, -2)),
+                     torch.matmul(h.transpose(-1, -2), dout))}
+        gemm_seconds = {part: seconds_per_call(fn, device) for part, fn in gemms.items()}
+    forward = seconds_per_call(lambda: mlp.forward(params, inputs, task.gemm), device)
+    loss_and_forward = seconds_per_call(losses, device)
+    parts = {"batch: gather rows, uint8 → float": seconds_per_call(
+                 lambda: task.inputs(task.rows_of(rows)[0]), device),
+             "forward (both layers)": forward,
+             "loss and correct count": loss_and_forward - forward,
+             "backward (autograd, with the gradient scale)": seconds_per_call(backward, device) - loss_and_forward,
+             "per-step metrics: ‖g‖ per arm, factor, sums": seconds_per_call(metrics, device),
+             "optimizer step": seconds_per_call(optimizer.step, device),
+             "zero_grad": seconds_per_call(optimizer.zero_grad, device)}
+    batches = task.n_train // task.batch_size
+    evaluation = seconds_per_call(lambda: task.evaluate(params), device, calls=3)
+    step = (steady(trained.metrics.groupby("epoch")["seconds"].first().tolist()) - evaluation) / batches
+    rows = [dict(part=f"GEMM, {part}", microseconds=1e6 * t) for part, t in gemm_seconds.items()]
+    rows += [dict(part=part, microseconds=1e6 * t) for part, t in parts.items()]
+    rows += [dict(part="sum of the parts", microseconds=1e6 * sum(parts.values())),
+             dict(part="GEMMs of a step", microseconds=1e6 * sum(gemm_seconds.values())),
+             dict(part="step in the trainer (epoch less evaluation, per batch)", microseconds=1e6 * step),
+             dict(part="beyond the GEMMs (step − GEMMs)", microseconds=1e6 * (step - sum(gemm_seconds.values())))]
+    return [row | dict(optimizer=arm.base if not arm.ayla else "ayla", gemm=task.gemm.label) for row in rows]

@@ -8,6 +8,7 @@ Figures are written byte for byte the same from the same CSVs (no timestamps, no
 """
 
 import io
+import itertools
 import textwrap
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def colors_for(arms: list[str]) -> dict[str, str]:
         if arm in FIXED_COLORS and FIXED_COLORS[arm] not in taken:
             colors[arm] = FIXED_COLORS[arm]
             taken.add(colors[arm])
-    spare = iter(color for color in OTHER_COLORS if color not in taken)
+    spare = itertools.cycle([color for color in OTHER_COLORS if color not in taken])  # many arms: colours repeat
     return {arm: colors.get(arm) or next(spare) for arm in arms}
 
 
@@ -218,7 +219,7 @@ def classifier(ax_list, metrics, predictions):
 
 
 def medians_and_seeds(ax, rows: pd.DataFrame, bad: list[pd.DataFrame], column: str, color: str, label: str,
-                      main: bool = False) -> None:
+                      main: bool = False, style: str = "-") -> None:
     """An arm on one panel: every seed a thin line, a collapsed seed's end marked ×, and the median of the seeds
     that did not collapse as the arm's line (thicker and on top for the arm the panel is about)."""
     for _, run in rows.groupby("seed"):
@@ -228,10 +229,10 @@ def medians_and_seeds(ax, rows: pd.DataFrame, bad: list[pd.DataFrame], column: s
         ax.plot(run["epoch"].iloc[-1:], run[column].iloc[-1:], "x", color=color, ms=6, mew=1.4)
     learned = rows[~rows["seed"].isin([run["seed"].iloc[0] for run in bad])]
     if learned.empty:
-        ax.plot([], [], "-", color=color, lw=1.3, label=label)
+        ax.plot([], [], style, color=color, lw=1.3, label=label)
         return
     median = learned.groupby("epoch")[column].median()
-    ax.plot(median.index, median.to_numpy(), "-", color=color, lw=1.8 if main else 1.3, zorder=3 if main else 2,
+    ax.plot(median.index, median.to_numpy(), style, color=color, lw=1.8 if main else 1.3, zorder=3 if main else 2,
             label=label)
 
 
@@ -254,14 +255,22 @@ def classifier_ablation(ax_list, metrics, predictions):
 
 def curvefit_ablation(ax_list, metrics, predictions, matched):
     """One panel per AYLA setting: Adam, that AYLA arm and the controls matched to it (`matched`: control arm →
-    AYLA arm), training loss by epoch, each arm's median over seeds as a line and every seed as a thin line."""
-    colors = colors_for(arms_in_order(metrics))
+    AYLA arm), training loss by epoch, each arm's median over seeds as a line and every seed as a thin line. A
+    control keeps one colour and legend entry across panels: its name without the setting ("Adam × c (N1=0.2)"
+    is "Adam × c" in the panel of AYLA N1=0.2)."""
     controls: dict[str, list[str]] = {}
     for control, ayla in matched.items():
         controls.setdefault(ayla, []).append(control)
+    role = {arm: arm.split(" (")[0] for arm in matched} | {"Adam": "Adam"} | {a: "AYLA (the panel's)" for a in controls}
+    colors = colors_for(["Adam", "AYLA", *dict.fromkeys(role[c] for c in matched)])
+    colors["AYLA (the panel's)"] = colors.pop("AYLA")
+    # the controls dashed and dotted, so that one lying on Adam's curve leaves it visible
+    styles = {"Adam": "-", "AYLA (the panel's)": "-"} | dict(zip(dict.fromkeys(role[c] for c in matched),
+                                                                  itertools.cycle(["--", ":", "-."])))
     for ax, (ayla, arms), letter in zip(ax_list, controls.items(), "abcdef"):
         for arm in ("Adam", ayla, *arms):
-            medians_and_seeds(ax, metrics[metrics["arm"] == arm], [], "train_loss", colors[arm], arm, arm == ayla)
+            medians_and_seeds(ax, metrics[metrics["arm"] == arm], [], "train_loss", colors[role[arm]], role[arm],
+                              arm == ayla, styles[role[arm]])
         ax.set(xlabel="epoch", ylabel="training loss (MSE)", yscale="log", title=f"({letter}) {ayla} and its controls")
 
 
@@ -391,7 +400,7 @@ def draw_figures(out: Path, figures: list[str], spec_of) -> list[Path]:
         written += save(draw(spec, metrics, load_figure(out, name, "predictions")), Path(out) / "figures", name)
         ablation = load_figure(out, f"{name}_ablation")
         if not ablation.empty:
-            spec.title = f"{spec.title}, with the eps, constant-scale and dynamic-eps controls"
+            spec.title = f"{spec.title}, with its controls"
             spec.kind = spec.ablation.get("kind", "classifier_ablation")
             both = pd.concat([metrics, ablation, load_figure(out, f"{name}_dynamic_eps")], ignore_index=True)
             written += save(draw(spec, both), Path(out) / "figures", f"{name}_ablation")

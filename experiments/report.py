@@ -163,9 +163,9 @@ def variant_lines(out: Path, figure: str, variant: str, label: str, base: str) -
         return [f"- {name}: not run yet (`make reproduce` adds it after {figure}).", ""]
     last = int(main["epoch"].max())
     runs = {base: stats.run_summary(main, figure), label: stats.run_summary(other, name)}
-    kernels = "" if "gemm" not in other else (
-        f"Kernels recorded: {', '.join(sorted(set(main['gemm'].astype(str))))} ({figure}), "
-        f"{', '.join(sorted(set(other['gemm'].astype(str))))} ({name}).")
+    def kernels_of(frame: pd.DataFrame) -> str:  # runs from before the column existed were all trained on aten
+        return ", ".join(sorted(set(frame["gemm"].astype(str)))) if "gemm" in frame else "aten (no gemm column)"
+    kernels = f"Kernels recorded: {kernels_of(main)} ({figure}), {kernels_of(other)} ({name})."
     lines = [f"### {name}", "", *([kernels, ""] if variant == "onednn" else []),
              f"| H | arm | {label} − {base}, final test accuracy | collapsed seeds {base} / {label} |",
              "| --- | --- | --- | --- |"]
@@ -494,7 +494,23 @@ def bench_section(out: Path) -> list[str]:
         lines.append(f"| {r.dataset} | {r.hidden} | {r.variant} | {r.optimizer} | {r.gemm} | "
                      f"{r.seconds_per_arm_epoch:.3f} | {r.speedup_vs_numpy:.2f} | {r.speedup_vs_loader:.2f} | "
                      f"{r.gemm_fraction:.0%} |")
-    return lines + [""] + bench_targets(bench)
+    return lines + [""] + bench_targets(bench) + step_lines(path.with_name("bench_steps.csv"))
+
+
+def step_lines(path: Path) -> list[str]:
+    """One arm's training step taken apart (make bench writes bench_steps.csv beside bench.csv)."""
+    if not path.exists():
+        return []
+    steps = pd.read_csv(path)
+    first = steps.iloc[0]
+    table = steps.pivot_table(index="part", columns="optimizer", values="microseconds", sort=False)
+    kernels = ", ".join(f"{o}: {k}" for o, k in steps.groupby("optimizer", sort=False)["gemm"].first().items())
+    lines = [f"Where one arm's step goes ({first['dataset']}, H = {first['hidden']}, batch 256; kernels {kernels}): "
+             "each part timed alone on one batch, the GEMMs among them timed bare, and the step as the trainer ran "
+             "it (an epoch less its evaluation, per batch), in microseconds.", "",
+             "| part | " + " | ".join(table.columns) + " |", "|" + " --- |" * (1 + len(table.columns))]
+    lines += [f"| {part} | " + " | ".join(f"{v:.0f}" for v in row) + " |" for part, row in table.iterrows()]
+    return lines + [""]
 
 
 def bench_targets(bench: pd.DataFrame) -> list[str]:

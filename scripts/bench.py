@@ -1,4 +1,5 @@
-"""Time an MNIST and a CIFAR-100 epoch four ways (experiments/bench.py) and write results/bench.csv.
+"""Time an MNIST and a CIFAR-100 epoch four ways (experiments/bench.py) and write results/bench.csv, and one arm's
+training step taken apart into results/bench_steps.csv.
 
     python scripts/bench.py                # conf/bench.yaml: full data sets, every variant
     python scripts/bench.py --tiny         # small subsets, one epoch: checks that every row runs
@@ -18,9 +19,10 @@ if any(name in os.environ for name in OPENBLAS_VARIABLES):
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
+import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from experiments.bench import run  # noqa: E402
+from experiments.bench import run, step_profile  # noqa: E402
 from experiments.config import resolve_device  # noqa: E402
 from experiments.errors import AylaError  # noqa: E402
 from experiments.io import git_state, write_csv  # noqa: E402
@@ -50,15 +52,24 @@ def main() -> None:
                                 f"data.test_subset={spec.test_rows}", *arm_overrides])
 
         frame = run(cfg_of, settings, root, device)
+        where = settings.step_profile
+        steps = pd.DataFrame([dict(dataset=where.dataset, hidden=where.hidden) | row
+                              for optimizer in where.optimizers
+                              for row in step_profile(cfg_of(where.dataset, where.hidden,
+                                                             [f"optimizer={optimizer}", "gemm=auto"]), device)])
     except AylaError as error:
         sys.exit(f"error: {error}")
-    frame = frame.assign(commit=git_state()["commit"])
+    commit = git_state()["commit"]
+    frame, steps = frame.assign(commit=commit), steps.assign(device=frame["device"].iloc[0], commit=commit)
     out = Path(args.out or settings.out)
     write_csv(frame, out)
+    write_csv(steps, out.with_name(f"{out.stem}_steps.csv"))
     columns = ["dataset", "hidden", "variant", "optimizer", "gemm", "seconds_per_arm_epoch", "speedup_vs_numpy",
                "speedup_vs_loader", "gemm_fraction"]
     print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    print(f"wrote {out}")
+    parts = steps[["optimizer", "gemm", "part", "microseconds"]]
+    print(parts.to_string(index=False, float_format=lambda v: f"{v:.0f}"))
+    print(f"wrote {out} and {out.with_name(f'{out.stem}_steps.csv')}")
 
 
 if __name__ == "__main__":

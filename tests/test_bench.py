@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 from conftest import PROJECT, real_data
 
 from experiments.bench import epoch_flops
@@ -49,6 +50,14 @@ def test_bench_tiny_writes_every_row(tmp_path):
                                                                    ("mnist", 8), ("mnist", 256)]
     assert (frame["seconds_per_arm_epoch"] > 0).all() and (frame["gemm_fraction"] > 0).all()
     assert frame["device"].str.contains("cores").all()  # the hardware named, not just "cpu"
+    steps = pd.read_csv(tmp_path / "bench_steps.csv")  # one arm's step taken apart, for Adam and AYLA
+    assert sorted(set(steps["optimizer"])) == ["adam", "ayla"] and (steps["microseconds"].abs() > 0).all()
+    for _, part in steps.groupby("optimizer"):
+        us = part.set_index("part")["microseconds"]
+        gemms = us[us.index.str.startswith("GEMM, ")]
+        assert len(gemms) == 3 and us["GEMMs of a step"] == pytest.approx(gemms.sum())
+        assert us["beyond the GEMMs (step − GEMMs)"] == pytest.approx(
+            us["step in the trainer (epoch less evaluation, per batch)"] - gemms.sum())
     for reference, column in (("a numpy float64", "speedup_vs_numpy"), ("b per-sample DataLoader",
                                                                         "speedup_vs_loader")):
         base = frame[frame["variant"] == reference].groupby(["dataset", "hidden"])["seconds_per_arm_epoch"].mean()
@@ -61,3 +70,25 @@ def test_epoch_flops_counts_the_matmuls():
     # MNIST H=256: 234 batches of 256 rows × (4·784·256 + 6·256·10) + 10,000 test rows × 2·(784·256 + 256·10)
     assert epoch_flops(60000, 10000, (784, 256, 10)) == 59904 * (4 * 784 * 256 + 6 * 256 * 10) + 10000 * 2 * (
         784 * 256 + 256 * 10)
+
+
+def test_the_bf16_rows_train_under_autocast(monkeypatch):
+    """The bench's bfloat16 rows must time what dtype=bfloat16 runs: the trainer under autocast, as the runner
+    calls it (a bench that passed no autocast timed fp32 twice)."""
+    from experiments import bench
+    from experiments.reproduce import compose_run
+    from experiments.trainer import Trained
+    real_data("mnist")
+    seen = []
+
+    def fake_train(task, arms, seeds, epochs, log, autocast=None):
+        seen.append(autocast)
+        task.init_params(seeds, len(arms))  # where the population's kernels are chosen
+        return Trained(pd.DataFrame({"epoch": [1], "seconds": [1.0]}), None, [])
+    monkeypatch.setattr(bench, "train", fake_train)
+
+    def cfg_of(name, hidden, overrides):
+        return compose_run([f"experiment={name}", f"hidden={hidden}", "data.train_subset=512",
+                            "data.test_subset=256", *overrides])
+    bench.both_kernels(cfg_of, "mnist", 8, "c", "adam", 1, {"adam": ["optimizer=adam"]}, 1, 1, torch.device("cpu"))
+    assert seen[-1] == torch.bfloat16 and seen[0] is None
