@@ -127,46 +127,52 @@ def ablation_figures() -> list[str]:
             if "ablation" in figure_spec(f)]
 
 
-# Run sets that repeat a figure's arms with one thing changed (conf/figure/<fig>.yaml): the set's label, the
-# figure's label, the section's heading and what it says first.
+# Run sets that repeat a figure's arms with one thing changed (conf/figure/<fig>.yaml): the set's label, its
+# base's label, the section's heading, what it says first, and the run set it is compared with (None: the figure's
+# own runs).
 VARIANTS = {
     "bfloat16": ("bf16", "fp32", "bfloat16 against fp32 (the opt-in dtype=bfloat16)",
                  "The figure's arms trained again with dtype=bfloat16 (GEMMs under autocast; weights, optimizer state, "
                  "losses and AYLA factors in fp32), over the same seeds: bf16 − fp32, paired seed by seed. fp32 stays "
-                 "the default of every reproduction."),
+                 "the default of every reproduction.", None),
+    "aten": ("this code", "the figure's runs", "The same kernel, the current code against the figure's own runs",
+             "The figure's arms trained again on aten with the current code (<fig>_aten), over the same seeds, against "
+             "the figure's committed runs (their commit is in their config.yaml): what code changes since then do at "
+             "float rounding, amplified over 40 epochs, paired seed by seed.", None),
     "onednn": ("oneDNN", "aten", "Another GEMM kernel: oneDNN against aten",
-               "The figure's arms trained again with gemm=onednn (oneDNN's fp32 GEMM for the first layer and its "
-               "weight gradient, experiments/gemm.py), over the same seeds. The two kernels agree to float rounding "
-               "per product; 40 epochs can amplify that, so: does any verdict or collapsed seed change? oneDNN − aten, "
-               "paired seed by seed (the kernel each run recorded is named)."),
+               "The figure's arms trained with gemm=onednn (oneDNN's fp32 GEMM for the first layer and its weight "
+               "gradient, experiments/gemm.py) and with gemm=aten by the same code (<fig>_aten), over the same "
+               "seeds. The two kernels agree to float rounding per product; 40 epochs can amplify that, so: does any "
+               "verdict or collapsed seed change? oneDNN − aten, paired seed by seed.", "aten"),
 }
 
 
 def variants_section(out: Path) -> list[str]:
     """For each figure with a VARIANTS run set, per hidden size and arm, the paired difference of final test
-    accuracy (variant − the figure's runs, same seeds, same weights and batches), the collapsed seeds of each, and
+    accuracy (variant − its base, same seeds, same weights and batches), the collapsed seeds of each, and
     whether the AYLA-vs-Adam verdict is the same in both."""
     lines = []
-    for variant, (label, base, heading, intro) in VARIANTS.items():
+    for variant, (label, base, heading, intro, base_set) in VARIANTS.items():
         figures = [f for f in OmegaConf.load(CONF / "reproduce.yaml").figures if variant in figure_spec(f)]
         if figures:
             lines += [f"## {heading}", "", intro, ""]
         for figure in figures:
-            lines += variant_lines(out, figure, variant, label, base)
+            lines += variant_lines(out, figure, variant, label, base, base_set)
     return lines
 
 
-def variant_lines(out: Path, figure: str, variant: str, label: str, base: str) -> list[str]:
-    name = f"{figure}_{variant}"
-    other, main = load_figure(out, name), load_figure(out, figure)
+def variant_lines(out: Path, figure: str, variant: str, label: str, base: str, base_set: str | None) -> list[str]:
+    name, base_name = f"{figure}_{variant}", f"{figure}_{base_set}" if base_set else figure
+    other, main = load_figure(out, name), load_figure(out, base_name)
     if other.empty or main.empty:
         return [f"- {name}: not run yet (`make reproduce` adds it after {figure}).", ""]
     last = int(main["epoch"].max())
-    runs = {base: stats.run_summary(main, figure), label: stats.run_summary(other, name)}
+    runs = {base: stats.run_summary(main, base_name), label: stats.run_summary(other, name)}
+
     def kernels_of(frame: pd.DataFrame) -> str:  # runs from before the column existed were all trained on aten
         return ", ".join(sorted(set(frame["gemm"].astype(str)))) if "gemm" in frame else "aten (no gemm column)"
-    kernels = f"Kernels recorded: {kernels_of(main)} ({figure}), {kernels_of(other)} ({name})."
-    lines = [f"### {name}", "", *([kernels, ""] if variant == "onednn" else []),
+    kernels = f"Kernels recorded: {kernels_of(main)} ({base_name}), {kernels_of(other)} ({name})."
+    lines = [f"### {name}", "", *([kernels, ""] if variant != "bfloat16" else []),
              f"| H | arm | {label} − {base}, final test accuracy | collapsed seeds {base} / {label} |",
              "| --- | --- | --- | --- |"]
     verdicts = []

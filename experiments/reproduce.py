@@ -26,8 +26,9 @@ MACHINE_KEYS = ("device", "gemm", "figure", "sweep")
 MACHINE_DATA_KEYS = ("root", "download", "cache_dir")
 # Run sets a figure preset may add beside its own arms, each stored as <figure>_<set>: the eps / constant-scale
 # ablation, the dynamic-eps control (Adam with eps / the AYLA factor of its own loss), the curve fit with a
-# noise draw per seed, and the figure's arms again in the opt-in dtype=bfloat16 or on oneDNN's GEMM kernel.
-CONTROL_SETS = ("ablation", "dynamic_eps", "noise_seeds", "bfloat16", "onednn")
+# noise draw per seed, and the figure's arms again in the opt-in dtype=bfloat16, or on aten and on oneDNN's GEMM
+# kernel with the current code (the kernel check).
+CONTROL_SETS = ("ablation", "dynamic_eps", "noise_seeds", "bfloat16", "aten", "onednn")
 
 
 def control_sets(preset: DictConfig) -> list[str]:
