@@ -92,3 +92,27 @@ def test_the_bf16_rows_train_under_autocast(monkeypatch):
                             "data.test_subset=256", *overrides])
     bench.both_kernels(cfg_of, "mnist", 8, "c", "adam", 1, {"adam": ["optimizer=adam"]}, 1, 1, torch.device("cpu"))
     assert seen[-1] == torch.bfloat16 and seen[0] is None
+
+
+def test_the_fp32_targets_leave_the_bf16_rows_out(tmp_path):
+    from experiments import report
+    rows = [("mnist", 256, "c suite, one arm", "aten", 0.40, 1.0),
+            ("mnist", 256, "c suite, one arm", "bfloat16", 0.90, 1.0),
+            ("mnist", 256, "d suite, 2 arms × 5 seeds", "aten", 0.50, 1.0),
+            ("mnist", 256, "d suite, 2 arms × 5 seeds", "bfloat16", 0.95, 1.0),
+            ("mnist", 8, "c suite, one arm", "aten_nt", 0.03, 0.6),
+            ("mnist", 8, "c suite, one arm", "bfloat16", 0.03, 0.9)]
+    bench = pd.DataFrame(rows, columns=["dataset", "hidden", "variant", "gemm", "gemm_fraction", "speedup_vs_numpy"])
+    lines = report.bench_targets(bench)
+    assert "| one arm, MNIST H = 256: ≥ 60 % of the real fp32 peak | 40% |" in lines
+    fused = next(line for line in lines if line.startswith("| fused populations"))
+    assert "(aten): 50%" in fused and "95%" not in fused
+    assert "| one arm, MNIST H = 8: ≥ 1.5× the NumPy yardstick | 0.60× |" in lines
+    assert any(line.startswith("| (no target) opt-in bfloat16") and "95%" in line for line in lines)
+    parts = {"GEMM, first layer": 100.0, "sum of the parts": 700.0, "GEMMs of a step": 100.0,
+             "step in the trainer (epoch less evaluation, per batch)": 1000.0}
+    steps = pd.DataFrame([dict(dataset="mnist", hidden=8, optimizer="adam", gemm="aten", part=k, microseconds=v)
+                          for k, v in parts.items()])
+    steps.to_csv(tmp_path / "bench_steps.csv", index=False)
+    table = report.step_lines(tmp_path / "bench_steps.csv")
+    assert "| the trainer's loop beyond its parts timed alone (step − sum of the parts) | 300 |" in table
