@@ -100,7 +100,7 @@ def test_ablation_arms_run_and_write_the_same_schema(tmp_path):
         assert scaled["factor"].tolist() == pytest.approx([c] * len(scaled), rel=1e-5)
 
 
-LAUNCHER_SWEEP = ["-m", "sweep=mnist_adam_lr", "hidden=4", "epochs=1", "data.train_subset=1024",
+LAUNCHER_SWEEP = ["-m", "sweep=mnist_adam_lr", "hidden=4", "epochs=1", "gemm=aten", "data.train_subset=1024",
                   "data.test_subset=300", "data.val_size=256", "hydra.sweeper.params.lr='0.001,0.01'"]
 
 
@@ -155,7 +155,7 @@ def test_a_sweeps_trials_are_hydras_in_hydras_order():
 @pytest.mark.slow
 def test_fused_tuning_writes_the_folders_and_csvs_hydra_writes(tmp_path, basic_sweep, monkeypatch):
     monkeypatch.setattr(fair, "sweeper_params", lambda sweep: {"lr": "0.001,0.01"})
-    extra = [a for a in LAUNCHER_SWEEP[3:] if not a.startswith("hydra.")]  # epochs and data subsets
+    extra = [a for a in LAUNCHER_SWEEP[3:] if not a.startswith("hydra.")]  # epochs, kernel and data subsets
     fair.fused_tuning("mnist_adam_lr", 4, tmp_path, extra, log=lambda line: None)
     fused = {csv.parent.name: pd.read_csv(csv).drop(columns="seconds")
              for csv in sorted(tmp_path.glob("*/metrics.csv"))}
