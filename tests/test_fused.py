@@ -14,7 +14,9 @@ ARMS = {"adam": ["optimizer=adam"], "ayla": ["optimizer=ayla", "N1=0.1", "N2=0.1
 
 
 def build(experiment, *overrides):
-    cfg = make_config(f"experiment={experiment}", *overrides)
+    """A task on one GEMM kernel: gemm=auto chooses per population shape, so a fused population and an arm alone
+    could take different kernels, and this module tests fusion, not kernels (tests/test_gemm.py does those)."""
+    cfg = make_config(f"experiment={experiment}", "gemm=aten", *overrides)
     return cfg, TASKS[experiment](cfg, torch.device("cpu"), DTYPES[cfg.dtype])
 
 
