@@ -13,8 +13,9 @@ Every epoch includes the test-set evaluation the protocol does after it. Reporte
 to (a) and (b) and the fraction of the machine's real fp32 GEMM peak that the matmuls alone would need: the best
 rate of a 2048² fp32 product among torch's own `@` (MKL on x86), oneDNN's linear and NumPy's OpenBLAS, measured
 in the same run (each is a column; on some CPUs MKL runs at half the rate of the other two). The suite's rows
-run on the GEMM kernel `gemm=auto` picks (the `gemm` column; experiments/gemm.py); where that is not aten, the
-one-arm and fused rows are timed on aten as well. NumPy's BLAS is named from threadpoolctl; scripts/bench.py runs
+run on the GEMM kernel `gemm=auto` picks (the `gemm` column; experiments/gemm.py) with the step's gradients in
+closed form (", closed form"); the one-arm and fused rows are timed on aten with autograd as well (the committed
+runs' path). NumPy's BLAS is named from threadpoolctl; scripts/bench.py runs
 with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so OpenBLAS picks its kernel for this CPU itself.
 """
 
@@ -188,7 +189,13 @@ def suite_epochs(cfg_of, name: str, hidden: int, arms: dict, seeds: int, epochs:
     task = TASKS[name](cfgs[0], device, torch.float32)
     trained = train(task, [arm_from_config(c, label) for c, label in zip(cfgs, arms)], list(range(seeds)), epochs,
                     log=lambda line: None, autocast=AUTOCAST.get(cfgs[0].dtype))  # as runner.run_population does
-    return trained.metrics.groupby("epoch")["seconds"].first().tolist(), task.gemm.label
+    return trained.metrics.groupby("epoch")["seconds"].first().tolist(), kernel_label(task.gemm)
+
+
+def kernel_label(plan) -> str:
+    """The `gemm` column: the kernels, and ', closed form' where the step's gradients are written out (gemm=auto
+    on the CPU in float32) rather than autograd's (gemm=aten, the committed runs' path)."""
+    return plan.label + (", closed form" if plan.closed_form else "")
 
 
 def both_kernels(cfg_of, name, hidden, variant, optimizer, arms, overrides, seeds, epochs, device) -> list[tuple]:
@@ -322,14 +329,20 @@ def step_profile(cfg, device, epochs: int = 3) -> list[dict]:
                      torch.matmul(h, W2), torch.matmul(dout, W2.transpose(-1, -2)),
                      torch.matmul(h.transpose(-1, -2), dout))}
         gemm_seconds = {part: seconds_per_call(fn, device) for part, fn in gemms.items()}
-    forward = seconds_per_call(lambda: mlp.forward(params, inputs, task.gemm), device)
-    loss_and_forward = seconds_per_call(losses, device)
-    parts = {"batch: gather rows, uint8 → float": seconds_per_call(
-                 lambda: task.inputs(task.rows_of(rows)[0]), device),
-             "forward (both layers)": forward,
-             "loss and correct count": loss_and_forward - forward,
-             "backward (autograd, with the gradient scale)": seconds_per_call(backward, device) - loss_and_forward,
-             "per-step metrics: ‖g‖ per arm, factor, sums": seconds_per_call(metrics, device),
+    batch = seconds_per_call(lambda: task.inputs(task.rows_of(rows)[0]), device)
+    parts = {"batch: gather rows, uint8 → float": batch}
+    if task.closed_form:  # the trainer's step on these kernels: forward and backward written out, no autograd
+        with torch.no_grad():
+            parts["forward, loss and gradients in closed form"] = seconds_per_call(
+                lambda: task.train_gradients(params, rows, scale_of), device) - batch
+    else:
+        forward = seconds_per_call(lambda: mlp.forward(params, inputs, task.gemm), device)
+        loss_and_forward = seconds_per_call(losses, device)
+        parts |= {"forward (both layers)": forward,
+                  "loss and correct count": loss_and_forward - forward,
+                  "backward (autograd, with the gradient scale)": seconds_per_call(backward, device)
+                  - loss_and_forward}
+    parts |= {"per-step metrics: ‖g‖ per arm, factor, sums": seconds_per_call(metrics, device),
              "optimizer step": seconds_per_call(optimizer.step, device),
              "zero_grad": seconds_per_call(optimizer.zero_grad, device)}
     batches = task.n_train // task.batch_size
@@ -341,4 +354,4 @@ def step_profile(cfg, device, epochs: int = 3) -> list[dict]:
              dict(part="GEMMs of a step", microseconds=1e6 * sum(gemm_seconds.values())),
              dict(part="step in the trainer (epoch less evaluation, per batch)", microseconds=1e6 * step),
              dict(part="beyond the GEMMs (step − GEMMs)", microseconds=1e6 * (step - sum(gemm_seconds.values())))]
-    return [row | dict(optimizer=arm.base if not arm.ayla else "ayla", gemm=task.gemm.label) for row in rows]
+    return [row | dict(optimizer=arm.base if not arm.ayla else "ayla", gemm=kernel_label(task.gemm)) for row in rows]

@@ -15,6 +15,11 @@ product with the weight stored (N, D), K-contiguous, runs at full speed. So the 
 aten is used wherever the others cannot be: a CUDA device, a dtype other than float32, a kernel whose probe
 results differ from float64 by more than aten's own rounding does (oneDNN also where this torch build lacks its
 op). Results of the kernels differ at float rounding only; every arm of a population shares one kernel.
+
+On the CPU in float32, gemm=auto and gemm=onednn also take the training step's gradients in closed form
+(mlp.classification_gradients: the MLP's backward written out, no autograd graph), whichever kernels the probe
+picked: the same numbers to float rounding at about two thirds of autograd's fixed cost per step. gemm=aten
+keeps autograd, the committed runs' ops.
 """
 
 import functools
@@ -50,6 +55,7 @@ class Plan:
     forward: str = "aten"
     grad_weight: str = "aten"
     reason: str = "gemm=aten"
+    closed_form: bool = False  # the trainer's step writes the MLP's backward out (mlp.classification_gradients)
 
     @property
     def label(self) -> str:
@@ -69,17 +75,22 @@ class Plan:
 ATEN = Plan()
 
 
+def per_seed(results: list[Tensor]) -> Tensor:
+    """Per-seed results stacked (S, ...); one seed's as a view, without stack's copy."""
+    return results[0][None] if len(results) == 1 else torch.stack(results)
+
+
 def linear_relu_onednn(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
     """relu(x[s] @ W[s] + b[s]) per seed s through oneDNN: x (S, B, D), W (S, D, N), b (S, 1, N)."""
     op = onednn_linear()
     # oneDNN's linear takes the weight as (out, in): W[s].t() is a view, no copy
-    return torch.stack([op(x[s], W[s].t(), b[s, 0], "relu", [None], "") for s in range(x.shape[0])])
+    return per_seed([op(x[s], W[s].t(), b[s, 0], "relu", [None], "") for s in range(x.shape[0])])
 
 
 def grad_weight_onednn(x: Tensor, dz: Tensor) -> Tensor:
     """x[s]ᵀ @ dz[s] per seed through oneDNN: (S, D, N)."""
     op = onednn_linear()
-    return torch.stack([op(x[s].t(), dz[s].t(), None, "none", [], "") for s in range(x.shape[0])])
+    return per_seed([op(x[s].t(), dz[s].t(), None, "none", [], "") for s in range(x.shape[0])])
 
 
 def linear_relu_aten_nt(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
@@ -215,7 +226,8 @@ def choose(request: str, device: torch.device, dtype: torch.dtype, cache_dir: st
         return Plan(reason=f"gemm={request}: aten ({unusable})")
     no_op = "no oneDNN linear op in this torch build" if onednn_linear() is None else None
     if request == "onednn":
-        return Plan(reason=f"gemm=onednn: aten ({no_op})") if no_op else Plan("onednn", "onednn", "gemm=onednn")
+        return Plan(reason=f"gemm=onednn: aten ({no_op})", closed_form=True) if no_op else Plan(
+            "onednn", "onednn", "gemm=onednn", closed_form=True)
     kernels = tuple(k for k in KERNELS if not (k == "onednn" and no_op))
     found = cached_probe(tuple(shape), kernels, cache_dir)
     usable = [k for k in kernels if found["agrees"][k]]
@@ -226,4 +238,5 @@ def choose(request: str, device: torch.device, dtype: torch.dtype, cache_dir: st
     notes = [no_op] if no_op else []
     notes += [f"{', '.join(refused)} refused: results differ beyond float rounding"] if refused else []
     return Plan(pick["forward"], pick["grad_weight"],
-                f"gemm=auto (probe at (B, D, N) = {tuple(shape)}: {timing})" + "".join(f"; {n}" for n in notes))
+                f"gemm=auto (probe at (B, D, N) = {tuple(shape)}: {timing})" + "".join(f"; {n}" for n in notes),
+                closed_form=True)

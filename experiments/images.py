@@ -74,6 +74,19 @@ class ImageClassification:
         x, y = self.rows_of(rows)
         return mlp.classification_loss(mlp.forward(params, self.inputs(x), self.gemm), y, self.loss_kind)
 
+    @property
+    def closed_form(self) -> bool:
+        """Whether the trainer takes each step's gradients from train_gradients (no autograd): with gemm=auto or
+        gemm=onednn on the CPU in float32 (experiments/gemm.py). gemm=aten keeps autograd, the ops the committed
+        runs were trained with, so that their reruns stay byte-identical; so do CUDA and dtype=bfloat16."""
+        return self.gemm is not None and self.gemm.closed_form
+
+    def train_gradients(self, params, rows, scale_of):
+        """Loss, number correct, gradient scale (each (S, A)) and the gradients, in closed form
+        (mlp.classification_gradients)."""
+        x, y = self.rows_of(rows)
+        return mlp.classification_gradients(params, self.inputs(x), y, self.loss_kind, scale_of, self.gemm)
+
     def evaluate(self, params):
         metrics = self.score(params, self.test_x, self.test_y, "test")
         if self.val_rows is not None:

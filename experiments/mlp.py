@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from experiments.gemm import ATEN, Plan, linear_relu
+from experiments.gemm import ATEN, FORWARD, GRAD_WEIGHT, Plan, linear_relu
 
 
 def stack_mlp(first: list[Tensor], second: list[Tensor], arms: int) -> tuple[list[Tensor], list[tuple]]:
@@ -88,6 +88,50 @@ def classification_loss(logits: Tensor, y: Tensor, kind: str) -> tuple[Tensor, T
         loss = (logits.softmax(-1) - F.one_hot(y, C).to(logits.dtype)).square().mean((-1, -2))
     correct = (logits.argmax(-1) == y).sum(-1)
     return loss, correct
+
+
+def classification_gradients(params: list[Tensor], x: Tensor, y: Tensor, kind: str, scale_of, gemm: Plan
+                             ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    """One training step's forward and backward pass written out, without autograd: for inputs x (S, B, D) and
+    labels y (S, B), the per-arm loss (S, A), number correct (S, A), gradient scale c = scale_of(loss) (S, A),
+    and the gradients of Σ c·loss with respect to (W1, b1, W2, b2), in their stacked shapes.
+
+    With z = x W1 + b1, h = relu(z), o = h W2 + b2 and G = ∂(c·loss)/∂o:
+        ce:  G = c/B · (softmax(o) − onehot(y))
+        mse: G = p ⊙ (g − Σ_k g_k p_k) with p = softmax(o), g = 2c/(B·C) · (p − onehot(y))
+        dW2 = hᵀ G,  db2 = Σ_batch G,  dZ = G W2ᵀ where z > 0 (else 0),  dW1 = xᵀ dZ,  db1 = Σ_batch dZ.
+    The same numbers as autograd's backward to float rounding (tests/test_gemm.py), at about two thirds of its
+    per-step cost beyond the GEMMs, which one arm at a small width spends most of its step on (make bench). Both
+    first-layer GEMMs run on the kernels `gemm` names."""
+    W1, b1, W2, b2 = params
+    S, D, A, H = W1.shape
+    B, C = x.shape[1], W2.shape[-1]
+    h = FORWARD[gemm.forward](x, W1.view(S, D, A * H), b1.view(S, 1, A * H))        # (S, B, A·H)
+    h_arms = h.view(S, B, A, H).transpose(1, 2).reshape(S * A, B, H)               # each arm's (B, H)
+    logits = torch.baddbmm(b2.view(S * A, 1, C), h_arms, W2.view(S * A, H, C)).view(S, A, B, C)
+    labels = y.view(S, 1, B, 1).expand(S, A, B, 1)
+    correct = (logits.argmax(-1) == y.view(S, 1, B)).sum(-1)
+    minus_one = logits.new_full((1, 1, 1, 1), -1.0).expand(S, A, B, 1)
+    if kind == "ce":
+        log_p = logits.log_softmax(-1)
+        loss = log_p.gather(-1, labels).squeeze(-1).mean(-1).neg_()
+        scale = scale_of(loss)
+        grad = log_p.exp_().scatter_add_(-1, labels, minus_one).mul_((scale / B).view(S, A, 1, 1))
+    else:
+        p = logits.softmax(-1)
+        residual = p.clone().scatter_add_(-1, labels, minus_one)
+        loss = residual.square().mean((-1, -2))
+        scale = scale_of(loss)
+        g = residual.mul_((2 * scale / (B * C)).view(S, A, 1, 1))
+        grad = (g - (g * p).sum(-1, keepdim=True)).mul_(p)
+    grad = grad.view(S * A, B, C)
+    dW2 = torch.bmm(h_arms.transpose(1, 2), grad).view(S, A, H, C)
+    db2 = grad.sum(1).view(S, A, 1, C)
+    dh = torch.bmm(grad, W2.view(S * A, H, C).transpose(1, 2))                      # (S·A, B, H)
+    dz = torch.ops.aten.threshold_backward(dh.view(S, A, B, H).transpose(1, 2).reshape(S, B, A * H), h, 0)
+    dW1 = GRAD_WEIGHT[gemm.grad_weight](x, dz).view(S, D, A, H)
+    db1 = dz.sum(1).view(S, A, 1, H)
+    return loss, correct, scale, [dW1, db1, dW2, db2]
 
 
 def regression_loss(outputs: Tensor, y: Tensor) -> Tensor:

@@ -56,7 +56,8 @@ def run_population(cfgs: list[DictConfig], seeds: list[int], names: list[str] | 
         results.append(train(task, group, list(seeds), int(cfg.epochs), log, autocast=AUTOCAST.get(cfg.dtype)))
         gemm = getattr(task, "gemm", None)  # the first layer's kernels for this population, where it has one
         if gemm is not None and cfg.gemm != "aten":
-            log(f"GEMM kernels: {gemm.label} ({gemm.reason})")
+            log(f"GEMM kernels: {gemm.label} ({gemm.reason})"
+                + ("; gradients in closed form (no autograd)" if gemm.closed_form else ""))
         frames.append(results[-1].metrics.assign(gemm=gemm.label) if gemm is not None else results[-1].metrics)
     metrics = pd.concat(frames, ignore_index=True)
     snapshots = [r.snapshots for r in results if r.snapshots is not None]

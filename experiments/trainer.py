@@ -94,6 +94,9 @@ class Task(Protocol):
     def evaluate(self, params: list[Tensor]) -> dict[str, Tensor]:
         """End-of-epoch metrics, e.g. test_loss, test_acc, val_loss, val_acc, each (S, A)."""
 
+    # Optional: `closed_form` (bool) and train_gradients(params, rows, scale_of) -> loss, correct, scale (each
+    # (S, A)) and each parameter's gradient of Σ scale·loss, where the task writes its backward pass out.
+
     def trace(self, params: list[Tensor], lr) -> dict[str, Tensor]:
         """Extra per-step columns (S, A), read after backward and before the update; usually empty."""
 
@@ -280,6 +283,9 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
     check_population(arms)
     params, arm_shapes = task.init_params(seeds, len(arms))
     device, dtype = params[0].device, params[0].dtype
+    # a task may write its gradients out itself (the image MLP on gemm=auto / onednn): the same numbers as
+    # autograd's to float rounding, with less fixed cost per step (see experiments/mlp.py)
+    closed_form = bool(getattr(task, "closed_form", False)) and autocast is None
     shared = shares_update(arms)
     optimizer = make_optimizer(arms[0], params) if shared else StackedUpdate(arms, params, arm_shapes, len(seeds))
     # lr of each arm for the step-size metric and traces: the Python float where the arms share it (as the
@@ -304,14 +310,22 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
         sums, traced = 0, {}
         with no_host_syncs(forbid_syncs and device.type == "cuda"):
             for positions in batches:
-                with mixed():
-                    loss, correct = task.train_losses(params, pool.gather(1, positions))
-                loss = loss.float() if autocast else loss  # the factor from an fp32 loss
-                with torch.no_grad():
-                    scale = scale_of(loss.detach())
-                (loss * scale).sum().backward()
+                rows = pool.gather(1, positions)
+                if closed_form:  # the task's own backward pass, no autograd graph
+                    with torch.no_grad():
+                        loss, correct, scale, grads = task.train_gradients(params, rows, scale_of)
+                    for p, g in zip(params, grads):
+                        p.grad = g
+                else:
+                    with mixed():
+                        loss, correct = task.train_losses(params, rows)
+                    loss = loss.float() if autocast else loss  # the factor from an fp32 loss
+                    with torch.no_grad():
+                        scale = scale_of(loss.detach())
+                    (loss * scale).sum().backward()
+                    loss = loss.detach()
                 with torch.no_grad():  # accumulated on the device: no host sync inside the epoch
-                    step = [loss.detach(), scale, lr * grad_norms(params, arm_shapes)]
+                    step = [loss, scale, lr * grad_norms(params, arm_shapes)]
                     if correct is not None:
                         step.append(correct.to(dtype))
                     sums = sums + torch.stack(step)
@@ -320,7 +334,7 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
                 if dynamic_eps is None:
                     optimizer.step()
                 else:
-                    optimizer.step(eps=dynamic_eps(loss.detach()))
+                    optimizer.step(eps=dynamic_eps(loss))
                 optimizer.zero_grad()
         with torch.inference_mode():
             means = sums / len(batches)
