@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.stats
+import yaml
 
 from experiments.reproduce import load_figure
 
@@ -123,3 +124,68 @@ def render(rows: list[Row], reference: Path, rerun: Path) -> str:
     lines += ["", f"{verdict}: {summary} (same: seed by seed to {SAME_RTOL:g} relative; within spread: the rerun's "
               "mean inside the 99 % prediction interval of our seeds)"]
     return "\n".join(lines)
+
+
+# --- wall time: how long the committed runs took against a rerun ---------------------------------------------
+
+TIME_COLUMNS = ["run_set", "hidden", "seeds", "before_seconds", "before_gemm", "before_commits", "after_seconds",
+                "after_gemm", "after_commits"]
+
+
+def wall_times(folder: Path) -> pd.DataFrame:
+    """Wall seconds of every run set and hidden size trained into `folder`: each seed folder's config.yaml
+    records its population (the seeds trained together and their wall seconds), so a set trained in several
+    calls sums its populations. Columns: run_set, hidden, seeds, seconds, gemm, commits."""
+    populations = {}
+    for config in Path(folder).glob("**/*seed*/config.yaml"):
+        run_set = config.parent.parent.relative_to(folder).as_posix()
+        run = yaml.load(config.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        population = run.get("population") or {}
+        if run_set.startswith("quick") or population.get("wall_seconds") is None:
+            continue
+        hidden = config.parent.name.partition("_seed")[0][1:] if "_seed" in config.parent.name else ""
+        provenance = run.get("provenance") or {}
+        populations[run_set, hidden, tuple(population["seeds"])] = (
+            float(population["wall_seconds"]), str(provenance.get("gemm", "aten")), str(provenance.get("commit"))[:7])
+    rows = {}
+    for (run_set, hidden, seeds), (seconds, gemm, commit) in sorted(populations.items()):
+        row = rows.setdefault((run_set, hidden), dict(run_set=run_set, hidden=hidden, seeds=0, seconds=0.0,
+                                                      gemm=set(), commits=set()))
+        row["seeds"] += len(seeds)
+        row["seconds"] += seconds
+        row["gemm"].add(gemm)
+        row["commits"].add(commit)
+    frame = pd.DataFrame(list(rows.values()), columns=["run_set", "hidden", "seeds", "seconds", "gemm", "commits"])
+    for column in ("gemm", "commits"):
+        frame[column] = frame[column].map(lambda values: "/".join(sorted(values)))
+    return frame
+
+
+def time_table(reference: Path, rerun: Path) -> pd.DataFrame:
+    """The wall seconds of each run set and hidden size of the reference (e.g. the committed results): before
+    (the reference) and after (the rerun, where it holds the same run set for as many seeds; else empty)."""
+    before, after = wall_times(reference), wall_times(rerun)
+    both = before.merge(after, on=["run_set", "hidden", "seeds"], how="left", suffixes=("_before", "_after"))
+    both = both.rename(columns={f"{c}_{when}": f"{when}_{c}" for c in ("seconds", "gemm", "commits")
+                                for when in ("before", "after")})
+    return both[TIME_COLUMNS]
+
+
+def time_summary(times: pd.DataFrame) -> str:
+    """`36 of 44 run sets and sizes rerun: 290.1 min before, 150.2 min after, 1.93× faster`."""
+    done = times[times["after_seconds"].notna()]
+    before, after = done["before_seconds"].sum(), done["after_seconds"].sum()
+    return (f"{len(done)} of {len(times)} run sets and sizes rerun: {before / 60:.1f} min before, "
+            f"{after / 60:.1f} min after" + (f", {before / after:.2f}× faster" if after else ""))
+
+
+def render_times(times: pd.DataFrame) -> list[str]:
+    """Per run set and size: before, after and the speed-up (blank where the rerun has not got there), then the
+    totals over the run sets both have."""
+    lines = ["| run set | H | seeds | before (s) | kernel | after (s) | kernel | speed-up |", "|" + " --- |" * 8]
+    for r in times.itertuples():
+        rerun = pd.notna(r.after_seconds)
+        lines.append(f"| {r.run_set} | {r.hidden} | {r.seeds} | {r.before_seconds:.0f} | {r.before_gemm} | "
+                     + (f"{r.after_seconds:.0f} | {r.after_gemm} | {r.before_seconds / r.after_seconds:.2f}× |"
+                        if rerun else "– | | |"))
+    return lines + ["", time_summary(times)]

@@ -32,6 +32,7 @@ from experiments.claims import (
     tuned_runs,
     working_lrs,
 )
+from experiments.compare import render_times
 from experiments.io import write_atomic, write_csv
 from experiments.reproduce import CONF, CONTROL_SETS, load_figure, matched_arms, source_of
 
@@ -622,6 +623,22 @@ def figures_not_run(out: Path) -> list[str]:
     return missing
 
 
+def reproduce_time_section(out: Path) -> list[str]:
+    """`make reproduce`'s wall time before and after (scripts/compare.py --times), where it has been measured."""
+    path = Path(out) / "reproduce_times.csv"
+    if not path.exists():
+        return []
+    times = pd.read_csv(path, dtype={"hidden": str}, keep_default_na=False,
+                        na_values={"after_seconds": [""]})
+    return ["## Reproduction wall time (before and after)", "",
+            "Wall seconds of each run set's populations as recorded in its runs' config.yaml: before, the committed "
+            "runs (trained on aten with autograd, at the commits named); after, a rerun of `make reproduce` with "
+            "`GEMM=auto` (the kernels the probe picked and the closed-form step), compared by "
+            "`python scripts/compare.py --out <rerun> --times results/reproduce_times.csv`. Both on the machine "
+            "named above; its speed drifts by up to 2× from one hour to the next, so single rows are rough.", "",
+            *render_times(times), ""]
+
+
 def build_report(out: Path, wall_seconds: float | None = None, extra_sections: list[str] = (),
                  smoke: bool = False) -> str:
     """REPORT.md's text; also writes `<out>/runs.csv`, the per-run table its verdicts are computed from.
@@ -664,7 +681,7 @@ def build_report(out: Path, wall_seconds: float | None = None, extra_sections: l
     lines += sensitivity_section(out)
     lines += controls
     lines += variants_section(out)
-    lines += list(extra_sections) + bench_section(out)
+    lines += list(extra_sections) + bench_section(out) + reproduce_time_section(out)
     return "\n".join(lines) + "\n"
 
 
@@ -701,6 +718,9 @@ def readme_results(out: Path, fair_lines: list[str] = ()) -> list[str]:
             lines += ["", f"**{line[4:]}** (lrs at which the final value meets the preset's criterion on every seed)",
                       ""] if line.startswith("### ") else [line]
     lines += [""] + bench_section(out)[3:]
+    if times := reproduce_time_section(out):
+        lines += [f"`make reproduce`, before and after: {times[-2]} (per run set in [results/REPORT.md]"
+                  "(results/REPORT.md))", ""]
     figures = sorted(p.name for p in (Path(out) / "figures").glob("*.png"))
     lines += [f"![{name[:-4]}](results/figures/{name})" for name in figures]
     return lines

@@ -39,7 +39,7 @@ def main() -> None:
     if args.tiny:
         for spec in settings.datasets.values():
             spec.train_rows, spec.test_rows = settings.tiny.train_rows, settings.tiny.test_rows
-        for key in ("epochs", "fused_seeds", "fused_arms", "lr_sweep", "out"):
+        for key in ("epochs", "rounds", "fused_seeds", "fused_arms", "lr_sweep", "out"):
             settings[key] = settings.tiny[key]
     try:
         device = resolve_device(args.device)

@@ -2,13 +2,19 @@
 
     python scripts/compare.py --out /tmp/rerun                 # against results/
     python scripts/compare.py --out /tmp/rerun --reference results
+    python scripts/compare.py --out /tmp/rerun --times results/reproduce_times.csv   # and save the wall times
+
+Then the wall time of each run set before (the reference) and after (the rerun), e.g. the committed runs on aten
+against `make reproduce GEMM=auto OUT=/tmp/rerun`; `--times` saves that table, which REPORT.md and the README
+show.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from experiments.compare import agrees, compare, render
+from experiments.compare import agrees, compare, render, render_times, time_table
+from experiments.io import write_csv
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -17,11 +23,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the rerun's results folder (make reproduce OUT=...)")
     parser.add_argument("--reference", default=str(PROJECT / "results"), help="the committed results")
+    parser.add_argument("--times", help="write the wall times before and after to this CSV")
     args = parser.parse_args()
     reference, rerun = Path(args.reference), Path(args.out)
     for folder in (reference, rerun):
         if not folder.is_dir():
             sys.exit(f"error: {folder} is not a folder of results (run make reproduce OUT={folder} first)")
+    times = time_table(reference, rerun)
+    print(f"Wall time of each run set: before ({reference}) and after ({rerun})\n")
+    print("\n".join(render_times(times)) + "\n")
+    if args.times:
+        write_csv(times, Path(args.times))
     rows = compare(reference, rerun)
     print(render(rows, reference, rerun))
     sys.exit(0 if agrees(rows) else 1)

@@ -9,6 +9,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import PROJECT, real_data
 from omegaconf import OmegaConf
 
@@ -326,6 +327,36 @@ def test_compare_within_spread_and_differs_on_hand_made_runs(tmp_path):
     rows = compare.compare(ours, theirs)
     assert {(r.arm, r.status) for r in rows} >= {("Adam", "differs"), ("AYLA", "within spread")}
     assert not compare.agrees(rows)
+
+
+def test_wall_times_before_and_after_sum_each_run_sets_populations(tmp_path):
+    """scripts/compare.py --times: a run set trained in two calls sums both; a set the rerun lacks stays blank."""
+    from experiments import compare
+
+    def population(folder, run, seeds, seconds, gemm):
+        for seed in seeds:
+            (folder / run.format(seed=seed)).mkdir(parents=True)
+            (folder / run.format(seed=seed) / "config.yaml").write_text(yaml.safe_dump(
+                {"provenance": {"commit": "abcdef0123", "gemm": gemm},
+                 "population": {"seeds": seeds, "wall_seconds": seconds}}))
+    before, after = tmp_path / "before", tmp_path / "after"
+    population(before, "fig07/H8_seed{seed}", [42, 43], 10.0, "aten")
+    population(before, "fig07/H8_seed{seed}", [44], 6.0, "aten")
+    population(before, "fig01/seed{seed}", [42, 43, 44], 3.0, "aten")
+    population(after, "fig07/H8_seed{seed}", [42, 43, 44], 4.0, "onednn+aten_nt")
+    times = compare.time_table(before, after)
+    fig07 = times[times["run_set"] == "fig07"].iloc[0]
+    assert (fig07["hidden"], fig07["seeds"], fig07["before_seconds"], fig07["after_seconds"]) == ("8", 3, 16.0, 4.0)
+    assert fig07["after_gemm"] == "onednn+aten_nt" and fig07["before_commits"] == "abcdef0"
+    assert times.loc[times["run_set"] == "fig01", "after_seconds"].isna().all()
+    table = compare.render_times(times)
+    assert "| fig07 | 8 | 3 | 16 | aten | 4 | onednn+aten_nt | 4.00× |" in table
+    assert "| fig01 |  | 3 | 3 | aten | – | | |" in table
+    assert table[-1] == "1 of 2 run sets and sizes rerun: 0.3 min before, 0.1 min after, 4.00× faster"
+    write_csv(times, tmp_path / "reproduce_times.csv")  # what --times saves; the report shows it
+    section = report.reproduce_time_section(tmp_path)
+    assert section[0] == "## Reproduction wall time (before and after)" and table[-1] in section
+    assert "| fig01 |  | 3 | 3 | aten | – | | |" in section
 
 
 @pytest.mark.slow
