@@ -221,7 +221,7 @@ def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
     """Every row of the benchmark; `cfg_of(name, hidden, optimizer)` composes the suite's run config.
 
     This machine's speed drifts (up to 2× between runs minutes apart, with nothing else running), so each data
-    set and width is measured in `settings.rounds` rounds, the second in reverse order, and each row keeps its
+    set and width is measured in `settings.rounds` rounds, every other one in reverse order, and each row keeps its
     fastest steady epoch over the rounds: two variants compared are then measured close in time at least once."""
     peaks = gemm_peaks(device)
     kernel, peak = max(peaks.items(), key=lambda item: item[1])
@@ -378,4 +378,6 @@ def step_profile(cfg, device, epochs: int = 3) -> list[dict]:
              dict(part="GEMMs of a step", microseconds=1e6 * sum(gemm_seconds.values())),
              dict(part="step in the trainer (epoch less evaluation, per batch)", microseconds=1e6 * step),
              dict(part="beyond the GEMMs (step − GEMMs)", microseconds=1e6 * (step - sum(gemm_seconds.values())))]
-    return [row | dict(optimizer=arm.base if not arm.ayla else "ayla", gemm=kernel_label(task.gemm)) for row in rows]
+    step_gflop = B * (4 * D * H + 6 * H * C) / 1e9  # one arm's matmul FLOPs per step, as epoch_flops counts them
+    return [row | dict(optimizer=arm.base if not arm.ayla else "ayla", gemm=kernel_label(task.gemm),
+                       step_gflop=step_gflop) for row in rows]

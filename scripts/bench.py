@@ -53,9 +53,9 @@ def main() -> None:
 
         frame = run(cfg_of, settings, root, device)
         where = settings.step_profile
-        steps = pd.DataFrame([dict(dataset=where.dataset, hidden=where.hidden) | row
-                              for optimizer in where.optimizers
-                              for row in step_profile(cfg_of(where.dataset, where.hidden,
+        steps = pd.DataFrame([dict(dataset=where.dataset, hidden=hidden) | row
+                              for hidden in where.hidden for optimizer in where.optimizers
+                              for row in step_profile(cfg_of(where.dataset, hidden,
                                                              [f"optimizer={optimizer}", "gemm=auto"]), device)])
     except AylaError as error:
         sys.exit(f"error: {error}")

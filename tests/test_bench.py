@@ -113,8 +113,16 @@ def test_the_fp32_targets_leave_the_bf16_rows_out(tmp_path):
     assert any(line.startswith("| (no target) opt-in bfloat16") and "95%" in line for line in lines)
     parts = {"GEMM, first layer": 100.0, "sum of the parts": 700.0, "GEMMs of a step": 100.0,
              "step in the trainer (epoch less evaluation, per batch)": 1000.0}
-    steps = pd.DataFrame([dict(dataset="mnist", hidden=8, optimizer="adam", gemm="aten", part=k, microseconds=v)
-                          for k, v in parts.items()])
+    steps = pd.DataFrame([dict(dataset="mnist", hidden=h, optimizer="adam", gemm="aten", part=k,
+                               microseconds=v * h / 8, step_gflop=0.01 * h / 8)
+                          for h in (8, 256) for k, v in parts.items()])
     steps.to_csv(tmp_path / "bench_steps.csv", index=False)
+    pd.DataFrame({"peak_gflops": [200.0]}).to_csv(tmp_path / "bench.csv", index=False)
     table = report.step_lines(tmp_path / "bench_steps.csv")
     assert "| the trainer's loop beyond its parts timed alone (step − sum of the parts) | 300 |" in table
+    assert "| the trainer's loop beyond its parts timed alone (step − sum of the parts) | 9600 |" in table
+    assert [line[:40] for line in table if line.startswith("Where one arm's step goes")] == [
+        "Where one arm's step goes (mnist, H = 8, ", "Where one arm's step goes (mnist, H = 25"]
+    # 0.01 GFLOP in 100 µs is 100 GFLOP/s: half the real peak, at either width
+    ceiling = "The bare GEMMs of one such step run at adam 50% of the real peak"
+    assert sum(line.startswith(ceiling) for line in table) == 2
