@@ -52,9 +52,10 @@ def test_bench_tiny_writes_every_row(tmp_path):
                                                                    ("mnist", 8), ("mnist", 256)]
     assert (frame["seconds_per_arm_epoch"] > 0).all() and (frame["gemm_fraction"] > 0).all()
     assert frame["device"].str.contains("cores").all()  # the hardware named, not just "cpu"
-    steps = pd.read_csv(tmp_path / "bench_steps.csv")  # one arm's step taken apart, for Adam and AYLA
+    steps = pd.read_csv(tmp_path / "bench_steps.csv")  # one arm's step taken apart, for Adam and AYLA, per width
     assert sorted(set(steps["optimizer"])) == ["adam", "ayla"] and (steps["microseconds"].abs() > 0).all()
-    for _, part in steps.groupby("optimizer"):
+    assert sorted(set(steps["hidden"])) == [8, 256] and (steps["step_gflop"] > 0).all()
+    for _, part in steps.groupby(["optimizer", "hidden"]):
         us = part.set_index("part")["microseconds"]
         gemms = us[us.index.str.startswith("GEMM, ")]
         assert len(gemms) == 3 and us["GEMMs of a step"] == pytest.approx(gemms.sum())
@@ -121,8 +122,8 @@ def test_the_fp32_targets_leave_the_bf16_rows_out(tmp_path):
     table = report.step_lines(tmp_path / "bench_steps.csv")
     assert "| the trainer's loop beyond its parts timed alone (step − sum of the parts) | 300 |" in table
     assert "| the trainer's loop beyond its parts timed alone (step − sum of the parts) | 9600 |" in table
-    assert [line[:40] for line in table if line.startswith("Where one arm's step goes")] == [
-        "Where one arm's step goes (mnist, H = 8, ", "Where one arm's step goes (mnist, H = 25"]
+    assert [line[:39] for line in table if line.startswith("Where one arm's step goes")] == [
+        "Where one arm's step goes (mnist, H = 8", "Where one arm's step goes (mnist, H = 2"]
     # 0.01 GFLOP in 100 µs is 100 GFLOP/s: half the real peak, at either width
     ceiling = "The bare GEMMs of one such step run at adam 50% of the real peak"
     assert sum(line.startswith(ceiling) for line in table) == 2
