@@ -492,8 +492,8 @@ def bench_section(out: Path) -> list[str]:
              f"2048² product among the kernels measured in the same run, at its start and end ({rates} GFLOP/s"
              f"{'' if kernels else ', torch only'}): {first['peak_gflops']:.0f} GFLOP/s ({first['peak_kernel']}). "
              "Seconds per arm-epoch (MNIST 60,000 / CIFAR-100 50,000 training images, batch 256, test set "
-             "evaluated each epoch; each row the fastest steady epoch of three rounds, as this machine's speed "
-             "drifts); speed-ups are per arm-epoch; the GEMM fraction is the matmul FLOPs of an "
+             "evaluated each epoch; each row the fastest steady epoch over the rounds of conf/bench.yaml, as this "
+             "machine's speed drifts); speed-ups are per arm-epoch; the GEMM fraction is the matmul FLOPs of an "
              "epoch ÷ its time ÷ the real peak. The kernel column says which GEMM kernel the row ran on (numpy: "
              "its BLAS, from threadpoolctl).", "",
              "| data | H | variant | optimizer | kernel | s / arm-epoch | × vs numpy | × vs DataLoader | GEMM peak |",
