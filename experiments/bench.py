@@ -29,7 +29,7 @@ from ayla import AYLA
 from experiments import DATASETS, TASKS, mlp
 from experiments.config import AUTOCAST, arm_from_config
 from experiments.data import load_split, subset_indices
-from experiments.gemm import FORWARD, GRAD_WEIGHT, best_seconds, onednn_linear
+from experiments.gemm import FORWARD, GRAD_W2, GRAD_WEIGHT, LOGITS, best_seconds, onednn_linear
 from experiments.io import device_name
 from experiments.trainer import GradientScale, grad_norms, make_optimizer, train
 
@@ -328,7 +328,7 @@ def step_profile(cfg, device, epochs: int = 3) -> list[dict]:
     rows = task.train_pool([0])[:, :task.batch_size]
     x, y = task.rows_of(rows)
     inputs = task.inputs(x)
-    W1, b1, W2, _ = params
+    W1, b1, W2, b2 = params
     S, D, A, H = W1.shape
     B, C = inputs.shape[1], W2.shape[-1]
     h, dout, dz = (torch.rand(shape, device=device) for shape in ((S, A, B, H), (S, A, B, C), (S, B, A * H)))
@@ -352,9 +352,10 @@ def step_profile(cfg, device, epochs: int = 3) -> list[dict]:
         gemms = {"first layer: x·W1 + b1, ReLU": lambda: FORWARD[task.gemm.forward](inputs, W1.view(S, D, A * H),
                                                                                     b1.view(S, 1, A * H)),
                  "first layer: dW1 = xᵀ·dZ": lambda: GRAD_WEIGHT[task.gemm.grad_weight](inputs, dz),
-                 "second layer: h·W2, dh = dout·W2ᵀ, dW2 = hᵀ·dout": lambda: (
-                     torch.matmul(h, W2), torch.matmul(dout, W2.transpose(-1, -2)),
-                     torch.matmul(h.transpose(-1, -2), dout))}
+                 "second layer: h·W2, dh = dout·W2ᵀ, dW2 = hᵀ·dout": lambda: (  # on the kernels the step uses
+                     LOGITS[task.gemm.logits](h.view(S * A, B, H), W2.view(S * A, H, C), b2.view(S * A, 1, C)),
+                     torch.bmm(dout.view(S * A, B, C), W2.view(S * A, H, C).transpose(1, 2)),
+                     GRAD_W2[task.gemm.grad_w2](h.view(S * A, B, H), dout.view(S * A, B, C)))}
         gemm_seconds = {part: seconds_per_call(fn, device) for part, fn in gemms.items()}
     batch = seconds_per_call(lambda: task.inputs(task.rows_of(rows)[0]), device)
     parts = {"batch: gather rows, uint8 → float": batch}

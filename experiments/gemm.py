@@ -18,8 +18,9 @@ op). Results of the kernels differ at float rounding only; every arm of a popula
 
 On the CPU in float32, gemm=auto and gemm=onednn also take the training step's gradients in closed form
 (mlp.classification_gradients: the MLP's backward written out, no autograd graph), whichever kernels the probe
-picked: the same numbers to float rounding at about two thirds of autograd's fixed cost per step. gemm=aten
-keeps autograd, the committed runs' ops.
+picked: the same numbers to float rounding at about two thirds of autograd's fixed cost per step. There gemm=auto
+also probes the second layer's two narrow products (logits and dW2, SECOND_KERNELS) at the population's shape.
+gemm=aten keeps autograd, the committed runs' ops.
 """
 
 import functools
@@ -56,11 +57,17 @@ class Plan:
     grad_weight: str = "aten"
     reason: str = "gemm=aten"
     closed_form: bool = False  # the trainer's step writes the MLP's backward out (mlp.classification_gradients)
+    logits: str = "aten"       # the second layer's two narrow products in that step (SECOND_KERNELS)
+    grad_w2: str = "aten"
 
     @property
     def label(self) -> str:
-        """What a CSV row records: 'aten', 'onednn', or e.g. 'aten_nt+aten' (forward + weight gradient)."""
-        return self.forward if self.forward == self.grad_weight else f"{self.forward}+{self.grad_weight}"
+        """What a CSV row records: 'aten', 'onednn', or e.g. 'aten_nt+aten' (forward + weight gradient), and
+        ', 2nd aten_t' (or 'aten_t+aten': logits + dW2) where the second layer's products are not aten's."""
+        first = self.forward if self.forward == self.grad_weight else f"{self.forward}+{self.grad_weight}"
+        if self.logits == self.grad_w2 == "aten":
+            return first
+        return first + ", 2nd " + (self.logits if self.logits == self.grad_w2 else f"{self.logits}+{self.grad_w2}")
 
     @property
     def uses_onednn(self) -> bool:
@@ -109,6 +116,18 @@ FORWARD = {"aten": lambda x, W, b: torch.relu(torch.baddbmm(b, x, W)), "onednn":
            "aten_nt": linear_relu_aten_nt}
 GRAD_WEIGHT = {"aten": lambda x, dz: torch.bmm(x.transpose(1, 2), dz), "onednn": grad_weight_onednn,
                "aten_nt": grad_weight_aten_nt}
+
+
+# The second layer's products in the closed-form step, per arm: logits = h W2 + b2 and dW2 = hᵀ G, for
+# h (S·A, B, H), W2 (S·A, H, C), b2 (S·A, 1, C), G (S·A, B, C). With few classes (C = 10) both outputs are narrow
+# (C columns), a shape MKL runs several times slower than the same product transposed, (W2ᵀ hᵀ)ᵀ and (Gᵀ h)ᵀ,
+# whose output rows are wide: aten_t. Which is faster depends on H, C and S·A (make bench), so auto probes it.
+SECOND_KERNELS = ("aten", "aten_t")
+LOGITS = {"aten": lambda h, W2, b2: torch.baddbmm(b2, h, W2),
+          "aten_t": lambda h, W2, b2: torch.baddbmm(b2.transpose(1, 2), W2.transpose(1, 2),
+                                                    h.transpose(1, 2)).transpose(1, 2).contiguous()}
+GRAD_W2 = {"aten": lambda h, G: torch.bmm(h.transpose(1, 2), G),
+           "aten_t": lambda h, G: torch.bmm(G.transpose(1, 2), h).transpose(1, 2).contiguous()}
 
 
 class LinearReLU(torch.autograd.Function):
@@ -183,6 +202,24 @@ def probe(shape: tuple[int, int, int], kernels=KERNELS) -> dict:
     return found
 
 
+def probe_second(shape: tuple[int, int, int, int], kernels=SECOND_KERNELS) -> dict:
+    """At one second-layer shape (S·A, B, H, C): seconds of logits = h W2 + b2 and of dW2 = hᵀ G on each kernel,
+    and whether each agrees with float64 as closely as aten does."""
+    SA, B, H, C = shape
+    g = torch.Generator().manual_seed(0)
+    h = torch.rand(SA, B, H, generator=g)
+    W2 = torch.randn(SA, H, C, generator=g) * 0.05
+    b2 = torch.randn(SA, 1, C, generator=g) * 0.05
+    G = torch.randn(SA, B, C, generator=g)
+    calls = {"logits": lambda k: LOGITS[k](h, W2, b2), "grad_w2": lambda k: GRAD_W2[k](h, G)}
+    found = {role: {k: best_seconds(functools.partial(call, k)) for k in kernels} for role, call in calls.items()}
+    exact = {"logits": torch.baddbmm(b2.double(), h.double(), W2.double()),
+             "grad_w2": torch.bmm(h.double().transpose(1, 2), G.double())}
+    found["agrees"] = {k: all(agrees(call(k), call("aten"), exact[role]) for role, call in calls.items())
+                       for k in kernels}
+    return found
+
+
 def cache_file(cache_dir: str | None) -> Path:
     root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "ayla"
     return root / "gemm-probe.json"
@@ -194,16 +231,18 @@ def probe_key(shape: tuple[int, int, int]) -> str:
     return f"{cpu_name()} | torch {torch.__version__} | (B, D, N) = {tuple(shape)}"
 
 
-def cached_probe(shape: tuple[int, int, int], kernels=KERNELS, cache_dir: str | None = None) -> dict:
+def cached_probe(shape: tuple[int, ...], kernels=KERNELS, cache_dir: str | None = None, layer: str = "first"
+                 ) -> dict:
     """This machine's probe at this shape: read from the cache, or made now and added to it, so that every
-    population of this shape trained here takes the same kernels."""
-    path, key = cache_file(cache_dir), probe_key(shape)
+    population of this shape trained here takes the same kernels. layer="second": the second layer's products
+    at (S·A, B, H, C) (probe_second)."""
+    path, key = cache_file(cache_dir), probe_key(shape) + ("" if layer == "first" else " | second layer")
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
     if key not in known or set(known[key]["agrees"]) != set(kernels):
-        known[key] = probe(shape, kernels)
+        known[key] = probe(shape, kernels) if layer == "first" else probe_second(shape, kernels)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, json.dumps(known, indent=1, sort_keys=True))
@@ -213,9 +252,10 @@ def cached_probe(shape: tuple[int, int, int], kernels=KERNELS, cache_dir: str | 
 
 
 def choose(request: str, device: torch.device, dtype: torch.dtype, cache_dir: str | None = None,
-           shape: tuple[int, int, int] = (256, 784, 256)) -> Plan:
+           shape: tuple[int, int, int] = (256, 784, 256), second: tuple[int, int, int, int] | None = None) -> Plan:
     """The kernels of the first layer's GEMMs for a population on `device` in `dtype` whose per-seed product is
-    (B, D) @ (D, N) = `shape`."""
+    (B, D) @ (D, N) = `shape`, and with gemm=auto, where `second` gives its second layer's (S·A, B, H, C), the
+    kernels of that layer's products in the closed-form step."""
     if request not in CHOICES:
         raise ConfigError(f"gemm={request} is not a GEMM kernel choice; use one of {', '.join(CHOICES)}")
     if request == "aten":
@@ -237,6 +277,13 @@ def choose(request: str, device: torch.device, dtype: torch.dtype, cache_dir: st
     refused = [k for k in kernels if k not in usable]
     notes = [no_op] if no_op else []
     notes += [f"{', '.join(refused)} refused: results differ beyond float rounding"] if refused else []
-    return Plan(pick["forward"], pick["grad_weight"],
-                f"gemm=auto (probe at (B, D, N) = {tuple(shape)}: {timing})" + "".join(f"; {n}" for n in notes),
-                closed_form=True)
+    reason = f"gemm=auto (probe at (B, D, N) = {tuple(shape)}: {timing})" + "".join(f"; {n}" for n in notes)
+    late = {"logits": "aten", "grad_w2": "aten"}
+    if second is not None:
+        found = cached_probe(tuple(second), SECOND_KERNELS, cache_dir, layer="second")
+        usable = [k for k in SECOND_KERNELS if found["agrees"][k]]
+        late = {role: min(usable, key=lambda k: found[role][k]) for role in late}
+        reason += (f"; second layer (probe at (S·A, B, H, C) = {tuple(second)}: " + "; ".join(
+            f"{role} " + ", ".join(f"{k} {found[role][k] * 1e6:.0f}" for k in SECOND_KERNELS) + " µs"
+            for role in late) + ")")
+    return Plan(pick["forward"], pick["grad_weight"], reason, closed_form=True, **late)

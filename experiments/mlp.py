@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from experiments.gemm import ATEN, FORWARD, GRAD_WEIGHT, Plan, linear_relu
+from experiments.gemm import ATEN, FORWARD, GRAD_W2, GRAD_WEIGHT, LOGITS, Plan, linear_relu
 
 
 def stack_mlp(first: list[Tensor], second: list[Tensor], arms: int) -> tuple[list[Tensor], list[tuple]]:
@@ -102,13 +102,13 @@ def classification_gradients(params: list[Tensor], x: Tensor, y: Tensor, kind: s
         dW2 = hᵀ G,  db2 = Σ_batch G,  dZ = G W2ᵀ where z > 0 (else 0),  dW1 = xᵀ dZ,  db1 = Σ_batch dZ.
     The same numbers as autograd's backward to float rounding (tests/test_gemm.py), at about two thirds of its
     per-step cost beyond the GEMMs, which one arm at a small width spends most of its step on (make bench). Both
-    first-layer GEMMs run on the kernels `gemm` names."""
+    first-layer GEMMs, the logits and dW2 run on the kernels `gemm` names."""
     W1, b1, W2, b2 = params
     S, D, A, H = W1.shape
     B, C = x.shape[1], W2.shape[-1]
     h = FORWARD[gemm.forward](x, W1.view(S, D, A * H), b1.view(S, 1, A * H))        # (S, B, A·H)
     h_arms = h.view(S, B, A, H).transpose(1, 2).reshape(S * A, B, H)               # each arm's (B, H)
-    logits = torch.baddbmm(b2.view(S * A, 1, C), h_arms, W2.view(S * A, H, C)).view(S, A, B, C)
+    logits = LOGITS[gemm.logits](h_arms, W2.view(S * A, H, C), b2.view(S * A, 1, C)).view(S, A, B, C)
     labels = y.view(S, 1, B, 1).expand(S, A, B, 1)
     correct = (logits.argmax(-1) == y.view(S, 1, B)).sum(-1)
     minus_one = logits.new_full((1, 1, 1, 1), -1.0).expand(S, A, B, 1)
@@ -125,7 +125,7 @@ def classification_gradients(params: list[Tensor], x: Tensor, y: Tensor, kind: s
         g = residual.mul_((2 * scale / (B * C)).view(S, A, 1, 1))
         grad = (g - (g * p).sum(-1, keepdim=True)).mul_(p)
     grad = grad.view(S * A, B, C)
-    dW2 = torch.bmm(h_arms.transpose(1, 2), grad).view(S, A, H, C)
+    dW2 = GRAD_W2[gemm.grad_w2](h_arms, grad).view(S, A, H, C)
     db2 = grad.sum(1).view(S, A, 1, C)
     dh = torch.bmm(grad, W2.view(S * A, H, C).transpose(1, 2))                      # (S·A, B, H)
     dz = torch.ops.aten.threshold_backward(dh.view(S, A, B, H).transpose(1, 2).reshape(S, B, A * H), h, 0)

@@ -104,9 +104,10 @@ class Task(Protocol):
         """Rows to keep at this epoch (e.g. the curve fit's predictions), with seed_index and arm_index."""
 
 
-def make_optimizer(arm: Arm, params: list[Tensor]) -> torch.optim.Optimizer:
+def make_optimizer(arm: Arm, params: list[Tensor]):
     """The arm's base torch.optim optimizer over the stacked parameters: its fused kernel (one per step) where it
-    has one, else its multi-tensor one (experiments/optimizers.py)."""
+    has one, else its multi-tensor one; Adam and AdamW called without their Python overhead, to the same numbers
+    (experiments/optimizers.py)."""
     return optimizers.build(arm.base, params, arm.lr, arm.settings())
 
 

@@ -47,8 +47,9 @@ def test_other_kernels_equal_aten_to_float_rounding(D, H, C, plan):
 @pytest.mark.parametrize("D, H, C", [(784, 256, 10), (784, 8, 10), (3072, 128, 100), (3072, 8, 100)],
                          ids=["mnist-H256", "mnist-H8", "cifar100-H128", "cifar100-H8"])
 @pytest.mark.parametrize("kind", ["ce", "mse"])
-@pytest.mark.parametrize("plan", [ATEN, Plan("onednn", "aten_nt"), Plan("aten_nt", "onednn")],
-                         ids=lambda p: p.label)
+@pytest.mark.parametrize("plan", [ATEN, Plan("onednn", "aten_nt"), Plan("aten_nt", "onednn", logits="aten_t"),
+                                  Plan("onednn", "aten", logits="aten_t", grad_w2="aten_t"),
+                                  Plan(grad_w2="aten_t")], ids=lambda p: p.label)
 def test_closed_form_gradients_equal_autograd_to_float_rounding(D, H, C, kind, plan):
     """The trainer's closed-form step (gemm=auto / onednn) against autograd through the aten ops, for several
     seeds × arms with per-arm gradient scales, both losses and both experiments' shapes."""
@@ -144,6 +145,34 @@ def test_auto_refuses_a_kernel_whose_results_disagree(monkeypatch, tmp_path):
     assert plan == Plan(reason=plan.reason, closed_form=True) and "differ beyond float rounding" in plan.reason
 
 
+@needs_onednn
+def test_auto_probes_the_second_layer_at_the_population_shape_and_records_it(monkeypatch, tmp_path):
+    """With the second layer's shape given, auto takes the faster of aten and aten_t for the logits and for dW2
+    from one cached probe per (S·A, B, H, C); the label and reason say so, and a disagreeing kernel is refused."""
+    seconds = {"logits": {"aten": 2.0, "aten_t": 1.0}, "grad_w2": {"aten": 1.0, "aten_t": 3.0}}
+    calls = []
+    monkeypatch.setattr(gemm, "probe", fake_probe({"aten": 1.0, "onednn": 2.0, "aten_nt": 3.0},
+                                                  {"aten": 1.0, "onednn": 2.0, "aten_nt": 3.0}))
+    monkeypatch.setattr(gemm, "probe_second", lambda shape, kernels: calls.append(shape) or seconds | {
+        "agrees": dict.fromkeys(kernels, True)})
+    plan = gemm.choose("auto", CPU, torch.float32, str(tmp_path), (256, 784, 20), (10, 256, 2, 10))
+    again = gemm.choose("auto", CPU, torch.float32, str(tmp_path), (256, 784, 20), (10, 256, 2, 10))
+    assert (plan.logits, plan.grad_w2) == ("aten_t", "aten") and again == plan and calls == [(10, 256, 2, 10)]
+    assert plan.label == "aten, 2nd aten_t+aten" and "(S·A, B, H, C) = (10, 256, 2, 10)" in plan.reason
+    seconds["agrees"] = {"aten": True, "aten_t": False}
+    monkeypatch.setattr(gemm, "probe_second", lambda shape, kernels: seconds)
+    refused = gemm.choose("auto", CPU, torch.float32, str(tmp_path), (256, 784, 20), (5, 256, 4, 10))
+    assert (refused.logits, refused.grad_w2) == ("aten", "aten") and refused.label == "aten"
+    assert gemm.choose("onednn", CPU, torch.float32, str(tmp_path), (256, 784, 20), (5, 256, 4, 10)).label \
+        == "onednn"  # gemm=onednn names the first layer's kernel; the second layer stays aten's
+
+
+def test_the_real_second_layer_probe_finds_both_kernels_agreeing():
+    found = gemm.probe_second((3, 64, 32, 10))
+    assert found["agrees"] == dict.fromkeys(gemm.SECOND_KERNELS, True)
+    assert all(found[role][k] > 0 for role in ("logits", "grad_w2") for k in gemm.SECOND_KERNELS)
+
+
 def test_agreement_is_judged_against_float64():
     exact = torch.linspace(-1, 1, 100, dtype=torch.float64)
     aten = exact.float()
@@ -179,8 +208,10 @@ def test_a_run_records_its_kernels_and_matches_aten_on_real_mnist(monkeypatch):
         # aten trains through autograd (the committed runs' ops); onednn and auto take the closed-form step
         assert len(closed_form_steps) - steps == (0 if kernel == "aten" else 2 * (768 // 256))
     assert runs["aten"]["gemm"].eq("aten").all() and runs["onednn"]["gemm"].eq("onednn").all()
-    forward, _, grad_weight = runs["auto"]["gemm"].iloc[0].partition("+")
+    first, _, second = runs["auto"]["gemm"].iloc[0].partition(", 2nd ")
+    forward, _, grad_weight = first.partition("+")
     assert {forward, grad_weight or forward} <= set(gemm.KERNELS)
+    assert set(second.split("+")) <= set(gemm.SECOND_KERNELS) | {""}
     for kernel in ("onednn", "auto"):
         for column in ("train_loss", "val_loss", "test_loss", "factor", "step_size"):
             assert runs[kernel][column].to_numpy() == pytest.approx(runs["aten"][column].to_numpy(), rel=1e-4)

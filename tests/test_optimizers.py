@@ -90,3 +90,39 @@ def test_base_hyperparameters_are_checked_one_line_each():
                               ("optimizer.eps=0", "optimizer.eps must be a finite number > 0")):
         with pytest.raises(ConfigError, match=message):
             check_run_config(make_config(*COMMON, "optimizer=rmsprop", override))
+
+
+@pytest.mark.parametrize("base,settings", [("adam", {}), ("adam", {"weight_decay": 0.1}),
+                                           ("adamw", {"weight_decay": 0.05, "betas": (0.8, 0.99), "eps": 1e-6})])
+def test_the_direct_fused_adam_step_equals_torch_optim_bit_for_bit(base, settings):
+    """optimizers.FusedAdamStep calls Adam's fused kernel itself after the first step: every parameter and every
+    state tensor equal torch.optim's own fused step exactly, over steps whose gradients and lr change."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(3, 784, 2, 8), (3, 2, 1, 8), (3, 2, 8, 10), (3, 2, 1, 10)]
+    start = [torch.randn(s, generator=g) for s in shapes]
+    grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(6)]
+    ours_params = [p.clone() for p in start]
+    ours = optimizers.build(base, ours_params, 1e-3, settings)
+    assert isinstance(ours, optimizers.FusedAdamStep)
+    torch_steps = []
+    inner_step = ours.optimizer.step
+    ours.optimizer.step = lambda: torch_steps.append(1) or inner_step()
+    spec = optimizers.REGISTRY[base]
+    torch_params = [p.clone() for p in start]
+    reference = spec.cls(torch_params, **spec.kwargs(1e-3, settings), fused=True)
+    for k, step_grads in enumerate(grads):
+        if k == 3:  # a schedule changes lr in the group between steps: the direct step reads it each time
+            for opt in (ours, reference):
+                opt.param_groups[0]["lr"] = 3e-4
+        for params, opt in ((ours_params, ours), (torch_params, reference)):
+            for p, grad in zip(params, step_grads):
+                p.grad = grad.clone()
+            opt.step()
+            opt.zero_grad()
+        for a, b in zip(ours_params, torch_params):
+            assert torch.equal(a, b)
+    for a, b in zip(ours_params, torch_params):
+        assert a.grad is None and b.grad is None
+        assert all(torch.equal(x, y) for x, y in zip(ours.state[a].values(), reference.state[b].values()))
+    assert ours.state[ours_params[0]]["step"].item() == 6
+    assert len(torch_steps) == 1  # torch.optim made the state; the five steps after it were direct
