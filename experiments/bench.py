@@ -31,7 +31,7 @@ from experiments.config import AUTOCAST, arm_from_config
 from experiments.data import load_split, subset_indices
 from experiments.gemm import FORWARD, GRAD_W2, GRAD_WEIGHT, LOGITS, best_seconds, onednn_linear
 from experiments.io import device_name
-from experiments.trainer import GradientScale, grad_norms, make_optimizer, train
+from experiments.trainer import GradientScale, StackedUpdate, arm_norms, make_optimizer, shares_update, train
 
 BATCH = 256
 
@@ -315,17 +315,21 @@ def seconds_per_call(fn, device, calls: int = 200, rounds: int = 3) -> float:
     return best
 
 
-def step_profile(cfg, device, epochs: int = 3) -> list[dict]:
-    """One arm's training step (experiments/trainer.py's batch loop) taken apart: each part timed alone on the
-    same batch, the matmuls among them timed as bare GEMMs, and the step as the trainer runs it (an epoch's
-    seconds less its evaluation, per batch). Rows: part, microseconds per step."""
+def step_profile(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> list[dict]:
+    """A training step (experiments/trainer.py's batch loop) of one population, the arms `cfgs` × `seeds` seeds,
+    taken apart: each part timed alone on the same batch, the matmuls among them timed as bare GEMMs, and the step
+    as the trainer runs it (an epoch's seconds less its evaluation, per batch). Rows: part, microseconds per step;
+    `optimizer` names the population ('adam', or 'adam+ayla × 5 seeds' for a fused one)."""
+    cfg = cfgs[0]
     task = TASKS[cfg.experiment.name](cfg, device, torch.float32)
-    arm = arm_from_config(cfg, cfg.optimizer.name)
-    trained = train(task, [arm], [0], epochs, log=lambda line: None)
-    params, shapes = task.init_params([0], 1)
-    optimizer = make_optimizer(arm, params)
-    scale_of = GradientScale([arm], [0], device, torch.float32)
-    rows = task.train_pool([0])[:, :task.batch_size]
+    arms = [arm_from_config(c, c.optimizer.name) for c in cfgs]
+    seed_list = list(range(seeds))
+    trained = train(task, arms, seed_list, epochs, log=lambda line: None)
+    params, shapes = task.init_params(seed_list, len(arms))
+    arm = arms[0]
+    optimizer = make_optimizer(arm, params) if shares_update(arms) else StackedUpdate(arms, params, shapes, seeds)
+    scale_of = GradientScale(arms, seed_list, device, torch.float32)
+    rows = task.train_pool(seed_list)[:, :task.batch_size]
     x, y = task.rows_of(rows)
     inputs = task.inputs(x)
     W1, b1, W2, b2 = params
@@ -343,9 +347,12 @@ def step_profile(cfg, device, epochs: int = 3) -> list[dict]:
     backward()
     loss, correct = losses()
 
+    lr = arm.lr if shares_update(arms) else optimizer.lr
+    norms = arm_norms(task.closed_form, S * A, shapes)  # as the trainer takes them
+
     def metrics():
         with torch.no_grad():
-            return torch.stack([loss.detach(), scale_of(loss.detach()), arm.lr * grad_norms(params, shapes),
+            return torch.stack([loss.detach(), scale_of(loss.detach()), lr * norms(params),
                                 correct.to(loss.dtype)])
 
     with torch.no_grad():
@@ -382,6 +389,8 @@ def step_profile(cfg, device, epochs: int = 3) -> list[dict]:
              dict(part="GEMMs of a step", microseconds=1e6 * sum(gemm_seconds.values())),
              dict(part="step in the trainer (epoch less evaluation, per batch)", microseconds=1e6 * step),
              dict(part="beyond the GEMMs (step − GEMMs)", microseconds=1e6 * (step - sum(gemm_seconds.values())))]
-    step_gflop = B * (4 * D * H + 6 * H * C) / 1e9  # one arm's matmul FLOPs per step, as epoch_flops counts them
-    return [row | dict(optimizer=arm.base if not arm.ayla else "ayla", gemm=kernel_label(task.gemm),
-                       step_gflop=step_gflop) for row in rows]
+    # the population's matmul FLOPs per step, as epoch_flops counts them per arm
+    step_gflop = S * A * B * (4 * D * H + 6 * H * C) / 1e9
+    names = [c.optimizer.name for c in cfgs]
+    population = "+".join(names) + (f" × {seeds} seeds" if seeds > 1 else "")
+    return [row | dict(optimizer=population, gemm=kernel_label(task.gemm), step_gflop=step_gflop) for row in rows]

@@ -506,15 +506,19 @@ def bench_section(out: Path) -> list[str]:
 
 
 def step_lines(path: Path) -> list[str]:
-    """One arm's training step taken apart (make bench writes bench_steps.csv beside bench.csv), per width; with
-    the rate its bare GEMMs reach, the most that cutting everything else could give."""
+    """A training step taken apart (make bench writes bench_steps.csv beside bench.csv), per width: one arm's per
+    optimizer, and a fused population's where a column names its seeds; with the rate its bare GEMMs reach, the
+    most that cutting everything else could give."""
     if not path.exists():
         return []
     lines = []
     for (dataset, hidden), steps in pd.read_csv(path).groupby(["dataset", "hidden"], sort=False):
         table = steps.pivot_table(index="part", columns="optimizer", values="microseconds", sort=False)
         kernels = ", ".join(f"{o}: {k}" for o, k in steps.groupby("optimizer", sort=False)["gemm"].first().items())
-        lines += [f"Where one arm's step goes ({dataset}, H = {hidden}, batch 256; kernels {kernels}): each part "
+        fused = [o for o in table.columns if "seeds" in o]
+        whose = "one arm's step" + (f"; {', '.join(fused)}: that population's whole step, every arm and seed at once"
+                                    if fused else "")
+        lines += [f"Where a step goes ({dataset}, H = {hidden}, batch 256; {whose}; kernels {kernels}): each part "
                   "timed alone on one batch, the GEMMs among them timed bare, and the step as the trainer ran it (an "
                   "epoch less its evaluation, per batch), in microseconds.", "",
                   "| part | " + " | ".join(table.columns) + " |", "|" + " --- |" * (1 + len(table.columns))]
@@ -523,18 +527,18 @@ def step_lines(path: Path) -> list[str]:
         lines.append("| the trainer's loop beyond its parts timed alone (step − sum of the parts) | "
                      + " | ".join(f"{v:.0f}" for v in gap) + " |")
         if "step_gflop" in steps and (bench := path.with_name("bench.csv")).exists():
-            lines += ["", gemm_ceiling(pd.read_csv(bench)["peak_gflops"].iloc[0], steps["step_gflop"].iloc[0],
-                                       table.loc["GEMMs of a step"])]
+            gflop = steps.groupby("optimizer", sort=False)["step_gflop"].first()
+            lines += ["", gemm_ceiling(pd.read_csv(bench)["peak_gflops"].iloc[0], gflop, table.loc["GEMMs of a step"])]
         lines.append("")
     return lines
 
 
-def gemm_ceiling(peak_gflops: float, step_gflop: float, gemm_microseconds: pd.Series) -> str:
-    """`The bare GEMMs of one such step run at adam 80 %, ayla 79 % of the real peak ...`: a step's matmul
-    FLOPs over the bare GEMMs' time, against the benchmark's real peak."""
-    rates = ", ".join(f"{o} {step_gflop / (us * 1e-6) / peak_gflops:.0%}" for o, us in gemm_microseconds.items())
-    return (f"The bare GEMMs of one such step run at {rates} of the real peak: the most one arm at this width "
-            "could reach (the test-set evaluation aside) if everything else in a step took no time.")
+def gemm_ceiling(peak_gflops: float, step_gflop: pd.Series, gemm_microseconds: pd.Series) -> str:
+    """`The bare GEMMs of one such step run at adam 80 %, ayla 79 % of the real peak ...`: each column's matmul
+    FLOPs per step over its bare GEMMs' time, against the benchmark's real peak."""
+    rates = ", ".join(f"{o} {step_gflop[o] / (us * 1e-6) / peak_gflops:.0%}" for o, us in gemm_microseconds.items())
+    return (f"The bare GEMMs of one such step run at {rates} of the real peak: the most a run of that column at "
+            "this width could reach (the test-set evaluation aside) if everything else in a step took no time.")
 
 
 def bench_targets(bench: pd.DataFrame) -> list[str]:

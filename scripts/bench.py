@@ -53,10 +53,12 @@ def main() -> None:
 
         frame = run(cfg_of, settings, root, device)
         where = settings.step_profile
-        steps = pd.DataFrame([dict(dataset=where.dataset, hidden=hidden) | row
-                              for hidden in where.hidden for optimizer in where.optimizers
-                              for row in step_profile(cfg_of(where.dataset, hidden,
-                                                             [f"optimizer={optimizer}", "gemm=auto"]), device)])
+        def cfgs(hidden, optimizers):
+            return [cfg_of(where.dataset, hidden, [f"optimizer={o}", "gemm=auto"]) for o in optimizers]
+        profiles = [(hidden, cfgs(hidden, [optimizer]), 1) for hidden in where.hidden for optimizer in where.optimizers]
+        profiles += [(hidden, cfgs(hidden, where.optimizers), settings.fused_seeds) for hidden in where.fused_hidden]
+        steps = pd.DataFrame([dict(dataset=where.dataset, hidden=hidden) | row for hidden, arms, seeds in profiles
+                              for row in step_profile(arms, device, seeds)])
     except AylaError as error:
         sys.exit(f"error: {error}")
     commit = git_state()["commit"]

@@ -55,9 +55,14 @@ def test_bench_tiny_writes_every_row(tmp_path):
                                                                    ("mnist", 8), ("mnist", 256)]
     assert (frame["seconds_per_arm_epoch"] > 0).all() and (frame["gemm_fraction"] > 0).all()
     assert frame["device"].str.contains("cores").all()  # the hardware named, not just "cpu"
-    steps = pd.read_csv(tmp_path / "bench_steps.csv")  # one arm's step taken apart, for Adam and AYLA, per width
-    assert sorted(set(steps["optimizer"])) == ["adam", "ayla"] and (steps["microseconds"].abs() > 0).all()
+    # one arm's step taken apart, for Adam and AYLA, per width; and Adam + AYLA × 2 seeds as one population at 256
+    steps = pd.read_csv(tmp_path / "bench_steps.csv")
+    assert sorted(set(steps["optimizer"])) == ["adam", "adam+ayla × 2 seeds", "ayla"]
+    assert (steps["microseconds"].abs() > 0).all()
     assert sorted(set(steps["hidden"])) == [8, 256] and (steps["step_gflop"] > 0).all()
+    assert set(steps.loc[steps["optimizer"].str.contains("seeds"), "hidden"]) == {256}
+    gflop = steps[steps["hidden"] == 256].groupby("optimizer")["step_gflop"].first()
+    assert gflop["adam+ayla × 2 seeds"] == pytest.approx(4 * gflop["adam"])  # 2 arms × 2 seeds
     for _, part in steps.groupby(["optimizer", "hidden"]):
         us = part.set_index("part")["microseconds"]
         gemms = us[us.index.str.startswith("GEMM, ")]
@@ -125,8 +130,8 @@ def test_the_fp32_targets_leave_the_bf16_rows_out(tmp_path):
     table = report.step_lines(tmp_path / "bench_steps.csv")
     assert "| the trainer's loop beyond its parts timed alone (step − sum of the parts) | 300 |" in table
     assert "| the trainer's loop beyond its parts timed alone (step − sum of the parts) | 9600 |" in table
-    assert [line[:39] for line in table if line.startswith("Where one arm's step goes")] == [
-        "Where one arm's step goes (mnist, H = 8", "Where one arm's step goes (mnist, H = 2"]
+    assert [line[:31] for line in table if line.startswith("Where a step goes")] == [
+        "Where a step goes (mnist, H = 8", "Where a step goes (mnist, H = 2"]
     # 0.01 GFLOP in 100 µs is 100 GFLOP/s: half the real peak, at either width
     ceiling = "The bare GEMMs of one such step run at adam 50% of the real peak"
     assert sum(line.startswith(ceiling) for line in table) == 2

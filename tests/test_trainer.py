@@ -189,3 +189,21 @@ def test_bfloat16_runs_end_to_end_with_fp32_weights_state_and_factor(monkeypatch
     assert np.isfinite(bf16["train_loss"]).all() and (bf16["factor"] > 0).all()
     assert bf16["test_acc"].to_numpy() == pytest.approx(fp32["test_acc"].to_numpy(), abs=0.03)
     assert not np.array_equal(bf16["train_loss"].to_numpy(), fp32["train_loss"].to_numpy())
+
+
+def test_one_arm_norm_equals_the_per_arm_norms_of_a_population_of_one():
+    """The closed-form path's ‖g‖ for one seed × one arm (torch's multi-tensor norm) is grad_norms' value to float
+    rounding; arm_norms takes it only there."""
+    from experiments import mlp
+    from experiments.trainer import arm_norms, grad_norms, one_arm_norm
+    first, second = mlp.init_weights([0], (784, 16, 10), "authors", 0.05, torch.float32, torch.device("cpu"))
+    params, shapes = mlp.stack_mlp(first, second, 1)
+    g = torch.Generator().manual_seed(0)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g) * 3
+    expected = grad_norms(params, shapes)
+    assert expected.shape == one_arm_norm(params).shape == (1, 1)
+    torch.testing.assert_close(one_arm_norm(params), expected, rtol=1e-6, atol=0)
+    assert arm_norms(True, 1, shapes) is one_arm_norm
+    assert torch.equal(arm_norms(False, 1, shapes)(params), expected)  # autograd's path: grad_norms, as committed
+    assert torch.equal(arm_norms(True, 2, shapes)(params), expected)

@@ -98,3 +98,30 @@ def test_bad_exponent_is_a_value_error_naming_it(bad, which):
     args = {"N1": 0.5, "N2": 1.5, which: bad}
     with pytest.raises(ValueError, match=rf"{which} must be a finite number >= 0, got {repr(bad)[:8]}"):
         check_exponents(**args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("exponents", ["numbers", "float32 tensors", "float64 tensors"])
+def test_the_factor_equals_its_defining_formula_bit_for_bit(dtype, exponents):
+    """ayla_factor's few-kernel form gives exactly n * |l|**(n - 1) (0 at l == 0) with n = N * ones, as written
+    out in float at least 32 bits, for losses in every regime (0, below 1, 1, above 1, NaN, ±inf) and per-arm
+    exponents of any dtype."""
+    loss = torch.tensor([0.0, -0.0, 1e-30, 0.03, 0.5, 0.999, 1.0, -1.0, 1.001, 2.5, -7.0, 1e30, float("nan"),
+                         float("inf"), -float("inf")]).to(dtype)
+    N1 = torch.linspace(0.0, 2.0, len(loss), dtype=torch.float64)
+    N2 = torch.linspace(0.1, 3.0, len(loss), dtype=torch.float64)
+    if exponents == "numbers":
+        N1, N2 = 0.1, 1.5
+    elif exponents == "float32 tensors":
+        N1, N2 = N1.float(), N2.float()
+    work = loss.to(torch.promote_types(loss.dtype, torch.float32))
+    magnitude = work.abs()
+    one = torch.ones_like(magnitude)
+    n = torch.where(magnitude > 1, N2 * one, torch.where((magnitude > 0) & (magnitude < 1), N1 * one, one))
+    value = work.to(n.dtype)
+    expected = n * value.abs().pow(n - 1)
+    expected = torch.where(value == 0, torch.zeros_like(expected), expected)
+    got = ayla_factor(loss, N1, N2)
+    assert got.dtype == expected.dtype and torch.equal(got.isnan(), expected.isnan())
+    assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(expected))
+    assert torch.equal(ayla_exponent(loss, N1, N2), n)
