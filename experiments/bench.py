@@ -7,7 +7,8 @@
   (d) fused    this suite's trainer, K arms trained together: Adam and AYLA × K/2 seeds (as make reproduce
                trains a figure), and K AYLA settings on one seed (as a sweep over N trains)
 
-`step_profile` times the parts of one arm's training step one by one (where a step's time goes beyond its GEMMs).
+`step_timings` times the parts of a training step one by one (where a step's time goes beyond its GEMMs):
+one arm's, and a fused population's.
 
 Every epoch includes the test-set evaluation the protocol does after it. Reported per arm-epoch, with the ratio
 to (a) and (b) and the fraction of the machine's real fp32 GEMM peak that the matmuls alone would need: the best
@@ -315,11 +316,11 @@ def seconds_per_call(fn, device, calls: int = 200, rounds: int = 3) -> float:
     return best
 
 
-def step_profile(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> list[dict]:
+def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
     """A training step (experiments/trainer.py's batch loop) of one population, the arms `cfgs` × `seeds` seeds,
     taken apart: each part timed alone on the same batch, the matmuls among them timed as bare GEMMs, and the step
-    as the trainer runs it (an epoch's seconds less its evaluation, per batch). Rows: part, microseconds per step;
-    `optimizer` names the population ('adam', or 'adam+ayla × 5 seeds' for a fused one)."""
+    as the trainer runs it (an epoch's seconds less its evaluation, per batch), in seconds; step_rows makes the
+    rows of one or more such rounds."""
     cfg = cfgs[0]
     task = TASKS[cfg.experiment.name](cfg, device, torch.float32)
     arms = [arm_from_config(c, c.optimizer.name) for c in cfgs]
@@ -383,14 +384,24 @@ def step_profile(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> list[di
     batches = task.n_train // task.batch_size
     evaluation = seconds_per_call(lambda: task.evaluate(params), device, calls=3)
     step = (steady(trained.metrics.groupby("epoch")["seconds"].first().tolist()) - evaluation) / batches
+    # the population's matmul FLOPs per step, as epoch_flops counts them per arm
+    step_gflop = S * A * B * (4 * D * H + 6 * H * C) / 1e9
+    population = "+".join(c.optimizer.name for c in cfgs) + (f" × {seeds} seeds" if seeds > 1 else "")
+    return dict(gemms=gemm_seconds, parts=parts, step=step,
+                labels=dict(optimizer=population, gemm=kernel_label(task.gemm), step_gflop=step_gflop))
+
+
+def step_rows(rounds: list[dict]) -> list[dict]:
+    """One population's step taken apart (rows: part, microseconds per step, and its labels) from one or more
+    rounds of step_timings: each timing the fastest of its rounds (the machine drifts up to 2× within minutes),
+    the sums and differences taken after."""
+    def fastest(key):
+        return {part: min(r[key][part] for r in rounds) for part in rounds[0][key]}
+    gemm_seconds, parts, step = fastest("gemms"), fastest("parts"), min(r["step"] for r in rounds)
     rows = [dict(part=f"GEMM, {part}", microseconds=1e6 * t) for part, t in gemm_seconds.items()]
     rows += [dict(part=part, microseconds=1e6 * t) for part, t in parts.items()]
     rows += [dict(part="sum of the parts", microseconds=1e6 * sum(parts.values())),
              dict(part="GEMMs of a step", microseconds=1e6 * sum(gemm_seconds.values())),
              dict(part="step in the trainer (epoch less evaluation, per batch)", microseconds=1e6 * step),
              dict(part="beyond the GEMMs (step − GEMMs)", microseconds=1e6 * (step - sum(gemm_seconds.values())))]
-    # the population's matmul FLOPs per step, as epoch_flops counts them per arm
-    step_gflop = S * A * B * (4 * D * H + 6 * H * C) / 1e9
-    names = [c.optimizer.name for c in cfgs]
-    population = "+".join(names) + (f" × {seeds} seeds" if seeds > 1 else "")
-    return [row | dict(optimizer=population, gemm=kernel_label(task.gemm), step_gflop=step_gflop) for row in rows]
+    return [row | rounds[0]["labels"] for row in rows]

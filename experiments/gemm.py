@@ -9,7 +9,8 @@ product with the weight stored (N, D), K-contiguous, runs at full speed. So the 
   gemm=onednn   oneDNN's linear (torch.ops.mkldnn._linear_pointwise) with the ReLU fused into it, forward and
                 weight gradient, through one small autograd Function;
   gemm=auto     per GEMM (forward, weight gradient) the fastest of aten, onednn and aten_nt (aten on a
-                K-contiguous copy of the weight: x·(Wᵀ)ᵀ and dW = (dZᵀ·x)ᵀ) at the population's own shape,
+                K-contiguous copy of the weight: x·(Wᵀ)ᵀ and dW = (dZᵀ·x)ᵀ) at the population's own shape and
+                seed count (oneDNN runs one product per seed, aten one batched product),
                 from a probe made once per machine and shape and cached, so that reruns take the same path
                 and stay byte-identical.
 aten is used wherever the others cannot be: a CUDA device, a dtype other than float32, a kernel whose probe
@@ -184,15 +185,17 @@ def agrees(candidate: Tensor, aten: Tensor, exact: Tensor) -> bool:
     return (candidate.double() - exact).abs().max().item() <= 4 * aten_error + 1e-6 * scale
 
 
-def probe(shape: tuple[int, int, int], kernels=KERNELS) -> dict:
-    """At one shape (B, D) @ (D, N): seconds of each GEMM on each kernel, and whether each agrees with float64
-    as closely as aten does."""
-    B, D, N = shape
+def probe(shape: tuple[int, ...], kernels=KERNELS) -> dict:
+    """At one shape (B, D) @ (D, N), or (S, B, D, N) for S seeds' products at once: seconds of each GEMM on each
+    kernel, and whether each agrees with float64 as closely as aten does. With S seeds aten runs one batched
+    product and oneDNN one per seed, whose results are then stacked (8 MB of dW1 at 5 seeds × 512 columns): the
+    probe times what the population will run."""
+    S, B, D, N = shape if len(shape) == 4 else (1, *shape)
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(1, B, D, generator=g)
-    W = torch.randn(1, D, N, generator=g) * 0.05
-    b = torch.randn(1, 1, N, generator=g) * 0.05
-    dz = torch.randn(1, B, N, generator=g)
+    x = torch.rand(S, B, D, generator=g)
+    W = torch.randn(S, D, N, generator=g) * 0.05
+    b = torch.randn(S, 1, N, generator=g) * 0.05
+    dz = torch.randn(S, B, N, generator=g)
     calls = {"forward": lambda k: FORWARD[k](x, W, b), "grad_weight": lambda k: GRAD_WEIGHT[k](x, dz)}
     found = {role: {k: best_seconds(functools.partial(call, k)) for k in kernels} for role, call in calls.items()}
     exact = {"forward": torch.relu(torch.baddbmm(b.double(), x.double(), W.double())),
@@ -225,10 +228,15 @@ def cache_file(cache_dir: str | None) -> Path:
     return root / "gemm-probe.json"
 
 
-def probe_key(shape: tuple[int, int, int]) -> str:
-    """One probe per machine (the CPU and the torch build) and GEMM shape. Not the thread count: jobs that split
-    the cores between them (a parallel launcher) must take the same kernels as one job with all of them."""
-    return f"{cpu_name()} | torch {torch.__version__} | (B, D, N) = {tuple(shape)}"
+def shape_names(shape: tuple[int, ...], layer: str = "first") -> str:
+    return "(S·A, B, H, C)" if layer == "second" else "(S, B, D, N)" if len(shape) == 4 else "(B, D, N)"
+
+
+def probe_key(shape: tuple[int, ...], layer: str = "first") -> str:
+    """One probe per machine (the CPU and the torch build), layer and GEMM shape. Not the thread count: jobs that
+    split the cores between them (a parallel launcher) must take the same kernels as one job with all of them."""
+    return (f"{cpu_name()} | torch {torch.__version__} | {shape_names(shape, layer)} = {tuple(shape)}"
+            + ("" if layer == "first" else " | second layer"))
 
 
 def cached_probe(shape: tuple[int, ...], kernels=KERNELS, cache_dir: str | None = None, layer: str = "first"
@@ -236,7 +244,7 @@ def cached_probe(shape: tuple[int, ...], kernels=KERNELS, cache_dir: str | None 
     """This machine's probe at this shape: read from the cache, or made now and added to it, so that every
     population of this shape trained here takes the same kernels. layer="second": the second layer's products
     at (S·A, B, H, C) (probe_second)."""
-    path, key = cache_file(cache_dir), probe_key(shape) + ("" if layer == "first" else " | second layer")
+    path, key = cache_file(cache_dir), probe_key(shape, layer)
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -252,10 +260,10 @@ def cached_probe(shape: tuple[int, ...], kernels=KERNELS, cache_dir: str | None 
 
 
 def choose(request: str, device: torch.device, dtype: torch.dtype, cache_dir: str | None = None,
-           shape: tuple[int, int, int] = (256, 784, 256), second: tuple[int, int, int, int] | None = None) -> Plan:
+           shape: tuple[int, ...] = (256, 784, 256), second: tuple[int, int, int, int] | None = None) -> Plan:
     """The kernels of the first layer's GEMMs for a population on `device` in `dtype` whose per-seed product is
-    (B, D) @ (D, N) = `shape`, and with gemm=auto, where `second` gives its second layer's (S·A, B, H, C), the
-    kernels of that layer's products in the closed-form step."""
+    (B, D) @ (D, N): `shape` = (B, D, N), or (S, B, D, N) for S > 1 seeds; and with gemm=auto, where `second`
+    gives its second layer's (S·A, B, H, C), the kernels of that layer's products in the closed-form step."""
     if request not in CHOICES:
         raise ConfigError(f"gemm={request} is not a GEMM kernel choice; use one of {', '.join(CHOICES)}")
     if request == "aten":
@@ -277,13 +285,14 @@ def choose(request: str, device: torch.device, dtype: torch.dtype, cache_dir: st
     refused = [k for k in kernels if k not in usable]
     notes = [no_op] if no_op else []
     notes += [f"{', '.join(refused)} refused: results differ beyond float rounding"] if refused else []
-    reason = f"gemm=auto (probe at (B, D, N) = {tuple(shape)}: {timing})" + "".join(f"; {n}" for n in notes)
+    reason = (f"gemm=auto (probe at {shape_names(shape)} = {tuple(shape)}: {timing})"
+              + "".join(f"; {n}" for n in notes))
     late = {"logits": "aten", "grad_w2": "aten"}
     if second is not None:
         found = cached_probe(tuple(second), SECOND_KERNELS, cache_dir, layer="second")
         usable = [k for k in SECOND_KERNELS if found["agrees"][k]]
         late = {role: min(usable, key=lambda k: found[role][k]) for role in late}
-        reason += (f"; second layer (probe at (S·A, B, H, C) = {tuple(second)}: " + "; ".join(
+        reason += (f"; second layer (probe at {shape_names(second, 'second')} = {tuple(second)}: " + "; ".join(
             f"{role} " + ", ".join(f"{k} {found[role][k] * 1e6:.0f}" for k in SECOND_KERNELS) + " µs"
             for role in late) + ")")
     return Plan(pick["forward"], pick["grad_weight"], reason, closed_form=True, **late)

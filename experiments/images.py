@@ -50,8 +50,10 @@ class ImageClassification:
 
     def init_params(self, seeds, arms):
         D, H, C = self.sizes  # each seed's product: (batch, D) @ (D, arms · H); then each arm's (batch, H) @ (H, C)
+        first = (self.batch_size, D, arms * H)
         self.gemm = choose(self.gemm_request, self.device, self.gemm_dtype, self.cache_dir,
-                           (self.batch_size, D, arms * H), (len(seeds) * arms, self.batch_size, H, C))
+                           (len(seeds), *first) if len(seeds) > 1 else first,
+                           (len(seeds) * arms, self.batch_size, H, C))
         first, second = mlp.init_weights(seeds, self.sizes, self.scheme, self.std, self.dtype, self.device)
         return mlp.stack_mlp(first, second, arms)
 

@@ -135,3 +135,15 @@ def test_the_fp32_targets_leave_the_bf16_rows_out(tmp_path):
     # 0.01 GFLOP in 100 µs is 100 GFLOP/s: half the real peak, at either width
     ceiling = "The bare GEMMs of one such step run at adam 50% of the real peak"
     assert sum(line.startswith(ceiling) for line in table) == 2
+
+
+def test_step_rows_keep_each_timing_fastest_round_and_sum_after():
+    from experiments.bench import step_rows
+    labels = dict(optimizer="adam", gemm="aten", step_gflop=0.01)
+    rounds = [dict(gemms={"a": 100e-6, "b": 50e-6}, parts={"batch": 30e-6, "rest": 300e-6}, step=900e-6, labels=labels),
+              dict(gemms={"a": 80e-6, "b": 70e-6}, parts={"batch": 40e-6, "rest": 200e-6}, step=1000e-6, labels=labels)]
+    us = {row["part"]: row["microseconds"] for row in step_rows(rounds)}
+    assert us["GEMM, a"] == pytest.approx(80) and us["GEMM, b"] == pytest.approx(50)
+    assert us["GEMMs of a step"] == pytest.approx(130) and us["sum of the parts"] == pytest.approx(230)
+    assert us["step in the trainer (epoch less evaluation, per batch)"] == pytest.approx(900)
+    assert us["beyond the GEMMs (step − GEMMs)"] == pytest.approx(770)

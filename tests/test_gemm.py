@@ -151,6 +151,7 @@ def test_auto_probes_the_second_layer_at_the_population_shape_and_records_it(mon
     from one cached probe per (S·A, B, H, C); the label and reason say so, and a disagreeing kernel is refused."""
     seconds = {"logits": {"aten": 2.0, "aten_t": 1.0}, "grad_w2": {"aten": 1.0, "aten_t": 3.0}}
     calls = []
+    fake_probe.calls = 0
     monkeypatch.setattr(gemm, "probe", fake_probe({"aten": 1.0, "onednn": 2.0, "aten_nt": 3.0},
                                                   {"aten": 1.0, "onednn": 2.0, "aten_nt": 3.0}))
     monkeypatch.setattr(gemm, "probe_second", lambda shape, kernels: calls.append(shape) or seconds | {
@@ -165,6 +166,34 @@ def test_auto_probes_the_second_layer_at_the_population_shape_and_records_it(mon
     assert (refused.logits, refused.grad_w2) == ("aten", "aten") and refused.label == "aten"
     assert gemm.choose("onednn", CPU, torch.float32, str(tmp_path), (256, 784, 20), (5, 256, 4, 10)).label \
         == "onednn"  # gemm=onednn names the first layer's kernel; the second layer stays aten's
+
+
+@needs_onednn
+def test_the_probe_times_a_population_of_several_seeds_as_it_will_run(tmp_path):
+    """With S > 1 seeds the probe runs S products at once (oneDNN one per seed, then stacked; aten batched), under
+    its own cache key; the plan's reason names the shape."""
+    found = gemm.probe((3, 64, 784, 32))
+    assert found["agrees"] == dict.fromkeys(gemm.KERNELS, True)
+    plan = gemm.choose("auto", CPU, torch.float32, str(tmp_path), (3, 64, 784, 32))
+    assert "(S, B, D, N) = (3, 64, 784, 32)" in plan.reason
+    cached = json.loads((tmp_path / "gemm-probe.json").read_text())
+    assert list(cached) == [gemm.probe_key((3, 64, 784, 32))] and "(S, B, D, N)" in list(cached)[0]
+
+
+def test_an_image_population_probes_at_its_seed_count(monkeypatch):
+    from conftest import make_config, real_data
+
+    from experiments import TASKS, images
+    real_data("mnist")
+    shapes = []
+    monkeypatch.setattr(images, "choose", lambda request, device, dtype, cache_dir, shape, second: shapes.append(
+        (shape, second)) or ATEN)
+    cfg = make_config("experiment=mnist", "hidden=16", "data.train_subset=512", "data.test_subset=256")
+    task = TASKS["mnist"](cfg, CPU, torch.float32)
+    task.init_params([0, 1, 2], 2)
+    task.init_params([0], 4)
+    B = int(cfg.batch_size)
+    assert shapes == [((3, B, 784, 32), (6, B, 16, 10)), ((B, 784, 64), (4, B, 16, 10))]
 
 
 def test_the_real_second_layer_probe_finds_both_kernels_agreeing():
