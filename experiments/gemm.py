@@ -185,42 +185,44 @@ def agrees(candidate: Tensor, aten: Tensor, exact: Tensor) -> bool:
     return (candidate.double() - exact).abs().max().item() <= 4 * aten_error + 1e-6 * scale
 
 
+def layer_operands(S: int, B: int, D: int, N: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Random x (S, B, D), W (S, D, N), b (S, 1, N) and dZ (S, B, N) for a probe, the same on every machine."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(S, B, D, generator=g)
+    W = torch.randn(S, D, N, generator=g) * 0.05
+    b = torch.randn(S, 1, N, generator=g) * 0.05
+    return x, W, b, torch.randn(S, B, N, generator=g)
+
+
+def time_and_check(calls: dict, exact: dict[str, Tensor], kernels) -> dict:
+    """Seconds of each role's call (`calls[role](kernel)`) on each kernel, and whether each kernel's results agree
+    with float64 (`exact[role]`) as closely as aten's do, in every role."""
+    found = {role: {k: best_seconds(functools.partial(call, k)) for k in kernels} for role, call in calls.items()}
+    found["agrees"] = {k: all(agrees(call(k), call("aten"), exact[role]) for role, call in calls.items())
+                       for k in kernels}
+    return found
+
+
 def probe(shape: tuple[int, ...], kernels=KERNELS) -> dict:
     """At one shape (B, D) @ (D, N), or (S, B, D, N) for S seeds' products at once: seconds of each GEMM on each
     kernel, and whether each agrees with float64 as closely as aten does. With S seeds aten runs one batched
     product and oneDNN one per seed, whose results are then stacked (8 MB of dW1 at 5 seeds × 512 columns): the
     probe times what the population will run."""
-    S, B, D, N = shape if len(shape) == 4 else (1, *shape)
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(S, B, D, generator=g)
-    W = torch.randn(S, D, N, generator=g) * 0.05
-    b = torch.randn(S, 1, N, generator=g) * 0.05
-    dz = torch.randn(S, B, N, generator=g)
+    x, W, b, dz = layer_operands(*(shape if len(shape) == 4 else (1, *shape)))
     calls = {"forward": lambda k: FORWARD[k](x, W, b), "grad_weight": lambda k: GRAD_WEIGHT[k](x, dz)}
-    found = {role: {k: best_seconds(functools.partial(call, k)) for k in kernels} for role, call in calls.items()}
     exact = {"forward": torch.relu(torch.baddbmm(b.double(), x.double(), W.double())),
              "grad_weight": torch.bmm(x.double().transpose(1, 2), dz.double())}
-    found["agrees"] = {k: all(agrees(call(k), call("aten"), exact[role]) for role, call in calls.items())
-                       for k in kernels}
-    return found
+    return time_and_check(calls, exact, kernels)
 
 
 def probe_second(shape: tuple[int, int, int, int], kernels=SECOND_KERNELS) -> dict:
     """At one second-layer shape (S·A, B, H, C): seconds of logits = h W2 + b2 and of dW2 = hᵀ G on each kernel,
     and whether each agrees with float64 as closely as aten does."""
-    SA, B, H, C = shape
-    g = torch.Generator().manual_seed(0)
-    h = torch.rand(SA, B, H, generator=g)
-    W2 = torch.randn(SA, H, C, generator=g) * 0.05
-    b2 = torch.randn(SA, 1, C, generator=g) * 0.05
-    G = torch.randn(SA, B, C, generator=g)
+    h, W2, b2, G = layer_operands(*shape)
     calls = {"logits": lambda k: LOGITS[k](h, W2, b2), "grad_w2": lambda k: GRAD_W2[k](h, G)}
-    found = {role: {k: best_seconds(functools.partial(call, k)) for k in kernels} for role, call in calls.items()}
     exact = {"logits": torch.baddbmm(b2.double(), h.double(), W2.double()),
              "grad_w2": torch.bmm(h.double().transpose(1, 2), G.double())}
-    found["agrees"] = {k: all(agrees(call(k), call("aten"), exact[role]) for role, call in calls.items())
-                       for k in kernels}
-    return found
+    return time_and_check(calls, exact, kernels)
 
 
 def cache_file(cache_dir: str | None) -> Path:
