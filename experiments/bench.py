@@ -32,7 +32,7 @@ from experiments.config import AUTOCAST, arm_from_config
 from experiments.data import load_split, subset_indices
 from experiments.gemm import FORWARD, GRAD_W2, GRAD_WEIGHT, LOGITS, best_seconds, onednn_linear
 from experiments.io import device_name
-from experiments.trainer import GradientScale, StackedUpdate, arm_norms, make_optimizer, shares_update, train
+from experiments.trainer import GradientScale, arm_norms, population_update, train
 
 BATCH = 256
 
@@ -218,6 +218,12 @@ def steady(times: list[float]) -> float:
     return min(times[1:]) if len(times) > 1 else times[0]
 
 
+def in_rounds(items: list, rounds: int) -> list:
+    """`items` `rounds` times, every other time in reverse order: as the machine drifts, two items compared are
+    then measured close in time at least once."""
+    return [item for r in range(rounds) for item in (items if r % 2 == 0 else items[::-1])]
+
+
 def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
     """Every row of the benchmark; `cfg_of(name, hidden, optimizer)` composes the suite's run config.
 
@@ -234,11 +240,10 @@ def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
             flops = epoch_flops(len(data[1]), len(data[3]), (sizes[0], hidden, sizes[2]))
             best = {}  # (variant, optimizer, arms, gemm) -> fastest steady seconds over the rounds
             jobs = block_jobs(cfg_of, settings, name, hidden, spec, data, blas, device)
-            for round_ in range(int(settings.get("rounds", 1))):
-                for job in (jobs if round_ % 2 == 0 else jobs[::-1]):
-                    for variant, optimizer, arms, times, gemm in job():
-                        key = (variant, optimizer, arms, gemm)
-                        best[key] = min(best.get(key, float("inf")), steady(times))
+            for job in in_rounds(jobs, int(settings.get("rounds", 1))):
+                for variant, optimizer, arms, times, gemm in job():
+                    key = (variant, optimizer, arms, gemm)
+                    best[key] = min(best.get(key, float("inf")), steady(times))
             for (variant, optimizer, arms, gemm), seconds in best.items():
                 per_arm = seconds / arms
                 rows.append(dict(dataset=name, hidden=hidden, variant=variant, optimizer=optimizer, gemm=gemm,
@@ -327,8 +332,7 @@ def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
     seed_list = list(range(seeds))
     trained = train(task, arms, seed_list, epochs, log=lambda line: None)
     params, shapes = task.init_params(seed_list, len(arms))
-    arm = arms[0]
-    optimizer = make_optimizer(arm, params) if shares_update(arms) else StackedUpdate(arms, params, shapes, seeds)
+    optimizer, lr = population_update(arms, params, shapes, seeds)
     scale_of = GradientScale(arms, seed_list, device, torch.float32)
     rows = task.train_pool(seed_list)[:, :task.batch_size]
     x, y = task.rows_of(rows)
@@ -348,7 +352,6 @@ def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
     backward()
     loss, correct = losses()
 
-    lr = arm.lr if shares_update(arms) else optimizer.lr
     norms = arm_norms(task.closed_form, S * A, shapes)  # as the trainer takes them
 
     def metrics():
@@ -389,6 +392,23 @@ def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
     population = "+".join(c.optimizer.name for c in cfgs) + (f" × {seeds} seeds" if seeds > 1 else "")
     return dict(gemms=gemm_seconds, parts=parts, step=step,
                 labels=dict(optimizer=population, gemm=kernel_label(task.gemm), step_gflop=step_gflop))
+
+
+def step_profiles(cfg_of, settings, device) -> pd.DataFrame:
+    """conf/bench.yaml's step_profile: one arm per optimizer at each width, and those optimizers × fused_seeds seeds
+    as one population at each fused width, each in `rounds` rounds (in_rounds), then taken apart (step_rows)."""
+    where = settings.step_profile
+
+    def cfgs(hidden, optimizers):
+        return [cfg_of(where.dataset, hidden, [f"optimizer={o}", "gemm=auto"]) for o in optimizers]
+    profiles = [(hidden, cfgs(hidden, [optimizer]), 1) for hidden in where.hidden for optimizer in where.optimizers]
+    profiles += [(hidden, cfgs(hidden, where.optimizers), settings.fused_seeds) for hidden in where.fused_hidden]
+    timings = [[] for _ in profiles]
+    for k in in_rounds(list(range(len(profiles))), int(settings.get("rounds", 1))):
+        _, arms, seeds = profiles[k]
+        timings[k].append(step_timings(arms, device, seeds))
+    return pd.DataFrame([dict(dataset=where.dataset, hidden=hidden) | row
+                         for (hidden, _, _), rounds in zip(profiles, timings) for row in step_rows(rounds)])
 
 
 def step_rows(rounds: list[dict]) -> list[dict]:

@@ -187,6 +187,16 @@ class StackedUpdate:
             p.grad = None
 
 
+def population_update(arms: list[Arm], params: list[Tensor], arm_shapes: list[tuple], seeds: int):
+    """The population's update: one torch.optim optimizer where the arms share their settings, else StackedUpdate;
+    and the lr of each arm for the step-size metric and traces: the Python float where the arms share it (as the
+    committed runs computed it, byte for byte), else the (S, A) table."""
+    if shares_update(arms):
+        return make_optimizer(arms[0], params), arms[0].lr
+    update = StackedUpdate(arms, params, arm_shapes, seeds)
+    return update, update.lr
+
+
 def check_population(arms: list[Arm]) -> None:
     if not shares_update(arms) and arms[0].base not in STACKED:
         raise ValueError(f"{arms[0].base} arms trained together share their settings (only {', '.join(STACKED)} "
@@ -302,11 +312,7 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
     # a task may write its gradients out itself (the image MLP on gemm=auto / onednn): the same numbers as
     # autograd's to float rounding, with less fixed cost per step (see experiments/mlp.py)
     closed_form = bool(getattr(task, "closed_form", False)) and autocast is None
-    shared = shares_update(arms)
-    optimizer = make_optimizer(arms[0], params) if shared else StackedUpdate(arms, params, arm_shapes, len(seeds))
-    # lr of each arm for the step-size metric and traces: the Python float where the arms share it (as the
-    # committed runs computed it, byte for byte), else the (S, A) table
-    lr = arms[0].lr if shared else optimizer.lr
+    optimizer, lr = population_update(arms, params, arm_shapes, len(seeds))
     norms = arm_norms(closed_form, len(seeds) * len(arms), arm_shapes)
     dynamic_eps = DynamicEps(arms, seeds, device, dtype) if any(arm.dynamic_eps for arm in arms) else None
     scale_of = GradientScale(arms, seeds, device, dtype)

@@ -19,10 +19,9 @@ if any(name in os.environ for name in OPENBLAS_VARIABLES):
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
-import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from experiments.bench import run, step_rows, step_timings  # noqa: E402
+from experiments.bench import run, step_profiles  # noqa: E402
 from experiments.config import resolve_device  # noqa: E402
 from experiments.errors import AylaError  # noqa: E402
 from experiments.io import git_state, write_csv  # noqa: E402
@@ -52,18 +51,7 @@ def main() -> None:
                                 f"data.test_subset={spec.test_rows}", *arm_overrides])
 
         frame = run(cfg_of, settings, root, device)
-        where = settings.step_profile
-        def cfgs(hidden, optimizers):
-            return [cfg_of(where.dataset, hidden, [f"optimizer={o}", "gemm=auto"]) for o in optimizers]
-        profiles = [(hidden, cfgs(hidden, [optimizer]), 1) for hidden in where.hidden for optimizer in where.optimizers]
-        profiles += [(hidden, cfgs(hidden, where.optimizers), settings.fused_seeds) for hidden in where.fused_hidden]
-        timings = [[] for _ in profiles]  # rounds as the epochs': every other one in reverse order, fastest kept
-        for round_ in range(int(settings.get("rounds", 1))):
-            for k in (range(len(profiles)) if round_ % 2 == 0 else reversed(range(len(profiles)))):
-                hidden, arms, seeds = profiles[k]
-                timings[k].append(step_timings(arms, device, seeds))
-        steps = pd.DataFrame([dict(dataset=where.dataset, hidden=hidden) | row
-                              for (hidden, _, _), rounds in zip(profiles, timings) for row in step_rows(rounds)])
+        steps = step_profiles(cfg_of, settings, device)
     except AylaError as error:
         sys.exit(f"error: {error}")
     commit = git_state()["commit"]
