@@ -32,7 +32,7 @@ from experiments.config import AUTOCAST, arm_from_config
 from experiments.data import load_split, subset_indices
 from experiments.gemm import FORWARD, GRAD_W2, GRAD_WEIGHT, LOGITS, best_seconds, onednn_linear
 from experiments.io import device_name
-from experiments.trainer import GradientScale, arm_norms, population_update, train
+from experiments.trainer import GradientScale, accumulate, arm_norms, population_update, train
 
 BATCH = 256
 
@@ -354,10 +354,15 @@ def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
 
     norms = arm_norms(task.closed_form, S * A, shapes)  # as the trainer takes them
 
+    def step_metrics():
+        return [loss.detach(), scale_of(loss.detach()), lr * norms(params), correct.to(loss.dtype)]
+
+    with torch.no_grad():
+        sums = accumulate([], step_metrics())
+
     def metrics():
         with torch.no_grad():
-            return torch.stack([loss.detach(), scale_of(loss.detach()), lr * norms(params),
-                                correct.to(loss.dtype)])
+            return accumulate(sums, step_metrics())
 
     with torch.no_grad():
         gemms = {"first layer: x·W1 + b1, ReLU": lambda: FORWARD[task.gemm.forward](inputs, W1.view(S, D, A * H),

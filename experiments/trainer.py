@@ -279,6 +279,15 @@ def arm_norms(closed_form: bool, population: int, arm_shapes: list[tuple]) -> Ca
     return lambda params: grad_norms(params, arm_shapes)
 
 
+def accumulate(sums: list[Tensor], step: list[Tensor]) -> list[Tensor]:
+    """Add this step's per-arm metrics to the epoch's sums, in place: one multi-tensor add (no stack), the same
+    float additions as summing the stacked metrics; the sums start at zero."""
+    if not sums:
+        sums = [torch.zeros_like(value) for value in step]
+    torch._foreach_add_(sums, step)
+    return sums
+
+
 def epoch_batches(order: Tensor, batch_size: int | None) -> list[Tensor]:
     """Positions of each batch: the whole shuffled order, or B-sized chunks with the last partial one dropped."""
     if batch_size is None:
@@ -330,7 +339,7 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
         # The order is drawn on the CPU (same on every device) and sent over once per epoch.
         order = torch.stack([torch.randperm(task.n_train, generator=g) for g in shufflers]).to(device)
         batches = epoch_batches(order, task.batch_size)
-        sums, traced = 0, {}
+        sums, traced = [], {}
         with no_host_syncs(forbid_syncs and device.type == "cuda"):
             for positions in batches:
                 rows = pool.gather(1, positions)
@@ -351,7 +360,7 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
                     step = [loss, scale, lr * norms(params)]
                     if correct is not None:
                         step.append(correct.to(dtype))
-                    sums = sums + torch.stack(step)
+                    sums = accumulate(sums, step)
                     for key, value in task.trace(params, lr).items():
                         traced[key] = traced[key] + value if key in traced else value.clone()
                 if dynamic_eps is None:
@@ -360,7 +369,7 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
                     optimizer.step(eps=dynamic_eps(loss))
                 optimizer.zero_grad()
         with torch.inference_mode():
-            means = sums / len(batches)
+            means = torch.stack(sums) / len(batches)
             metrics = {"train_loss": means[0], "factor": means[1], "step_size": means[2]}
             if len(means) > 3:
                 metrics["train_acc"] = means[3].double() / batches[0].shape[1]

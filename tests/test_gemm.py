@@ -202,6 +202,37 @@ def test_the_real_second_layer_probe_finds_both_kernels_agreeing():
     assert all(found[role][k] > 0 for role in ("logits", "grad_w2") for k in gemm.SECOND_KERNELS)
 
 
+@needs_onednn
+@pytest.mark.parametrize("S, N", [(1, 256), (3, 40), (1, 8)])
+def test_onednn_weight_gradient_on_a_contiguous_copy_is_the_strided_products_bit_for_bit(S, N):
+    """grad_weight_onednn hands oneDNN a contiguous xᵀ (quicker than its own reorder of the strided view): the
+    numbers must be exactly those of the product on the view, so gemm=onednn runs are unchanged by it."""
+    g = torch.Generator().manual_seed(0)
+    x, dz = torch.rand(S, 64, 784, generator=g), torch.randn(S, 64, N, generator=g)
+    op = gemm.onednn_linear()
+    on_view = torch.stack([op(x[s].t(), dz[s].t(), None, "none", [], "") for s in range(S)])
+    assert torch.equal(gemm.grad_weight_onednn(x, dz), on_view)
+
+
+def test_fastest_of_interleaves_the_calls_and_keeps_each_ones_fastest(monkeypatch):
+    """The probe's timings: one warm-up call each, then rounds of one call of each in turn (so a drift of the
+    machine's speed hits every kernel alike), keeping each one's fastest call."""
+    calls, clock = [], iter(range(1000))
+    monkeypatch.setattr(gemm.time, "perf_counter", lambda: next(clock))
+    durations = {"a": [5, 3, 4], "b": [1, 2, 6]}
+
+    def timed(name):
+        def fn():
+            calls.append(name)
+            if len(calls) > 2:  # past the warm-ups: advance the fake clock by this call's duration
+                for _ in range(durations[name][(len(calls) - 3) // 2] - 1):
+                    next(clock)
+        return fn
+    found = gemm.fastest_of({"a": timed("a"), "b": timed("b")}, repeats=3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert found == {"a": 3, "b": 1}
+
+
 def test_agreement_is_judged_against_float64():
     exact = torch.linspace(-1, 1, 100, dtype=torch.float64)
     aten = exact.float()

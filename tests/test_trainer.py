@@ -207,3 +207,19 @@ def test_one_arm_norm_equals_the_per_arm_norms_of_a_population_of_one():
     assert arm_norms(True, 1, shapes) is one_arm_norm
     assert torch.equal(arm_norms(False, 1, shapes)(params), expected)  # autograd's path: grad_norms, as committed
     assert torch.equal(arm_norms(True, 2, shapes)(params), expected)
+
+
+def test_the_epoch_sums_are_the_stacked_sums_bit_for_bit():
+    """accumulate (one multi-tensor add per step) gives the same float sums as adding the stacked metrics, so the
+    committed runs' per-epoch means are unchanged; it starts from zero (-0.0 + 0 = 0, as before)."""
+    from experiments.trainer import accumulate
+    g = torch.Generator().manual_seed(0)
+    steps = [[torch.randn(2, 3, generator=g) * 10 ** k for k in range(4)] for _ in range(50)]
+    steps[0][0][0, 0] = -0.0
+    stacked, sums = 0, []
+    for step in steps:
+        stacked = stacked + torch.stack(step)
+        sums = accumulate(sums, step)
+    assert torch.equal(torch.stack(sums), stacked)
+    assert torch.equal(accumulate([], [torch.tensor([-0.0])])[0], torch.tensor([0.0]))
+    assert not accumulate([], [torch.tensor([-0.0])])[0].signbit().item()
