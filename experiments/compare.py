@@ -132,29 +132,40 @@ TIME_COLUMNS = ["run_set", "hidden", "seeds", "before_seconds", "before_gemm", "
                 "after_gemm", "after_commits"]
 
 
-def wall_times(folder: Path) -> pd.DataFrame:
-    """Wall seconds of every run set and hidden size trained into `folder`: each seed folder's config.yaml
-    records its population (the seeds trained together and their wall seconds), so a set trained in several
-    calls sums its populations. Columns: run_set, hidden, seeds, seconds, gemm, commits."""
-    populations = {}
-    for config in Path(folder).glob("**/*seed*/config.yaml"):
-        run_set = config.parent.parent.relative_to(folder).as_posix()
-        run = yaml.load(config.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+def run_configs(folder: Path) -> dict[Path, dict]:
+    """Every run folder's config.yaml under `folder` as plain dicts, quick runs and hidden folders (Hydra's .hydra/)
+    aside."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return {path: yaml.load(path.read_text(), Loader=loader) or {} for path in sorted(Path(folder).rglob("config.yaml"))
+            if not any(part == "quick" or part.startswith(".") for part in path.relative_to(folder).parts)}
+
+
+def populations(folder: Path, configs: dict[Path, dict] | None = None) -> dict[tuple, tuple[float, dict]]:
+    """Each fused training population under `folder` once, though every one of its seed folders records it (the
+    seeds trained together and their wall seconds): (run_set, hidden, seeds) → (wall seconds, provenance)."""
+    found = {}
+    for path, run in (run_configs(folder) if configs is None else configs).items():
         population = run.get("population") or {}
-        if run_set.startswith("quick") or population.get("wall_seconds") is None:
+        if population.get("wall_seconds") is None:
             continue
-        hidden = config.parent.name.partition("_seed")[0][1:] if "_seed" in config.parent.name else ""
-        provenance = run.get("provenance") or {}
-        populations[run_set, hidden, tuple(population["seeds"])] = (
-            float(population["wall_seconds"]), str(provenance.get("gemm", "aten")), str(provenance.get("commit"))[:7])
+        run_set, name = path.parent.parent.relative_to(folder).as_posix(), path.parent.name
+        hidden = name.partition("_seed")[0][1:] if "_seed" in name else ""
+        found[run_set, hidden, tuple(population["seeds"])] = (float(population["wall_seconds"]),
+                                                              run.get("provenance") or {})
+    return found
+
+
+def wall_times(folder: Path) -> pd.DataFrame:
+    """Wall seconds of every run set and hidden size trained into `folder`, summed over its populations (a set
+    trained in several calls has several). Columns: run_set, hidden, seeds, seconds, gemm, commits."""
     rows = {}
-    for (run_set, hidden, seeds), (seconds, gemm, commit) in sorted(populations.items()):
+    for (run_set, hidden, seeds), (seconds, provenance) in sorted(populations(folder).items()):
         row = rows.setdefault((run_set, hidden), dict(run_set=run_set, hidden=hidden, seeds=0, seconds=0.0,
                                                       gemm=set(), commits=set()))
         row["seeds"] += len(seeds)
         row["seconds"] += seconds
-        row["gemm"].add(gemm)
-        row["commits"].add(commit)
+        row["gemm"].add(str(provenance.get("gemm", "aten")))
+        row["commits"].add(str(provenance.get("commit"))[:7])
     frame = pd.DataFrame(list(rows.values()), columns=["run_set", "hidden", "seeds", "seconds", "gemm", "commits"])
     for column in ("gemm", "commits"):
         frame[column] = frame[column].map(lambda values: "/".join(sorted(values)))

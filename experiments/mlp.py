@@ -66,8 +66,8 @@ def forward(params: list[Tensor], x: Tensor, gemm: Plan = ATEN) -> Tensor:
         h = h.view(S, -1, A, H).transpose(1, 2)
     else:  # one GEMM for every seed and arm: (B, D) @ (D, S·A·H)
         W, b = W1.permute(1, 0, 2, 3).reshape(D, S * A * H), b1.view(1, S * A * H)
-        if gemm.forward == "onednn" and not torch.is_grad_enabled():  # evaluation on a shared set
-            h = linear_relu(x[None], W[None], b[None], gemm)[0]
+        if gemm.forward != "aten" and not torch.is_grad_enabled():  # evaluation on a shared set, on its kernel
+            h = FORWARD[gemm.forward](x[None], W[None], b[None])[0]  # (aten_nt at MNIST H = 8: 5.1 → 3.2 ms)
         else:
             h = torch.relu(torch.addmm(b, x, W))
         h = h.view(-1, S, A, H).permute(1, 2, 0, 3)

@@ -32,7 +32,7 @@ from experiments.claims import (
     tuned_runs,
     working_lrs,
 )
-from experiments.compare import render_times
+from experiments.compare import populations, render_times, run_configs
 from experiments.io import write_atomic, write_csv
 from experiments.reproduce import CONF, CONTROL_SETS, load_figure, matched_arms, source_of
 
@@ -453,26 +453,23 @@ def write_run_summary(out: Path) -> Path | None:
 def provenance_summary(out: Path) -> dict:
     """Code versions, hardware and training time of every run folder under out (quick runs aside).
 
-    Fused populations record their wall time once in each seed's config.yaml; a tuning trial has only its
-    epochs' seconds, shared with the trials fused beside it.
+    Fused populations record their wall time once in each seed's config.yaml (compare.populations counts each
+    once); a tuning trial has only its epochs' seconds, shared with the trials fused beside it.
     """
-    records = {p: OmegaConf.load(p) for p in sorted(Path(out).rglob("config.yaml")) if not any(
-               part == "quick" or part.startswith(".") for part in p.relative_to(out).parts)}  # not Hydra's .hydra/
-    populations, single = {}, 0.0
+    records = run_configs(out)
+    single = 0.0
     for path, record in records.items():
-        if "population" in record:
-            populations[(path.parent.parent, tuple(record.population.seeds), path.parent.name.split("seed")[0])] = \
-                record.population.wall_seconds
-        elif (path.parent / "metrics.csv").exists():  # a tuning trial: alone, or one of a fused sweep's arms
+        if "population" not in record and (path.parent / "metrics.csv").exists():  # a tuning trial
             trial = pd.read_csv(path.parent / "metrics.csv")
             single += float((trial["seconds"] / trial.get("arms_fused", 1)).sum())
-    values = list(records.values())
-    return {"runs": len(values),
-            "commits": sorted({f"{r.provenance.commit}{' (dirty)' if r.provenance.dirty else ''}" for r in values}),
-            "torch": sorted({r.provenance.torch for r in values}),
-            "devices": sorted({r.provenance.device_name for r in values}),
-            "python": sorted({r.provenance.python for r in values}),
-            "train_seconds": sum(populations.values()) + single, "populations": len(populations)}
+    fused = populations(out, records)
+    provenance = [record.get("provenance") or {} for record in records.values()]
+    return {"runs": len(records),
+            "commits": sorted({f"{p.get('commit')}{' (dirty)' if p.get('dirty') else ''}" for p in provenance}),
+            "torch": sorted({str(p.get("torch")) for p in provenance}),
+            "devices": sorted({str(p.get("device_name")) for p in provenance}),
+            "python": sorted({str(p.get("python")) for p in provenance}),
+            "train_seconds": sum(seconds for seconds, _ in fused.values()) + single, "populations": len(fused)}
 
 
 def bench_section(out: Path) -> list[str]:
