@@ -40,10 +40,16 @@ class Row:
     detail: str
 
 
+def aside(relative: Path) -> bool:
+    """Whether a path under a results folder is left out of comparisons and totals: quick runs (a `quick/` folder,
+    make reproduce-quick's) and hidden folders (Hydra's .hydra/)."""
+    return any(part == "quick" or part.startswith(".") for part in relative.parts)
+
+
 def run_sets(folder: Path) -> list[str]:
     """Folders holding runs (`<set>/<run>/metrics.csv`), as paths relative to `folder`."""
-    found = {f.parent.parent.relative_to(folder).as_posix() for f in Path(folder).glob("**/*seed*/metrics.csv")}
-    return sorted(s for s in found if not s.startswith("quick"))
+    found = {f.parent.parent.relative_to(folder) for f in Path(folder).glob("**/*seed*/metrics.csv")}
+    return sorted(s.as_posix() for s in found if not aside(s))
 
 
 def finals(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -133,11 +139,10 @@ TIME_COLUMNS = ["run_set", "hidden", "seeds", "before_seconds", "before_gemm", "
 
 
 def run_configs(folder: Path) -> dict[Path, dict]:
-    """Every run folder's config.yaml under `folder` as plain dicts, quick runs and hidden folders (Hydra's .hydra/)
-    aside."""
+    """Every run folder's config.yaml under `folder` as plain dicts, those `aside` left out."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return {path: yaml.load(path.read_text(), Loader=loader) or {} for path in sorted(Path(folder).rglob("config.yaml"))
-            if not any(part == "quick" or part.startswith(".") for part in path.relative_to(folder).parts)}
+    return {path: yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}
+            for path in sorted(Path(folder).rglob("config.yaml")) if not aside(path.relative_to(folder))}
 
 
 def populations(folder: Path, configs: dict[Path, dict] | None = None) -> dict[tuple, tuple[float, dict]]:
@@ -146,7 +151,7 @@ def populations(folder: Path, configs: dict[Path, dict] | None = None) -> dict[t
     found = {}
     for path, run in (run_configs(folder) if configs is None else configs).items():
         population = run.get("population") or {}
-        if population.get("wall_seconds") is None:
+        if population.get("wall_seconds") is None or path.parent == Path(folder):  # a population's seed folder
             continue
         run_set, name = path.parent.parent.relative_to(folder).as_posix(), path.parent.name
         hidden = name.partition("_seed")[0][1:] if "_seed" in name else ""

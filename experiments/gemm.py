@@ -98,9 +98,10 @@ def linear_relu_onednn(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
 def grad_weight_onednn(x: Tensor, dz: Tensor) -> Tensor:
     """x[s]ᵀ @ dz[s] per seed through oneDNN: (S, D, N).
 
-    xᵀ is copied to a contiguous (S, D, B) first: handed the strided view x[s].t(), oneDNN reorders it itself,
-    slower than torch's copy (one arm at MNIST H = 256: 580 → 525 µs with the copy; 5 seeds × 512 columns
-    6.4 → 5.9 ms), and the products come out bit for bit the same."""
+    oneDNN needs its input contiguous: handed the strided view x[s].t(), torch's op copies it itself with a 2-D
+    transposed copy per seed, here 2-3× slower than one batched copy of the whole (S, D, B) (one arm at MNIST:
+    102 vs 46 µs; 5 seeds: 570 vs 212 µs). So xᵀ is copied once here; oneDNN sees the same bytes, and the products
+    are bit for bit the same (tests/test_gemm.py)."""
     op = onednn_linear()
     xT = x.transpose(1, 2).contiguous()
     return per_seed([op(xT[s], dz[s].t(), None, "none", [], "") for s in range(x.shape[0])])
@@ -176,15 +177,15 @@ def best_seconds(fn, repeats: int = PROBE_REPEATS, sync=lambda: None) -> float:
 
 
 def fastest_of(fns: dict, repeats: int = PROBE_REPEATS, sync=lambda: None) -> dict:
-    """best_seconds of each of `fns`, their calls interleaved (one of each per round): a shared machine's speed
-    drifts up to 2× within seconds, and timing one kernel's calls after another's would let that drift pick the
-    kernel."""
+    """best_seconds of each of `fns`, their calls interleaved (one of each per round, every other round in reverse
+    order): a shared machine's speed drifts up to 2× within seconds, and timing one kernel's calls after another's
+    would let that drift pick the kernel."""
     for fn in fns.values():
         fn()
     sync()
     times = {name: float("inf") for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for r in range(repeats):
+        for name, fn in (fns.items() if r % 2 == 0 else reversed(fns.items())):
             tick = time.perf_counter()
             fn()
             sync()
@@ -248,9 +249,10 @@ def shape_names(shape: tuple[int, ...], layer: str = "first") -> str:
     return "(S·A, B, H, C)" if layer == "second" else "(S, B, D, N)" if len(shape) == 4 else "(B, D, N)"
 
 
-# Raised whenever a kernel above changes how fast it runs (not its numbers), so that caches made with the old one
-# are probed again: 2 = oneDNN's weight gradient on a contiguous xᵀ.
-KERNELS_VERSION = 2
+# Raised whenever a kernel above or the probe's method changes, so that caches made before are probed again:
+# 2 = the probe's kernels interleaved over 7 rounds, oneDNN's weight gradient on one batched copy of xᵀ;
+# 3 = every other round in reverse order.
+KERNELS_VERSION = 3
 
 
 def probe_key(shape: tuple[int, ...], layer: str = "first") -> str:
