@@ -151,7 +151,7 @@ def populations(folder: Path, configs: dict[Path, dict] | None = None) -> dict[t
     found = {}
     for path, run in (run_configs(folder) if configs is None else configs).items():
         population = run.get("population") or {}
-        if population.get("wall_seconds") is None or path.parent == Path(folder):  # a population's seed folder
+        if population.get("wall_seconds") is None or path.parent == Path(folder):  # populations live in seed folders
             continue
         run_set, name = path.parent.parent.relative_to(folder).as_posix(), path.parent.name
         hidden = name.partition("_seed")[0][1:] if "_seed" in name else ""
