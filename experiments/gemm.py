@@ -302,22 +302,25 @@ def choose(request: str, device: torch.device, dtype: torch.dtype, cache_dir: st
         return Plan(reason=f"gemm=onednn: aten ({no_op})", closed_form=True) if no_op else Plan(
             "onednn", "onednn", "gemm=onednn", closed_form=True)
     kernels = tuple(k for k in KERNELS if not (k == "onednn" and no_op))
-    found = cached_probe(tuple(shape), kernels, cache_dir)
-    usable = [k for k in kernels if found["agrees"][k]]
-    pick = {role: min(usable, key=lambda k: found[role][k]) for role in ("forward", "grad_weight")}
-    timing = "; ".join(f"{role} " + ", ".join(f"{k} {found[role][k] * 1e6:.0f}" for k in kernels) + " µs"
-                       for role in ("forward", "grad_weight"))
-    refused = [k for k in kernels if k not in usable]
+    pick, refused, timing = fastest_agreeing(cached_probe(tuple(shape), kernels, cache_dir), kernels,
+                                             ("forward", "grad_weight"))
     notes = [no_op] if no_op else []
     notes += [f"{', '.join(refused)} refused: results differ beyond float rounding"] if refused else []
     reason = (f"gemm=auto (probe at {shape_names(shape)} = {tuple(shape)}: {timing})"
               + "".join(f"; {n}" for n in notes))
     late = {"logits": "aten", "grad_w2": "aten"}
     if second is not None:
-        found = cached_probe(tuple(second), SECOND_KERNELS, cache_dir, layer="second")
-        usable = [k for k in SECOND_KERNELS if found["agrees"][k]]
-        late = {role: min(usable, key=lambda k: found[role][k]) for role in late}
-        reason += (f"; second layer (probe at {shape_names(second, 'second')} = {tuple(second)}: " + "; ".join(
-            f"{role} " + ", ".join(f"{k} {found[role][k] * 1e6:.0f}" for k in SECOND_KERNELS) + " µs"
-            for role in late) + ")")
+        late, _, timing = fastest_agreeing(cached_probe(tuple(second), SECOND_KERNELS, cache_dir, layer="second"),
+                                           SECOND_KERNELS, tuple(late))
+        reason += f"; second layer (probe at {shape_names(second, 'second')} = {tuple(second)}: {timing})"
     return Plan(pick["forward"], pick["grad_weight"], reason, closed_form=True, **late)
+
+
+def fastest_agreeing(found: dict, kernels, roles) -> tuple[dict, list, str]:
+    """From a probe: each role's fastest kernel among those whose results agree, the kernels refused for
+    disagreeing, and the timings as the plan's reason states them ('forward aten 503, onednn 491 µs; ...')."""
+    usable = [k for k in kernels if found["agrees"][k]]
+    pick = {role: min(usable, key=lambda k: found[role][k]) for role in roles}
+    timing = "; ".join(f"{role} " + ", ".join(f"{k} {found[role][k] * 1e6:.0f}" for k in kernels) + " µs"
+                       for role in roles)
+    return pick, [k for k in kernels if k not in usable], timing
