@@ -17,7 +17,9 @@ in the same run (each is a column; on some CPUs MKL runs at half the rate of the
 run on the GEMM kernel `gemm=auto` picks (the `gemm` column; experiments/gemm.py) with the step's gradients in
 closed form (", closed form"); the one-arm and fused rows are timed on aten with autograd as well (the committed
 runs' path). NumPy's BLAS is named from threadpoolctl; scripts/bench.py runs
-with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so OpenBLAS picks its kernel for this CPU itself.
+with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so OpenBLAS picks its kernel for this CPU itself. Each fp32
+suite row also has its ceiling: the matmuls of its training step timed bare on its kernels at its shapes
+(`gemm_ceiling`, against the same peak), the most the row could reach if everything else in a step took no time.
 """
 
 import time
@@ -30,7 +32,7 @@ from ayla import AYLA
 from experiments import DATASETS, TASKS, mlp
 from experiments.config import AUTOCAST, arm_from_config
 from experiments.data import load_split, subset_indices
-from experiments.gemm import FORWARD, GRAD_W2, GRAD_WEIGHT, LOGITS, best_seconds, onednn_linear
+from experiments.gemm import FORWARD, GRAD_W2, GRAD_WEIGHT, LOGITS, best_seconds, layer_operands, onednn_linear
 from experiments.io import device_name
 from experiments.trainer import GradientScale, accumulate, arm_norms, population_update, train
 
@@ -182,15 +184,67 @@ def loader_epochs(data, hidden: int, ayla: bool, lr: float, N: float, epochs: in
     return times
 
 
+def seconds_per_call(fn, device, calls: int = 200, rounds: int = 3) -> float:
+    """Mean seconds of one call of `fn` over `calls` calls in a row, the best of `rounds` such runs."""
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        sync(device)
+        tick = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync(device)
+        best = min(best, (time.perf_counter() - tick) / calls)
+    return best
+
+
+def step_gemms(plan, seeds: int, arms: int, sizes: tuple[int, int, int], device) -> dict:
+    """The matmuls of one training step of `seeds` × `arms` MLPs of `sizes` (D, H, C), each a call on operands of
+    the step's shapes, on the kernels `plan` names (gemm=aten: the products autograd runs): the first layer's
+    forward (bias and ReLU inside) and weight gradient, and the second layer's three narrow products."""
+    D, H, C = sizes
+    x, W1, b1, dz = (t.to(device) for t in layer_operands(seeds, BATCH, D, arms * H))
+    h, W2, b2, dout = (t.to(device) for t in layer_operands(seeds * arms, BATCH, H, C))
+    return {"first layer: x·W1 + b1, ReLU": lambda: FORWARD[plan.forward](x, W1, b1),
+            "first layer: dW1 = xᵀ·dZ": lambda: GRAD_WEIGHT[plan.grad_weight](x, dz),
+            "second layer: h·W2, dh = dout·W2ᵀ, dW2 = hᵀ·dout": lambda: (
+                LOGITS[plan.logits](h, W2, b2), torch.bmm(dout, W2.transpose(1, 2)), GRAD_W2[plan.grad_w2](h, dout))}
+
+
+def step_gemm_seconds(gemms: dict, device, budget: float = 0.05) -> dict[str, float]:
+    """seconds_per_call of each of step_gemms, with as many calls per run as fit in about `budget` seconds (3 to
+    200): a 5-seed population's GEMM takes milliseconds, one arm's at H = 8 tens of microseconds."""
+    def calls(fn):
+        tick = time.perf_counter()
+        fn()
+        sync(device)
+        return int(min(200, max(3, budget / max(time.perf_counter() - tick, 1e-6))))
+    return {part: seconds_per_call(fn, device, calls(fn)) for part, fn in gemms.items()}
+
+
+def step_gemm_flops(seeds: int, arms: int, sizes: tuple[int, int, int]) -> float:
+    """The matmul FLOPs of one training step of a population, as epoch_flops counts them per sample."""
+    D, H, C = sizes
+    return seeds * arms * BATCH * (4 * D * H + 6 * H * C)
+
+
 def suite_epochs(cfg_of, name: str, hidden: int, arms: dict, seeds: int, epochs: int, device,
-                 gemm: str = "auto") -> tuple[list[float], str]:
-    """(c)/(d) The suite's trainer on arms {label: optimizer overrides}: seconds of each population epoch, and
-    the GEMM kernels it ran on."""
+                 gemm: str = "auto") -> tuple[list[float], str, float]:
+    """(c)/(d) The suite's trainer on arms {label: optimizer overrides}: seconds of each population epoch, the
+    GEMM kernels it ran on, and the FLOP/s its training step's matmuls reach timed bare on those kernels at its
+    shapes (NaN under bfloat16 autocast, whose GEMMs run on another peak): the most the row could reach if
+    everything else in a step took no time."""
     cfgs = [cfg_of(name, hidden, [*overrides, f"gemm={gemm}"]) for overrides in arms.values()]
     task = TASKS[name](cfgs[0], device, torch.float32)
+    autocast = AUTOCAST.get(cfgs[0].dtype)
     trained = train(task, [arm_from_config(c, label) for c, label in zip(cfgs, arms)], list(range(seeds)), epochs,
-                    log=lambda line: None, autocast=AUTOCAST.get(cfgs[0].dtype))  # as runner.run_population does
-    return trained.metrics.groupby("epoch")["seconds"].first().tolist(), kernel_label(task.gemm)
+                    log=lambda line: None, autocast=autocast)  # as runner.run_population does
+    rate = float("nan")
+    if autocast is None:
+        with torch.no_grad():
+            bare = step_gemm_seconds(step_gemms(task.gemm, seeds, len(arms), task.sizes, device), device)
+        rate = step_gemm_flops(seeds, len(arms), task.sizes) / sum(bare.values())
+    return trained.metrics.groupby("epoch")["seconds"].first().tolist(), kernel_label(task.gemm), rate
 
 
 def kernel_label(plan) -> str:
@@ -202,14 +256,14 @@ def kernel_label(plan) -> str:
 def both_kernels(cfg_of, name, hidden, variant, optimizer, arms, overrides, seeds, epochs, device) -> list[tuple]:
     """A suite row on the kernels gemm=auto picks, the same on aten where auto picked another, and the same in
     the opt-in dtype=bfloat16 (GEMMs under autocast; kernel "bfloat16")."""
-    times, label = suite_epochs(cfg_of, name, hidden, overrides, seeds, epochs, device)
-    rows = [(variant, optimizer, arms, times, label)]
+    times, label, rate = suite_epochs(cfg_of, name, hidden, overrides, seeds, epochs, device)
+    rows = [(variant, optimizer, arms, times, label, rate)]
     if label != "aten":
-        times, _ = suite_epochs(cfg_of, name, hidden, overrides, seeds, epochs, device, "aten")
-        rows.append((variant, optimizer, arms, times, "aten"))
+        times, _, rate = suite_epochs(cfg_of, name, hidden, overrides, seeds, epochs, device, "aten")
+        rows.append((variant, optimizer, arms, times, "aten", rate))
     bf16 = {arm: [*o, "dtype=bfloat16"] for arm, o in overrides.items()}
-    times, _ = suite_epochs(cfg_of, name, hidden, bf16, seeds, epochs, device)
-    rows.append((variant, optimizer, arms, times, "bfloat16"))
+    times, _, rate = suite_epochs(cfg_of, name, hidden, bf16, seeds, epochs, device)
+    rows.append((variant, optimizer, arms, times, "bfloat16", rate))
     return rows
 
 
@@ -238,17 +292,19 @@ def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
         sizes = (int(np.prod(data[0].shape[1:])), None, DATASETS[name].num_classes)
         for hidden in spec.hidden:
             flops = epoch_flops(len(data[1]), len(data[3]), (sizes[0], hidden, sizes[2]))
-            best = {}  # (variant, optimizer, arms, gemm) -> fastest steady seconds over the rounds
+            best, bare = {}, {}  # (variant, optimizer, arms, gemm) -> fastest steady seconds, fastest bare GEMMs
             jobs = block_jobs(cfg_of, settings, name, hidden, spec, data, blas, device)
             for job in in_rounds(jobs, int(settings.get("rounds", 1))):
-                for variant, optimizer, arms, times, gemm in job():
+                for variant, optimizer, arms, times, gemm, rate in job():
                     key = (variant, optimizer, arms, gemm)
                     best[key] = min(best.get(key, float("inf")), steady(times))
+                    bare[key] = np.fmax(bare.get(key, np.nan), rate)  # NaN where no bare rate is timed
             for (variant, optimizer, arms, gemm), seconds in best.items():
                 per_arm = seconds / arms
                 rows.append(dict(dataset=name, hidden=hidden, variant=variant, optimizer=optimizer, gemm=gemm,
                                  arms=arms, train_rows=len(data[1]), seconds_per_arm_epoch=per_arm,
-                                 gflops_per_arm_epoch=flops / 1e9))
+                                 gflops_per_arm_epoch=flops / 1e9,
+                                 step_gemm_gflops=bare[(variant, optimizer, arms, gemm)] / 1e9))
                 log(f"{name} H={hidden:<4} {variant:<26} {optimizer:<9} {gemm:<12} {per_arm:8.4f} s/arm-epoch")
     # the peaks once more at the end, each kernel's best of both: a slow phase at the start must not lower them
     peaks = {k: max(v, first_peaks[k]) for k, v in gemm_peaks(device).items()}
@@ -257,6 +313,8 @@ def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
         + f" GFLOP/s (best of the start and the end); the real peak: {kernel}")
     frame = pd.DataFrame(rows)
     frame["gemm_fraction"] = frame["gflops_per_arm_epoch"] * 1e9 / frame["seconds_per_arm_epoch"] / peak
+    # the row's ceiling: its step's matmuls timed bare, against the same peak
+    frame["gemm_ceiling"] = frame["step_gemm_gflops"] * 1e9 / peak
     frame = frame.assign(peak_gflops=peak / 1e9, peak_kernel=kernel,
                          **{f"peak_{k}_gflops": v / 1e9 for k, v in peaks.items()})
     key = ["dataset", "hidden"]
@@ -269,7 +327,7 @@ def run(cfg_of, settings, root, device, log=print) -> pd.DataFrame:
 
 def block_jobs(cfg_of, settings, name, hidden, spec, data, blas, device) -> list:
     """The measurements of one data set and width, in their order: each a call returning timing rows
-    (variant, optimizer, arms, epoch seconds, kernel)."""
+    (variant, optimizer, arms, epoch seconds, kernel, FLOP/s of the step's bare GEMMs or NaN)."""
     epochs = settings.epochs
 
     def suite(variant, optimizer, arms, overrides, seeds):
@@ -280,10 +338,10 @@ def block_jobs(cfg_of, settings, name, hidden, spec, data, blas, device) -> list
         ayla = optimizer == "ayla"
         jobs += [lambda ayla=ayla, optimizer=optimizer: [
                      ("a numpy float64", optimizer, 1,
-                      numpy_epochs(data, hidden, ayla, spec.lr, spec.N, epochs), blas)],
+                      numpy_epochs(data, hidden, ayla, spec.lr, spec.N, epochs), blas, np.nan)],
                  lambda ayla=ayla, optimizer=optimizer: [
                      ("b per-sample DataLoader", optimizer, 1,
-                      loader_epochs(data, hidden, ayla, spec.lr, spec.N, epochs, device), "aten")],
+                      loader_epochs(data, hidden, ayla, spec.lr, spec.N, epochs, device), "aten", np.nan)],
                  suite("c suite, one arm", optimizer, 1, {optimizer: [f"optimizer={optimizer}"]}, 1)]
     seeds, k = settings.fused_seeds, settings.fused_arms
     jobs.append(suite(f"d suite, 2 arms × {seeds} seeds", "adam+ayla", 2 * seeds,
@@ -291,34 +349,20 @@ def block_jobs(cfg_of, settings, name, hidden, spec, data, blas, device) -> list
     sweep = {f"N={n:.2g}": ["optimizer=ayla", f"N1={n}", f"N2={n}"] for n in np.logspace(-6, 0, k)}
 
     def fused_sweep():
-        times, label = suite_epochs(cfg_of, name, hidden, sweep, 1, epochs, device)
-        return [(f"d suite, {k} arms × 1 seed", "ayla", k, times, label)]
+        return [(f"d suite, {k} arms × 1 seed", "ayla", k, *suite_epochs(cfg_of, name, hidden, sweep, 1, epochs,
+                                                                          device))]
     jobs.append(fused_sweep)
     if hidden == min(spec.hidden):  # an lr sweep: one population with per-arm lrs, or one per lr
         lrs = {f"lr={lr:g}": ["optimizer=adam", f"lr={lr}"] for lr in settings.lr_sweep}
 
         def lr_sweep():
-            times, label = suite_epochs(cfg_of, name, hidden, lrs, 1, epochs, device)
+            together = suite_epochs(cfg_of, name, hidden, lrs, 1, epochs, device)
             apart = [suite_epochs(cfg_of, name, hidden, {lr: o}, 1, epochs, device) for lr, o in lrs.items()]
-            return [(f"e {len(lrs)}-lr sweep, one population", "adam", len(lrs), times, label),
+            return [(f"e {len(lrs)}-lr sweep, one population", "adam", len(lrs), *together),
                     (f"e {len(lrs)}-lr sweep, {len(lrs)} populations", "adam", len(lrs),
-                     [sum(epoch) for epoch in zip(*(times for times, _ in apart))], apart[0][1])]
+                     [sum(epoch) for epoch in zip(*(times for times, _, _ in apart))], *apart[0][1:])]
         jobs.append(lr_sweep)
     return jobs
-
-
-def seconds_per_call(fn, device, calls: int = 200, rounds: int = 3) -> float:
-    """Mean seconds of one call of `fn` over `calls` calls in a row, the best of `rounds` such runs."""
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        sync(device)
-        tick = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        sync(device)
-        best = min(best, (time.perf_counter() - tick) / calls)
-    return best
 
 
 def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
@@ -337,10 +381,7 @@ def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
     rows = task.train_pool(seed_list)[:, :task.batch_size]
     x, y = task.rows_of(rows)
     inputs = task.inputs(x)
-    W1, b1, W2, b2 = params
-    S, D, A, H = W1.shape
-    B, C = inputs.shape[1], W2.shape[-1]
-    h, dout, dz = (torch.rand(shape, device=device) for shape in ((S, A, B, H), (S, A, B, C), (S, B, A * H)))
+    S, A = seeds, len(arms)
 
     def losses():
         return mlp.classification_loss(mlp.forward(params, inputs, task.gemm), y, task.loss_kind)
@@ -364,15 +405,9 @@ def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
         with torch.no_grad():
             return accumulate(sums, step_metrics())
 
-    with torch.no_grad():
-        gemms = {"first layer: x·W1 + b1, ReLU": lambda: FORWARD[task.gemm.forward](inputs, W1.view(S, D, A * H),
-                                                                                    b1.view(S, 1, A * H)),
-                 "first layer: dW1 = xᵀ·dZ": lambda: GRAD_WEIGHT[task.gemm.grad_weight](inputs, dz),
-                 "second layer: h·W2, dh = dout·W2ᵀ, dW2 = hᵀ·dout": lambda: (  # on the kernels the step uses
-                     LOGITS[task.gemm.logits](h.view(S * A, B, H), W2.view(S * A, H, C), b2.view(S * A, 1, C)),
-                     torch.bmm(dout.view(S * A, B, C), W2.view(S * A, H, C).transpose(1, 2)),
-                     GRAD_W2[task.gemm.grad_w2](h.view(S * A, B, H), dout.view(S * A, B, C)))}
-        gemm_seconds = {part: seconds_per_call(fn, device) for part, fn in gemms.items()}
+    with torch.no_grad():  # the GEMMs on the kernels the step uses
+        gemm_seconds = {part: seconds_per_call(fn, device)
+                        for part, fn in step_gemms(task.gemm, S, A, task.sizes, device).items()}
     batch = seconds_per_call(lambda: task.inputs(task.rows_of(rows)[0]), device)
     parts = {"batch: gather rows, uint8 → float": batch}
     if task.closed_form:  # the trainer's step on these kernels: forward and backward written out, no autograd
@@ -392,8 +427,7 @@ def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
     batches = task.n_train // task.batch_size
     evaluation = seconds_per_call(lambda: task.evaluate(params), device, calls=3)
     step = (steady(trained.metrics.groupby("epoch")["seconds"].first().tolist()) - evaluation) / batches
-    # the population's matmul FLOPs per step, as epoch_flops counts them per arm
-    step_gflop = S * A * B * (4 * D * H + 6 * H * C) / 1e9
+    step_gflop = step_gemm_flops(S, A, task.sizes) / 1e9
     population = "+".join(c.optimizer.name for c in cfgs) + (f" × {seeds} seeds" if seeds > 1 else "")
     return dict(gemms=gemm_seconds, parts=parts, step=step,
                 labels=dict(optimizer=population, gemm=kernel_label(task.gemm), step_gflop=step_gflop))

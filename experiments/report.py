@@ -492,13 +492,17 @@ def bench_section(out: Path) -> list[str]:
              "evaluated each epoch; each row the fastest steady epoch over the rounds of conf/bench.yaml, as this "
              "machine's speed drifts); speed-ups are per arm-epoch; the GEMM fraction is the matmul FLOPs of an "
              "epoch ÷ its time ÷ the real peak. The kernel column says which GEMM kernel the row ran on (numpy: "
-             "its BLAS, from threadpoolctl).", "",
-             "| data | H | variant | optimizer | kernel | s / arm-epoch | × vs numpy | × vs DataLoader | GEMM peak |",
-             "|" + " --- |" * 9]
+             "its BLAS, from threadpoolctl). Bare GEMMs: the matmuls of the row's training step alone, timed on its "
+             "kernels at its shapes, against the same peak: the most that row could reach if everything else in a "
+             "step took no time (fp32 rows of the suite).", "",
+             "| data | H | variant | optimizer | kernel | s / arm-epoch | × vs numpy | × vs DataLoader | GEMM peak "
+             "| bare GEMMs |", "|" + " --- |" * 10]
+    if "gemm_ceiling" not in bench:  # a benchmark from before the bare GEMMs were timed per row
+        bench = bench.assign(gemm_ceiling=float("nan"))
     for r in bench.itertuples():
         lines.append(f"| {r.dataset} | {r.hidden} | {r.variant} | {r.optimizer} | {r.gemm} | "
                      f"{r.seconds_per_arm_epoch:.3f} | {r.speedup_vs_numpy:.2f} | {r.speedup_vs_loader:.2f} | "
-                     f"{r.gemm_fraction:.0%} |")
+                     f"{r.gemm_fraction:.0%} | {percent(r.gemm_ceiling)} |")
     return lines + [""] + bench_targets(bench) + step_lines(path.with_name("bench_steps.csv"))
 
 
@@ -538,22 +542,41 @@ def gemm_ceiling(peak_gflops: float, step_gflop: pd.Series, gemm_microseconds: p
             "this width could reach (the test-set evaluation aside) if everything else in a step took no time.")
 
 
-def bench_targets(bench: pd.DataFrame) -> list[str]:
-    """The speed targets (issue: the real CPU limit), each with the ratio this benchmark reached (fastest kernel)."""
-    fp32 = bench[bench["gemm"] != "bfloat16"]  # the targets are fp32's; bf16's GEMMs run on another peak
+def percent(fraction: float) -> str:
+    return "–" if pd.isna(fraction) else f"{fraction:.0%}"
 
-    def best(dataset, hidden, prefix, column="gemm_fraction", highest=True):
+
+def bench_targets(bench: pd.DataFrame) -> list[str]:
+    """The speed targets (issue: the real CPU limit), each with the ratio this benchmark reached (fastest kernel)
+    and, where the benchmark timed it, the ceiling that row's bare GEMMs set."""
+    fp32 = bench[bench["gemm"] != "bfloat16"]  # the targets are fp32's; bf16's GEMMs run on another peak
+    if "gemm_ceiling" not in fp32:
+        fp32 = fp32.assign(gemm_ceiling=float("nan"))
+
+    def best(dataset, hidden, prefix, column="gemm_fraction"):
         rows = fp32[(fp32["dataset"] == dataset) & (fp32["hidden"] == hidden)
                     & fp32["variant"].str.startswith(prefix) & (fp32["variant"] != "d suite, 10 arms × 1 seed")]
-        return (rows[column].max() if highest else rows[column].min()) if len(rows) else float("nan")
+        return rows.loc[rows[column].idxmax()] if len(rows) else None
+
+    def reached(row, speedup=False) -> str:
+        """`57% (its bare GEMMs: 86%)`; as a speed-up, the bare GEMMs' time in place of the epoch's: the ratios
+        scale as the rates do."""
+        if row is None:
+            return "nan"
+        value, limit = row["gemm_fraction"], row["gemm_ceiling"]
+        if speedup:
+            value, limit = row["speedup_vs_numpy"], row["speedup_vs_numpy"] * limit / value
+        text = f"{value:.2f}×" if speedup else f"{value:.0%}"
+        return text + ("" if pd.isna(limit) else f" (its bare GEMMs alone: {limit:.2f}×)" if speedup
+                       else f" (its bare GEMMs: {limit:.0%})")
     fused = fp32[fp32["variant"].str.startswith("d suite") & (fp32["hidden"] >= 128)]
     lines = ["| target | reached |", "| --- | --- |",
-             f"| one arm, MNIST H = 256: ≥ 60 % of the real fp32 peak | {best('mnist', 256, 'c suite'):.0%} |",
+             f"| one arm, MNIST H = 256: ≥ 60 % of the real fp32 peak | {reached(best('mnist', 256, 'c suite'))} |",
              "| fused populations at H ≥ 128: ≥ 80 % of the real peak | "
-             + ", ".join(f"{r.dataset} H = {r.hidden} {r.variant[8:]} ({r.gemm}): {r.gemm_fraction:.0%}"
-                         for r in fused.itertuples()) + " |",
+             + ", ".join(f"{r['dataset']} H = {r['hidden']} {r['variant'][8:]} ({r['gemm']}): {reached(r)}"
+                         for _, r in fused.iterrows()) + " |",
              f"| one arm, MNIST H = 8: ≥ 1.5× the NumPy yardstick | "
-             f"{best('mnist', 8, 'c suite', 'speedup_vs_numpy'):.2f}× |"]
+             f"{reached(best('mnist', 8, 'c suite', 'speedup_vs_numpy'), speedup=True)} |"]
     bf16 = bench[(bench["gemm"] == "bfloat16") & bench["variant"].str.startswith("d suite") & (bench["hidden"] >= 128)]
     if len(bf16):  # no target: the opt-in, its matmul FLOPs against the fp32 peak
         lines.append("| (no target) opt-in bfloat16, fused populations at H ≥ 128, against the fp32 peak | "
