@@ -19,7 +19,8 @@ closed form (", closed form"); the one-arm and fused rows are timed on aten with
 runs' path). NumPy's BLAS is named from threadpoolctl; scripts/bench.py runs
 with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so OpenBLAS picks its kernel for this CPU itself. Each fp32
 suite row also has its ceiling: the matmuls of its training step timed bare on its kernels at its shapes
-(`gemm_ceiling`, against the same peak), the most the row could reach if everything else in a step took no time.
+(`gemm_ceiling`, against the same peak): the most the row could reach, the test-set evaluation aside, if
+everything else in a step took no time.
 """
 
 import time
@@ -198,13 +199,13 @@ def seconds_per_call(fn, device, calls: int = 200, rounds: int = 3) -> float:
     return best
 
 
-def step_gemms(plan, seeds: int, arms: int, sizes: tuple[int, int, int], device) -> dict:
+def step_gemms(plan, seeds: int, arms: int, sizes: tuple[int, int, int], device, batch: int = BATCH) -> dict:
     """The matmuls of one training step of `seeds` × `arms` MLPs of `sizes` (D, H, C), each a call on operands of
     the step's shapes, on the kernels `plan` names (gemm=aten: the products autograd runs): the first layer's
     forward (bias and ReLU inside) and weight gradient, and the second layer's three narrow products."""
     D, H, C = sizes
-    x, W1, b1, dz = (t.to(device) for t in layer_operands(seeds, BATCH, D, arms * H))
-    h, W2, b2, dout = (t.to(device) for t in layer_operands(seeds * arms, BATCH, H, C))
+    x, W1, b1, dz = (t.to(device) for t in layer_operands(seeds, batch, D, arms * H))
+    h, W2, b2, dout = (t.to(device) for t in layer_operands(seeds * arms, batch, H, C))
     return {"first layer: x·W1 + b1, ReLU": lambda: FORWARD[plan.forward](x, W1, b1),
             "first layer: dW1 = xᵀ·dZ": lambda: GRAD_WEIGHT[plan.grad_weight](x, dz),
             "second layer: h·W2, dh = dout·W2ᵀ, dW2 = hᵀ·dout": lambda: (
@@ -215,6 +216,8 @@ def step_gemm_seconds(gemms: dict, device, budget: float = 0.05) -> dict[str, fl
     """seconds_per_call of each of step_gemms, with as many calls per run as fit in about `budget` seconds (3 to
     200): a 5-seed population's GEMM takes milliseconds, one arm's at H = 8 tens of microseconds."""
     def calls(fn):
+        fn()  # warm: oneDNN builds its primitive on the first call
+        sync(device)
         tick = time.perf_counter()
         fn()
         sync(device)
@@ -222,28 +225,29 @@ def step_gemm_seconds(gemms: dict, device, budget: float = 0.05) -> dict[str, fl
     return {part: seconds_per_call(fn, device, calls(fn)) for part, fn in gemms.items()}
 
 
-def step_gemm_flops(seeds: int, arms: int, sizes: tuple[int, int, int]) -> float:
+def step_gemm_flops(seeds: int, arms: int, sizes: tuple[int, int, int], batch: int = BATCH) -> float:
     """The matmul FLOPs of one training step of a population, as epoch_flops counts them per sample."""
     D, H, C = sizes
-    return seeds * arms * BATCH * (4 * D * H + 6 * H * C)
+    return seeds * arms * batch * (4 * D * H + 6 * H * C)
 
 
 def suite_epochs(cfg_of, name: str, hidden: int, arms: dict, seeds: int, epochs: int, device,
-                 gemm: str = "auto") -> tuple[list[float], str, float]:
+                 gemm: str = "auto", bare: bool = True) -> tuple[list[float], str, float]:
     """(c)/(d) The suite's trainer on arms {label: optimizer overrides}: seconds of each population epoch, the
-    GEMM kernels it ran on, and the FLOP/s its training step's matmuls reach timed bare on those kernels at its
-    shapes (NaN under bfloat16 autocast, whose GEMMs run on another peak): the most the row could reach if
-    everything else in a step took no time."""
+    GEMM kernels it ran on, and (with `bare`) the FLOP/s its training step's matmuls reach timed bare on those
+    kernels at its shapes, else NaN (also under bfloat16 autocast, whose GEMMs run on another peak): the most the
+    row could reach, the test-set evaluation aside, if everything else in a step took no time."""
     cfgs = [cfg_of(name, hidden, [*overrides, f"gemm={gemm}"]) for overrides in arms.values()]
     task = TASKS[name](cfgs[0], device, torch.float32)
     autocast = AUTOCAST.get(cfgs[0].dtype)
     trained = train(task, [arm_from_config(c, label) for c, label in zip(cfgs, arms)], list(range(seeds)), epochs,
                     log=lambda line: None, autocast=autocast)  # as runner.run_population does
     rate = float("nan")
-    if autocast is None:
+    if bare and autocast is None:
         with torch.no_grad():
-            bare = step_gemm_seconds(step_gemms(task.gemm, seeds, len(arms), task.sizes, device), device)
-        rate = step_gemm_flops(seeds, len(arms), task.sizes) / sum(bare.values())
+            gemms = step_gemms(task.gemm, seeds, len(arms), task.sizes, device, task.batch_size)
+            rate = step_gemm_flops(seeds, len(arms), task.sizes, task.batch_size) / sum(
+                step_gemm_seconds(gemms, device).values())
     return trained.metrics.groupby("epoch")["seconds"].first().tolist(), kernel_label(task.gemm), rate
 
 
@@ -357,7 +361,8 @@ def block_jobs(cfg_of, settings, name, hidden, spec, data, blas, device) -> list
 
         def lr_sweep():
             together = suite_epochs(cfg_of, name, hidden, lrs, 1, epochs, device)
-            apart = [suite_epochs(cfg_of, name, hidden, {lr: o}, 1, epochs, device) for lr, o in lrs.items()]
+            apart = [suite_epochs(cfg_of, name, hidden, {lr: o}, 1, epochs, device, bare=k == 0)  # one shape
+                     for k, (lr, o) in enumerate(lrs.items())]
             return [(f"e {len(lrs)}-lr sweep, one population", "adam", len(lrs), *together),
                     (f"e {len(lrs)}-lr sweep, {len(lrs)} populations", "adam", len(lrs),
                      [sum(epoch) for epoch in zip(*(times for times, _, _ in apart))], *apart[0][1:])]
@@ -407,7 +412,7 @@ def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
 
     with torch.no_grad():  # the GEMMs on the kernels the step uses
         gemm_seconds = {part: seconds_per_call(fn, device)
-                        for part, fn in step_gemms(task.gemm, S, A, task.sizes, device).items()}
+                        for part, fn in step_gemms(task.gemm, S, A, task.sizes, device, task.batch_size).items()}
     batch = seconds_per_call(lambda: task.inputs(task.rows_of(rows)[0]), device)
     parts = {"batch: gather rows, uint8 → float": batch}
     if task.closed_form:  # the trainer's step on these kernels: forward and backward written out, no autograd
@@ -427,7 +432,7 @@ def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
     batches = task.n_train // task.batch_size
     evaluation = seconds_per_call(lambda: task.evaluate(params), device, calls=3)
     step = (steady(trained.metrics.groupby("epoch")["seconds"].first().tolist()) - evaluation) / batches
-    step_gflop = step_gemm_flops(S, A, task.sizes) / 1e9
+    step_gflop = step_gemm_flops(S, A, task.sizes, task.batch_size) / 1e9
     population = "+".join(c.optimizer.name for c in cfgs) + (f" × {seeds} seeds" if seeds > 1 else "")
     return dict(gemms=gemm_seconds, parts=parts, step=step,
                 labels=dict(optimizer=population, gemm=kernel_label(task.gemm), step_gflop=step_gflop))

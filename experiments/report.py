@@ -493,8 +493,8 @@ def bench_section(out: Path) -> list[str]:
              "machine's speed drifts); speed-ups are per arm-epoch; the GEMM fraction is the matmul FLOPs of an "
              "epoch ÷ its time ÷ the real peak. The kernel column says which GEMM kernel the row ran on (numpy: "
              "its BLAS, from threadpoolctl). Bare GEMMs: the matmuls of the row's training step alone, timed on its "
-             "kernels at its shapes, against the same peak: the most that row could reach if everything else in a "
-             "step took no time (fp32 rows of the suite).", "",
+             "kernels at its shapes, against the same peak: the most that row could reach (the test-set evaluation "
+             "aside) if everything else in a step took no time (fp32 rows of the suite).", "",
              "| data | H | variant | optimizer | kernel | s / arm-epoch | × vs numpy | × vs DataLoader | GEMM peak "
              "| bare GEMMs |", "|" + " --- |" * 10]
     if "gemm_ceiling" not in bench:  # a benchmark from before the bare GEMMs were timed per row
@@ -543,6 +543,7 @@ def gemm_ceiling(peak_gflops: float, step_gflop: pd.Series, gemm_microseconds: p
 
 
 def percent(fraction: float) -> str:
+    """`57%`, or `–` where nothing was measured."""
     return "–" if pd.isna(fraction) else f"{fraction:.0%}"
 
 
@@ -556,7 +557,7 @@ def bench_targets(bench: pd.DataFrame) -> list[str]:
     def best(dataset, hidden, prefix, column="gemm_fraction"):
         rows = fp32[(fp32["dataset"] == dataset) & (fp32["hidden"] == hidden)
                     & fp32["variant"].str.startswith(prefix) & (fp32["variant"] != "d suite, 10 arms × 1 seed")]
-        return rows.loc[rows[column].idxmax()] if len(rows) else None
+        return rows.loc[rows[column].idxmax()] if rows[column].notna().any() else None
 
     def reached(row, speedup=False) -> str:
         """`57% (its bare GEMMs: 86%)`; as a speed-up, the bare GEMMs' time in place of the epoch's: the ratios

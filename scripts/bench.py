@@ -60,7 +60,7 @@ def main() -> None:
     write_csv(frame, out)
     write_csv(steps, out.with_name(f"{out.stem}_steps.csv"))
     columns = ["dataset", "hidden", "variant", "optimizer", "gemm", "seconds_per_arm_epoch", "speedup_vs_numpy",
-               "speedup_vs_loader", "gemm_fraction"]
+               "speedup_vs_loader", "gemm_fraction", "gemm_ceiling"]
     print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     parts = steps[["optimizer", "gemm", "part", "microseconds"]]
     print(parts.to_string(index=False, float_format=lambda v: f"{v:.0f}"))

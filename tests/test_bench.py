@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from conftest import PROJECT, real_data
 
 from experiments.bench import epoch_flops
+from experiments.gemm import ATEN, Plan
 
 
 @pytest.mark.slow
@@ -55,7 +57,7 @@ def test_bench_tiny_writes_every_row(tmp_path):
                                                                    ("mnist", 8), ("mnist", 256)]
     assert (frame["seconds_per_arm_epoch"] > 0).all() and (frame["gemm_fraction"] > 0).all()
     # each fp32 suite row's ceiling: its step's matmuls timed bare, against the same peak; none for the others
-    timed = frame["variant"].str.contains("suite") & (frame["gemm"] != "bfloat16")
+    timed = frame["variant"].str.match(r"[cde] ") & (frame["gemm"] != "bfloat16")
     assert frame.loc[timed, "gemm_ceiling"].between(0.01, 2).all() and frame.loc[~timed, "gemm_ceiling"].isna().all()
     assert frame["gemm_ceiling"].tolist() == pytest.approx((frame["step_gemm_gflops"] / frame["peak_gflops"]).tolist(),
                                                            nan_ok=True)
@@ -88,6 +90,21 @@ def test_epoch_flops_counts_the_matmuls():
         784 * 256 + 256 * 10)
 
 
+@pytest.mark.parametrize("plan", [ATEN, Plan("onednn", "aten_nt", logits="aten_t", grad_w2="aten_t")],
+                         ids=lambda p: p.label)
+def test_the_bare_gemms_are_a_steps_products_and_flops(plan):
+    """The ceiling's matmuls: for S seeds × A arms, the first layer's (B, D) @ (D, A·H) per seed and its weight
+    gradient, the second layer's logits, dh and dW2 per arm; their FLOPs per step those epoch_flops counts."""
+    from experiments.bench import BATCH, step_gemm_flops, step_gemms
+    S, A, sizes = 2, 3, (20, 4, 5)
+    gemms = step_gemms(plan, S, A, sizes, torch.device("cpu"), batch=6)
+    forward, grad_weight, (logits, dh, dW2) = (fn() for fn in gemms.values())
+    assert forward.shape == (S, 6, A * 4) and (forward >= 0).all() and grad_weight.shape == (S, 20, A * 4)
+    assert (logits.shape, dh.shape, dW2.shape) == ((S * A, 6, 5), (S * A, 6, 4), (S * A, 4, 5))
+    assert step_gemm_flops(S, A, sizes, batch=6) == S * A * 6 * (4 * 20 * 4 + 6 * 4 * 5)
+    assert step_gemm_flops(1, 1, sizes) * 10 == epoch_flops(10 * BATCH, 0, sizes)
+
+
 def test_the_bf16_rows_train_under_autocast(monkeypatch):
     """The bench's bfloat16 rows must time what dtype=bfloat16 runs: the trainer under autocast, as the runner
     calls it (a bench that passed no autocast timed fp32 twice)."""
@@ -106,8 +123,12 @@ def test_the_bf16_rows_train_under_autocast(monkeypatch):
     def cfg_of(name, hidden, overrides):
         return compose_run([f"experiment={name}", f"hidden={hidden}", "data.train_subset=512",
                             "data.test_subset=256", *overrides])
-    bench.both_kernels(cfg_of, "mnist", 8, "c", "adam", 1, {"adam": ["optimizer=adam"]}, 1, 1, torch.device("cpu"))
+    rows = bench.both_kernels(cfg_of, "mnist", 8, "c", "adam", 1, {"adam": ["optimizer=adam"]}, 1, 1,
+                              torch.device("cpu"))
     assert seen[-1] == torch.bfloat16 and seen[0] is None
+    # the bare GEMMs' rate: timed for the fp32 rows, not for bfloat16's (its GEMMs run on another peak)
+    rates = {row[4]: row[5] for row in rows}
+    assert np.isnan(rates["bfloat16"]) and all(r > 0 for k, r in rates.items() if k != "bfloat16")
 
 
 def test_the_fp32_targets_leave_the_bf16_rows_out(tmp_path):
