@@ -80,12 +80,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def epoch_flops(n_train: int, n_test: int, sizes: tuple[int, int, int]) -> float:
-    """Matmul FLOPs of one arm-epoch: forward 2(DH + HC), backward 2DH + 4HC per training sample (no input
-    gradient); forward only per test sample."""
+def step_gemm_flops(seeds: int, arms: int, sizes: tuple[int, int, int], batch: int = BATCH) -> float:
+    """Matmul FLOPs of one training step of a population: forward 2(DH + HC), backward 2DH + 4HC per sample and
+    arm (no input gradient)."""
     D, H, C = sizes
-    steps_rows = (n_train // BATCH) * BATCH
-    return steps_rows * (4 * D * H + 6 * H * C) + n_test * 2 * (D * H + H * C)
+    return seeds * arms * batch * (4 * D * H + 6 * H * C)
+
+
+def epoch_flops(n_train: int, n_test: int, sizes: tuple[int, int, int]) -> float:
+    """Matmul FLOPs of one arm-epoch: its full training batches' steps, and the forward pass per test sample."""
+    D, H, C = sizes
+    return (n_train // BATCH) * step_gemm_flops(1, 1, sizes) + n_test * 2 * (D * H + H * C)
 
 
 def load(name: str, root, train_rows: int, test_rows: int):
@@ -225,12 +230,6 @@ def step_gemm_seconds(gemms: dict, device, budget: float = 0.05) -> dict[str, fl
     return {part: seconds_per_call(fn, device, calls(fn)) for part, fn in gemms.items()}
 
 
-def step_gemm_flops(seeds: int, arms: int, sizes: tuple[int, int, int], batch: int = BATCH) -> float:
-    """The matmul FLOPs of one training step of a population, as epoch_flops counts them per sample."""
-    D, H, C = sizes
-    return seeds * arms * batch * (4 * D * H + 6 * H * C)
-
-
 def suite_epochs(cfg_of, name: str, hidden: int, arms: dict, seeds: int, epochs: int, device,
                  gemm: str = "auto", bare: bool = True) -> tuple[list[float], str, float]:
     """(c)/(d) The suite's trainer on arms {label: optimizer overrides}: seconds of each population epoch, the
@@ -361,8 +360,8 @@ def block_jobs(cfg_of, settings, name, hidden, spec, data, blas, device) -> list
 
         def lr_sweep():
             together = suite_epochs(cfg_of, name, hidden, lrs, 1, epochs, device)
-            apart = [suite_epochs(cfg_of, name, hidden, {lr: o}, 1, epochs, device, bare=k == 0)  # one shape
-                     for k, (lr, o) in enumerate(lrs.items())]
+            apart = [suite_epochs(cfg_of, name, hidden, {lr: o}, 1, epochs, device, bare=i == 0)  # one shape
+                     for i, (lr, o) in enumerate(lrs.items())]
             return [(f"e {len(lrs)}-lr sweep, one population", "adam", len(lrs), *together),
                     (f"e {len(lrs)}-lr sweep, {len(lrs)} populations", "adam", len(lrs),
                      [sum(epoch) for epoch in zip(*(times for times, _, _ in apart))], *apart[0][1:])]
