@@ -1,4 +1,12 @@
-"""Fused training of S seeds × A arms equals training each arm and seed alone (1e-5 relative)."""
+"""Fused training of S seeds × A arms equals training each arm and seed alone.
+
+Exactness is checked in float64, where it is the point: a population's GEMMs have other shapes than one arm's, so
+the kernels block and sum in another order, and how that rounds depends on the CPU (AVX2 vs AVX-512 kernels of
+MKL or oneDNN). In float64 those differences stay near 1e-15 (measured: at most 3.5e-15 absolute on an AMD EPYC,
+AVX2), so 1e-11 absolute, 1e-9 relative holds on any CPU while a real fusion bug (a wrong arm's state, a shared
+batch) is 1e-3 or more. float32, the suite's training dtype, is checked against its own rounding: weights within
+1e-4 relative, 1e-6 absolute (measured: 2.2e-8 absolute here, 1.27e-7 on an Intel Xeon, AVX-512).
+"""
 
 import pytest
 import torch
@@ -20,22 +28,31 @@ def build(experiment, *overrides):
     return cfg, TASKS[experiment](cfg, torch.device("cpu"), DTYPES[cfg.dtype])
 
 
-@pytest.mark.parametrize("experiment,overrides", [
-    ("mnist", ["hidden=32", "epochs=2", "lr=0.003", "data.train_subset=3072", "data.test_subset=2000"]),
-    ("cifar100", ["hidden=16", "epochs=1", "lr=0.001", "data.train_subset=2560", "data.test_subset=1000"]),
+TOLERANCE = {"float64": {"rtol": 1e-9, "atol": 1e-11}, "float32": {"rtol": 1e-4, "atol": 1e-6}}
+
+
+MNIST = ["hidden=32", "epochs=2", "lr=0.003", "data.train_subset=3072", "data.test_subset=2000"]
+CIFAR = ["hidden=16", "epochs=1", "lr=0.001", "data.train_subset=2560", "data.test_subset=1000"]
+
+
+@pytest.mark.parametrize("experiment,overrides,dtype", [
+    ("mnist", MNIST, "float64"), ("mnist", MNIST, "float32"),
+    ("cifar100", CIFAR, "float64"), ("cifar100", CIFAR, "float32"),
     # float64, the preset's: in float32 Adam blows 1-ulp GEMM differences on near-zero gradients up to ~1e-4
-    ("curvefit", ["epochs=60"]),
+    ("curvefit", ["epochs=60"], "float64"),
 ])
 @pytest.mark.slow
-def test_fused_equals_one_by_one(experiment, overrides):
+def test_fused_equals_one_by_one(experiment, overrides, dtype):
     if experiment != "curvefit":
         real_data(experiment)
+    overrides = [*overrides, f"dtype={dtype}"]
     seeds = [0, 1, 2]
     cfg, task = build(experiment, *overrides)
     arms = [arm_from_config(make_config(f"experiment={experiment}", *overrides, *o), name)
             for name, o in ARMS.items()]
-    assert_fused_equals_alone(task, arms, seeds, cfg.epochs, ("train_loss", "train_acc", "test_loss", "test_acc",
-                                                             "factor"), rtol=1e-5, atol=1e-7)
+    # in float32 a test image whose two top logits tie to rounding may flip: accuracies are compared in float64 only
+    columns = ("train_loss", "test_loss", "factor") + (("train_acc", "test_acc") if dtype == "float64" else ())
+    assert_fused_equals_alone(task, arms, seeds, cfg.epochs, columns, **TOLERANCE[dtype])
 
 
 def assert_fused_equals_alone(task, arms, seeds, epochs, columns, rtol, atol):
