@@ -6,22 +6,34 @@
     loss.backward()
     optimizer.step(loss=loss)      # every gradient × ayla_factor(loss), then Adam's step
 
+The gradient AYLA hands the base optimizer is factor(l) × g, where g is what `.grad` holds when `step` runs and l
+is the loss g is the gradient of. The factor is applied inside `step`, on every path, so that:
+  - **clipping acts on the raw gradient, then the factor** (update = lr · factor · clip(g) for SGD): a norm clip
+    never cancels AYLA's factor. This is not the functional form `ayla_loss(l).backward()` followed by a clip,
+    which clips factor × g and so gives lr · clip whenever the clip binds (docs/addon.md, "Clipping");
+  - **gradient accumulation equals the large batch**: after backward of loss_i / k for k micro-batches, `.grad`
+    holds the gradient of the mean loss, and the factor is that of the mean, as one process on the whole batch
+    (and DDP over ranks) would take it.
+
 Three ways to hand the loss over, for the three ways training code calls `step`:
-  - `step(loss=loss)` after backward: the factor multiplies the gradients inside `step`, so anything done to
-    the gradients in between (clipping) acts on the raw gradient and the step is factor × that;
+  - `step(loss=loss)` after backward: `loss` must be the loss whose gradient `.grad` holds (after accumulating
+    loss_i / k: the sum of the loss_i / k);
   - `step(closure)`: every evaluation of the closure has its gradients scaled by its own factor and returns the
     transformed loss sign(l)·|l|ⁿ, so optimizers that evaluate the closure several times (LBFGS, SAM) work on
     the transformed problem;
   - `attach(loss)` before backward, for code that calls `step()` without a loss (Lightning, Hugging Face,
-    accelerate, GradScaler): the backward pass itself then produces factor × dl/dθ, the loss's value stays
-    what it was (logs and evaluation are unchanged), and clipping acts on the AYLA gradient, exactly as with
-    the functional form `ayla_loss(loss, N1, N2).backward()`.
-With one process and no clipping all three give the same update as the functional form.
+    accelerate, GradScaler): its backward records how much of the loss went into `.grad` (the gradient that
+    reaches the loss: 1/k when the stack divides by the accumulation steps), and `step()` takes the factor of
+    the sum of what was recorded. Values, logs and the backward pass itself are unchanged.
+With one process, no clipping and no accumulation all three give the same update as the functional form.
 
 Data parallel (torch.distributed initialised, more than one process): DDP steps with the gradient averaged over
 ranks, so the factor is taken from the loss averaged over ranks too (one all-reduce of a scalar per step):
 every replica applies the same factor and stays identical, and the update is that of one process on the global
 batch. `reduce_loss=False` keeps each rank's own loss, for processes that train separate models.
+
+N1 and N2 travel in every param group of `state_dict()` (`ayla_N1`, `ayla_N2`), so checkpoint code that keeps
+only `state` and `param_groups` (torch.distributed.checkpoint, FSDP) keeps them too.
 """
 
 import inspect
@@ -34,6 +46,12 @@ from torch import Tensor
 from ayla.transform import ayla_factor, ayla_loss, check_exponents, compute_dtype
 
 TWICE = "AYLA.step: the loss was handed over twice (attach, a closure's return value or step(loss=)); hand it over once"
+NO_LOSS = ("AYLA needs the scalar loss tensor: call step(loss=loss), step(closure) or attach(loss) before backward "
+           "(Lightning: ayla.integrations.lightning.AYLACallback; Hugging Face: "
+           "ayla.integrations.huggingface.AYLATrainer; accelerate: ayla.find_ayla(optimizer).attach(loss))")
+UNSEEN = ("AYLA.step: attach(loss) was called but no backward pass of that loss reached AYLA before step (under "
+          "torch.compile the attach hook does not run: call attach and backward outside the compiled function, "
+          "or hand the loss over with step(loss=loss)); nothing was changed")
 
 
 def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
@@ -48,7 +66,7 @@ def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
 
 
 class AYLA(torch.optim.Optimizer):
-    """Wraps `optimizer` so that it sees the gradient of sign(l)·|l|ⁿ instead of that of l.
+    """Wraps `optimizer` so that it steps along factor(l) × the gradient of l (module docstring).
 
     It keeps the torch.optim contract: `param_groups` and `state` are the wrapped optimizer's own (so LR
     schedulers act on it), `state_dict` carries N1 and N2 along, and anything else is delegated.
@@ -73,13 +91,17 @@ class AYLA(torch.optim.Optimizer):
         self.reduce_loss = reduce_loss
         self.last_factor: Tensor | None = None
         self.last_loss: Tensor | None = None  # the loss the last factor came from (averaged over ranks)
-        # Since the last step or zero_grad: backward passes whose gradient already carries the factor (attach),
-        # and whether a raw backward added to gradients that were already there (gradient accumulation).
-        self._attached = 0
-        self._accumulated = False
-        self._hooks_fired = 0  # attach hooks ever fired: tells whether a closure attached, whatever it zeroed
+        self._forget()
+        self._attaches = 0  # attach calls ever: tells whether a closure attached, whatever it zeroed
         for group in self.optimizer.param_groups:
             self._watch(group["params"])
+
+    def _forget(self) -> None:
+        """Forget what was handed over since the last step or zero_grad."""
+        self._shares: list[Tensor] = []  # the attached losses' shares in .grad (a list: under torch.compile an
+        # append in a hook is kept where an attribute assignment is not)
+        self._waiting: set[int] = set()  # attach calls whose backward has not reached AYLA yet
+        self._accumulated = False  # a backward added to a gradient already there (checked on the closure path)
 
     def __getattr__(self, name):  # only called for what the wrapper itself lacks (hooks, helpers)
         if name == "optimizer":
@@ -101,15 +123,16 @@ class AYLA(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         ayla = find_ayla(self)  # Lightning calls this on its LightningOptimizer, a subclass holding the real one
         ayla.optimizer.zero_grad(set_to_none=set_to_none)
-        ayla._attached, ayla._accumulated = 0, False
+        ayla._forget()
 
     def add_param_group(self, param_group: dict) -> None:
         self.optimizer.add_param_group(param_group)
         self._watch(self.optimizer.param_groups[-1]["params"])
 
     def _watch(self, params) -> None:
-        """A gradient hook per parameter that notes when a backward adds to a gradient already there: one loss's
-        factor cannot be right for gradients summed over several losses (step(loss=) then refuses)."""
+        """A gradient hook per parameter that notes when a backward adds to a gradient already there. Only a
+        closure's returned loss needs it: a closure run after other backward passes (Lightning's accumulation
+        without AYLACallback) returns one micro-batch's loss for gradients summed over several."""
         me = weakref.ref(self)
 
         def hook(p):
@@ -138,9 +161,7 @@ class AYLA(torch.optim.Optimizer):
         NaN or infinite loss, both before anything is changed.
         """
         if not isinstance(loss, Tensor) or loss.numel() != 1:
-            raise ValueError("AYLA needs the scalar loss tensor: call step(loss=loss), step(closure) or "
-                             "attach(loss) before backward (Lightning: ayla.integrations.lightning.AYLACallback; "
-                             f"Hugging Face: ayla.integrations.huggingface.AYLATrainer); got {type(loss).__name__}"
+            raise ValueError(NO_LOSS + f"; got {type(loss).__name__}"
                              + (f" of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else ""))
         loss = loss.detach().reshape(()).to(compute_dtype(loss))
         if self._reduces():
@@ -154,15 +175,8 @@ class AYLA(torch.optim.Optimizer):
         self.last_factor = ayla_factor(loss, self.N1, self.N2, validate=False)
         return self.last_factor
 
-    def _check_single_backward(self) -> None:
-        if self._accumulated:
-            raise ValueError("AYLA: the gradients were summed over several backward passes (gradient "
-                             "accumulation), so the factor of one loss cannot be right for them; call attach(loss) "
-                             "before each backward (Lightning: AYLACallback), or zero the gradients between steps")
-
     def _scale_by_factor_of(self, loss) -> None:
-        """Refuse accumulated gradients, then take the factor of `loss` and scale every gradient by it."""
-        self._check_single_backward()
+        """Take the factor of `loss` (checked first) and scale every gradient by it."""
         factor = self.factor(loss)
         by_kind: dict[tuple, list[Tensor]] = {}
         for group in self.param_groups:
@@ -176,27 +190,55 @@ class AYLA(torch.optim.Optimizer):
         """sign(l)·|l|ⁿ of the loss the last factor came from: what a closure returns to the base optimizer."""
         return ayla_loss(self.last_loss, self.N1, self.N2, validate=False)
 
+    @property
+    def _pending(self) -> Tensor | None:
+        """The sum of the attached losses' shares: the loss whose gradient .grad holds; None if none attached."""
+        return torch.stack(self._shares).sum() if self._shares else None
+
+    def _gradients_are_zero(self) -> bool:
+        """Whether every gradient is None or zero: then any factor gives the same update (e.g. the zero-gradient
+        step torch.distributed.checkpoint takes to create a fresh optimizer's state before loading into it)."""
+        return all(p.grad is None or not bool(p.grad.any()) for group in self.param_groups for p in group["params"])
+
+    def _handed_loss(self, loss: Tensor | None) -> Tensor | None:
+        """The loss whose factor this step applies, or None when the gradients are all zero; raises (changing
+        nothing) when the loss was handed over twice, never, or attached without a backward that reached AYLA."""
+        if self._waiting:
+            raise ValueError(UNSEEN)
+        if self._shares:
+            if loss is not None:
+                raise ValueError(TWICE)
+            return self._pending
+        if loss is None and not self._gradients_are_zero():
+            raise ValueError(NO_LOSS + "; got no loss")
+        return loss
+
     # --- the three hand-overs -------------------------------------------------------------------------------
 
     def attach(self, loss: Tensor, scale=1.0) -> Tensor:
-        """Make the coming backward of `loss` (or of anything computed from it, e.g. GradScaler's scaled loss or
-        loss / accumulation_steps) give factor × dl/dθ. Returns `loss` itself, unchanged in value.
+        """Tell AYLA that the coming backward pass adds the gradient of `loss` (or of anything computed from it:
+        loss / accumulation_steps, GradScaler's scaled loss) to `.grad`. Returns `loss` itself, unchanged.
 
-        `scale` says that `loss` is scale × the loss whose factor applies (a training stack that hands over the
-        loss after scaling it for AMP or dividing it by the accumulation steps); the factor is that of
-        loss / scale. The next `step()` then needs no loss. With gradient accumulation each backward carries
-        the factor of its own micro-batch loss, as the functional form would.
+        The backward pass records the gradient g_l that reaches `loss` (1/k when the code backpropagates
+        loss / k, as accelerate and the Hugging Face Trainer do under accumulation), and the next `step()` takes
+        the factor of the sum of loss · g_l / scale over every attach since the last step or zero_grad: the loss
+        whose gradient `.grad` then holds. `scale` is a factor the backward root carries besides the loss and
+        that is undone before step (GradScaler's scale: `scale=scaler.get_scale()`, when the scaled loss is
+        built from the attached one). The next `step()` needs no loss.
         """
         ayla = find_ayla(self)  # called on Lightning's LightningOptimizer, act on the real AYLA
-        if not isinstance(loss, Tensor) or not loss.requires_grad:
-            raise ValueError("AYLA.attach needs the loss tensor before backward (one that requires grad, "
+        if not isinstance(loss, Tensor) or loss.numel() != 1 or not loss.requires_grad:
+            raise ValueError("AYLA.attach needs the scalar loss tensor before backward (one that requires grad, "
                              "computed outside torch.no_grad)")
-        factor = ayla.factor(loss.detach() / scale)  # checks now, before the backward pass
+        value = loss.detach().reshape(()).to(compute_dtype(loss)) / scale
+        ayla._attaches += 1
+        ticket = ayla._attaches
+        ayla._waiting.add(ticket)
 
         def hook(grad: Tensor) -> Tensor:
-            ayla._attached += 1
-            ayla._hooks_fired += 1
-            return grad * factor.to(dtype=grad.dtype, device=grad.device)
+            ayla._shares.append(value * grad.detach().reshape(()).to(device=value.device, dtype=value.dtype))
+            ayla._waiting.discard(ticket)
+            return grad
 
         loss.register_hook(hook)
         return loss
@@ -205,50 +247,51 @@ class AYLA(torch.optim.Optimizer):
     def step(self, closure=None, *, loss: Tensor | None = None):
         """Apply AYLA's factor to the gradients, then let the wrapped optimizer step.
 
-        The loss comes from, in this order: the closure's return value; `loss=`; a loss attached before
-        backward. A closure that returns None (Lightning's manual optimization passes one) falls back to the
-        others. Without a loss, with a loss given twice, or with gradients accumulated over several backward
-        passes without attach, nothing is changed and ValueError says why; a non-finite loss raises
-        FloatingPointError (check_finite=False skips that check, the one host sync).
+        The loss comes from, in this order: the losses attached since the last step; the closure's return value;
+        `loss=`. A closure that returns None (Lightning's manual optimization passes one) falls back to the
+        others. With a loss given twice, without a loss (unless every gradient is zero: any factor gives the same
+        step then), or with an attached loss whose backward never reached AYLA, nothing is changed and
+        ValueError says why; a non-finite loss raises FloatingPointError (check_finite=False skips that check,
+        the one host sync).
         """
         if closure is not None:
             result = self.optimizer.step(self._transformed_closure(closure, loss))
         elif needs_closure(self.optimizer):
             raise ValueError(f"{type(self.optimizer).__name__} evaluates the loss itself: call AYLA.step(closure) "
                              "with a closure that recomputes the loss and its gradients")
-        elif self._attached:
-            if loss is not None:
-                raise ValueError(TWICE)
-            result = self.optimizer.step()
         else:
-            self._scale_by_factor_of(loss)
+            handed = self._handed_loss(loss)
+            if handed is not None:
+                self._scale_by_factor_of(handed)
             self.optimizer.step()
             result = loss
-        self._attached, self._accumulated = 0, False
+        self._forget()
         return result
 
     def _transformed_closure(self, closure, loss: Tensor | None):
         def evaluate():
-            fired = self._hooks_fired
+            attaches = self._attaches
             with torch.enable_grad():
                 value = closure()
             returned = isinstance(value, Tensor)
-            if self._hooks_fired > fired:  # the closure attached its loss: its gradient has the factor already
-                if loss is not None:
-                    raise ValueError(TWICE)
+            if self._shares or self._waiting:  # attached (in the closure or before it)
+                self._scale_by_factor_of(self._handed_loss(loss))
+                self._shares = []
                 return self._transformed_value() if returned else value
+            if self._attaches > attaches:
+                raise ValueError(UNSEEN)
             if returned and loss is not None:
                 raise ValueError(TWICE)
             if not returned:  # e.g. Lightning's manual optimization: backward ran before step
-                if self._attached and loss is not None:
-                    raise ValueError(TWICE)
-                if self._attached:
-                    return value
                 if loss is None:
                     raise ValueError("AYLA.step: the closure returned no loss; return it, pass step(closure, "
                                      "loss=loss) or attach(loss) before backward")
                 self._scale_by_factor_of(loss)
                 return value
+            if self._accumulated:
+                raise ValueError("AYLA: the closure's loss is one backward pass's, but the gradients were summed "
+                                 "over several (gradient accumulation): attach(loss) before each backward "
+                                 "(Lightning: AYLACallback), or zero the gradients in the closure")
             self._scale_by_factor_of(value)
             # a line search compares these values, so they must be of the loss whose gradient it steps along;
             # under data parallelism that is the loss averaged over ranks, so every rank decides alike
@@ -262,15 +305,28 @@ class AYLA(torch.optim.Optimizer):
         return [group["lr"] * self.last_factor for group in self.param_groups]
 
     def state_dict(self) -> dict:
-        return {**self.optimizer.state_dict(), "ayla": {"N1": self.N1, "N2": self.N2}}
+        state = self.optimizer.state_dict()
+        for group in state["param_groups"]:
+            group.update(ayla_N1=self.N1, ayla_N2=self.N2)
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Load the wrapped optimizer's state and N1, N2 (from the param groups; a top-level "ayla" entry, as
+        checkpoints before 0.2 wrote it, is read too). The exponents are checked before anything is loaded."""
         state_dict = dict(state_dict)
-        ayla = state_dict.pop("ayla", None)
-        if ayla is not None:
-            check_exponents(ayla["N1"], ayla["N2"])
-            self.N1, self.N2 = float(ayla["N1"]), float(ayla["N2"])
+        groups = [dict(group) for group in state_dict.get("param_groups", [])]
+        exponents = [(group.pop("ayla_N1"), group.pop("ayla_N2")) for group in groups if "ayla_N1" in group]
+        legacy = state_dict.pop("ayla", None)
+        if legacy is not None:
+            exponents.append((legacy["N1"], legacy["N2"]))
+        for N1, N2 in exponents:
+            check_exponents(N1, N2)
+        if len(set(exponents)) > 1:
+            raise ValueError(f"AYLA.load_state_dict: the param groups disagree on N1, N2 ({sorted(set(exponents))})")
+        state_dict["param_groups"] = groups
         self.optimizer.load_state_dict(state_dict)
+        if exponents:
+            self.N1, self.N2 = float(exponents[0][0]), float(exponents[0][1])
 
     def __repr__(self) -> str:
         return f"AYLA(N1={self.N1}, N2={self.N2}, {self.optimizer!r})"

@@ -129,7 +129,8 @@ def test_state_dict_round_trip_resumes_identically():
 
     run(model, opt, range(10))
     saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
-    assert saved_opt["ayla"] == {"N1": 0.3, "N2": 1.2}
+    assert all((g["ayla_N1"], g["ayla_N2"]) == (0.3, 1.2) for g in saved_opt["param_groups"])
+    assert "ayla_N1" not in opt.param_groups[0], "the exponents travel in the state dict, not in the live groups"
     run(model, opt, range(10, 20))
     reference = [p.detach().clone() for p in model.parameters()]
 
@@ -141,6 +142,18 @@ def test_state_dict_round_trip_resumes_identically():
     run(resumed, opt2, range(10, 20))
     for a, b in zip(reference, resumed.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_checkpoint_of_version_0_1_with_a_top_level_ayla_entry_still_loads():
+    model, _, _ = make_problem()
+    saved = torch.optim.SGD(model.parameters(), lr=0.1).state_dict()
+    opt = AYLA(torch.optim.SGD(model.parameters(), lr=0.1), N1=1.0, N2=1.0)
+    opt.load_state_dict({**saved, "ayla": {"N1": 0.3, "N2": 1.2}})
+    assert (opt.N1, opt.N2) == (0.3, 1.2)
+    bad = {**saved, "param_groups": [{**g, "ayla_N1": -1.0, "ayla_N2": 1.0} for g in saved["param_groups"]]}
+    with pytest.raises(ValueError, match="N1 must be"):
+        opt.load_state_dict(bad)
+    assert (opt.N1, opt.N2) == (0.3, 1.2), "refused before any change"
 
 
 def test_lr_scheduler_drives_the_wrapped_optimizer():
@@ -187,11 +200,20 @@ def test_non_finite_loss_raises_and_does_not_step(value):
         assert torch.equal(a, b)
 
 
-def test_step_without_loss_is_an_error():
-    model, _, _ = make_problem()
-    opt = AYLA(torch.optim.SGD(model.parameters(), lr=0.1), N1=0.5, N2=1.5)
+def test_step_without_loss_is_an_error_unless_every_gradient_is_zero():
+    model, x, y = make_problem()
+    opt = AYLA(torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.1), N1=0.5, N2=1.5)
+    loss_at(model, x, y, 0).backward()
+    before, grads = [p.detach().clone() for p in model.parameters()], grads_of(model)
     with pytest.raises(ValueError, match="needs the scalar loss"):
         opt.step()
+    assert all(torch.equal(a, p) and torch.equal(g, p.grad) for a, g, p in zip(before, grads, model.parameters()))
+    # zero gradients (torch.distributed.checkpoint steps so to create a fresh optimizer's state): any factor gives
+    # the same step, here weight decay's alone
+    opt.zero_grad(set_to_none=False)
+    opt.step()
+    for a, p in zip(before, model.parameters()):
+        torch.testing.assert_close(p, a * (1 - 0.1 * 0.1))
 
 
 @pytest.mark.slow
@@ -274,28 +296,39 @@ def test_loss_handed_over_twice_or_never_is_refused_before_any_change():
     assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), params))
 
 
-def test_clipping_choice_step_after_clip_attach_before_clip():
-    """Stated choice: with step(loss=) the factor multiplies the clipped gradient (step = lr·factor·clip); with
-    attach() clipping acts on the AYLA gradient, as with ayla_loss(l).backward() (step = lr·clip)."""
+@pytest.mark.parametrize("mode", ["step", "attach", "closure"])
+def test_clipping_acts_on_the_raw_gradient_then_the_factor_on_every_path(mode):
+    """The one semantics: step = lr · factor · clip(g), whether the loss comes by step(loss=), attach or a closure
+    that clips (Lightning clips inside the closure it hands step). The functional form ayla_loss(l).backward()
+    clips factor · g instead and gives lr · clip: a binding clip cancels its factor."""
     clip, lr, N1, N2 = 0.05, 1.0, 0.5, 3.0  # the loss is > 1 here, so the factor is 3·l² ≫ 1
 
     def stepped_norm(mode):
         model, x, y = make_problem(dtype=torch.float64)
         before = torch.cat([p.detach().flatten() for p in model.parameters()])
         opt = AYLA(torch.optim.SGD(model.parameters(), lr=lr), N1=N1, N2=N2)
+        base = torch.optim.SGD(model.parameters(), lr=lr)
         loss = loss_at(model, x, y, 0)
         assert loss.item() > 1
-        (opt.attach(loss) if mode == "attach" else loss).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step() if mode == "attach" else opt.step(loss=loss)
-        after = torch.cat([p.detach().flatten() for p in model.parameters()])
-        return (after - before).norm().item(), opt.last_factor.item()
 
-    attached, _ = stepped_norm("attach")
-    after_clip, factor = stepped_norm("step")
+        def backward_and_clip():
+            root = opt.attach(loss) if mode == "attach" else ayla_loss(loss, N1, N2) if mode == "functional" else loss
+            root.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            return loss
+
+        if mode == "closure":
+            opt.step(backward_and_clip)
+        else:
+            backward_and_clip()
+            {"attach": opt.step, "functional": base.step}.get(mode, lambda: opt.step(loss=loss))()
+        after = torch.cat([p.detach().flatten() for p in model.parameters()])
+        return (after - before).norm().item(), ayla_factor(loss, N1, N2).item()
+
+    norm, factor = stepped_norm(mode)
     # clip_grad_norm_ scales by clip / (norm + 1e-6), hence 1e-5
-    assert attached == pytest.approx(lr * clip, rel=1e-5)
-    assert factor > 2 and after_clip == pytest.approx(lr * factor * clip, rel=1e-5)
+    assert factor > 2 and norm == pytest.approx(lr * factor * clip, rel=1e-5)
+    assert stepped_norm("functional")[0] == pytest.approx(lr * clip, rel=1e-5)
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -308,8 +341,8 @@ def test_grad_scaler_unscales_before_the_factor_fused_or_not(fused, mode, cls, k
         for step in range(10):
             opt.zero_grad()
             loss = loss_at(model, x, y, step)
-            if mode == "attach":
-                opt.attach(loss)
+            if mode == "attach":  # the backward root is scale × loss: the scale is undone for the factor
+                opt.attach(loss, scale=scaler.get_scale())
             scaler.scale(loss).backward()
             scaler.step(opt, **({"loss": loss} if mode == "step" else {}))
             scaler.update()
@@ -403,33 +436,116 @@ def test_import_ayla_loads_torch_only():
     assert out.strip() == "[]"
 
 
-def test_accumulated_gradients_refuse_one_loss_and_take_attach_per_micro_batch():
-    """Two backward passes before one step: step(loss=) cannot know the factor of each; attach() can."""
-    def micro_losses(model, x, y):
-        return [loss_at(model, x, y, 0), loss_at(model, x, y, 1)]
+def full_batch_step(lr=0.1, N1=0.5, N2=1.5):
+    """One SGD step on both micro-batches as one batch: the gradient of the mean loss × the mean loss's factor."""
+    model, x, y = make_problem(dtype=torch.float64)
+    loss = torch.nn.functional.cross_entropy(model(torch.cat([x[0], x[1]])), torch.cat([y[0], y[1]]))
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= lr * ayla_factor(loss, N1, N2) * p.grad
+    return model
 
+
+@pytest.mark.parametrize("mode", ["step", "attach", "attach then divide", "closure"])
+def test_gradient_accumulation_equals_the_full_batch(mode):
+    """k = 2 micro-batches of equal size, backward of loss_i / 2 each: AYLA's step equals one step on the whole
+    batch (the factor of the mean loss), however the loss is handed over."""
     model, x, y = make_problem(dtype=torch.float64)
     opt = AYLA(torch.optim.SGD(model.parameters(), lr=0.1), N1=0.5, N2=1.5)
-    losses = micro_losses(model, x, y)
-    for loss in losses:
-        (loss / 2).backward()
-    params, grads = [p.detach().clone() for p in model.parameters()], grads_of(model)
-    with pytest.raises(ValueError, match="summed over several backward passes"):
+    opt.zero_grad(set_to_none=False)  # PyTorch's own option: zero tensors, not None, before the first backward
+    losses = []
+    for i in range(2):
+        if mode == "closure" and i == 1:
+            break
+        loss = loss_at(model, x, y, i)
+        losses.append(loss.detach())
+        root = (loss / 2 if mode == "step" else opt.attach(loss) / 2 if mode == "attach then divide"
+                else opt.attach(loss / 2))
+        root.backward()
+    if mode == "step":
         opt.step(loss=sum(losses) / 2)
-    assert all(torch.equal(a, p) and torch.equal(g, p.grad) for a, g, p in zip(params, grads, model.parameters()))
-    assert opt.last_factor is None, "refused before anything, the last factor included, changed"
-
-    opt.zero_grad()
-    for loss in micro_losses(model, x, y):
-        (opt.attach(loss) / 2).backward()
-    opt.step()
-    functional, x, y = make_problem(dtype=torch.float64)
-    bare = torch.optim.SGD(functional.parameters(), lr=0.1)
-    for loss in micro_losses(functional, x, y):
-        (ayla_loss(loss, 0.5, 1.5) / 2).backward()
-    bare.step()
-    for a, b in zip(model.parameters(), functional.parameters()):
+    elif mode == "closure":  # Lightning with AYLACallback: the last micro-batch's backward runs in step's closure
+        def closure():
+            last = loss_at(model, x, y, 1)
+            opt.attach(last / 2).backward()
+            return last
+        opt.step(closure)
+    else:
+        opt.step()
+    for a, b in zip(model.parameters(), full_batch_step().parameters()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_per_micro_batch_factors_are_the_functional_form_and_differ_from_the_full_batch():
+    """The other semantics, still available: ayla_loss per micro-batch gives each micro-batch its own factor."""
+    model, x, y = make_problem(dtype=torch.float64)
+    bare = torch.optim.SGD(model.parameters(), lr=0.1)
+    for i in range(2):
+        (ayla_loss(loss_at(model, x, y, i), 0.5, 1.5) / 2).backward()
+    bare.step()
+    difference = max((a - b).abs().max().item() for a, b in zip(model.parameters(), full_batch_step().parameters()))
+    assert difference > 1e-4
+
+
+def test_a_closure_after_unannounced_backward_passes_is_refused():
+    """Lightning's accumulation without AYLACallback: earlier micro-batches' backward passes reached .grad
+    unannounced, and the closure returns only the last micro-batch's loss."""
+    model, x, y = make_problem(dtype=torch.float64)
+    opt = AYLA(torch.optim.SGD(model.parameters(), lr=0.1), N1=0.5, N2=1.5)
+    (loss_at(model, x, y, 0) / 2).backward()
+
+    def closure():
+        loss = loss_at(model, x, y, 1)
+        (loss / 2).backward()
+        return loss
+
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="summed over several"):
+        opt.step(closure)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+def no_false_refusal_cases():
+    """One backward pass of one loss each, which AYLA 0.1 refused as "summed over several backward passes"."""
+    def extra_autograd_grad(model, x, y):
+        loss = loss_at(model, x, y, 0)
+        loss.backward(retain_graph=True)
+        torch.autograd.grad(loss, list(model.parameters()))  # e.g. a gradient norm for logging
+        return loss
+
+    def reentrant_checkpoint(model, x, y):
+        from torch.utils.checkpoint import checkpoint
+        shared = model[0]  # the same layer in two checkpointed segments
+        start = x[0].clone().requires_grad_()  # reentrant checkpointing needs an input that requires grad
+        h = checkpoint(lambda t: torch.tanh(shared(t)), start, use_reentrant=True)
+        h2 = checkpoint(lambda t: torch.tanh(shared(t[:, :6])), h, use_reentrant=True)
+        loss = torch.nn.functional.cross_entropy(model[2](h + h2), y[0])
+        loss.backward()
+        return loss
+
+    def zero_grad_keeping_tensors(model, x, y):
+        model.zero_grad(set_to_none=False)
+        loss = loss_at(model, x, y, 0)
+        loss.backward()
+        return loss
+
+    return {"extra autograd.grad": extra_autograd_grad, "reentrant checkpointing over a shared layer":
+            reentrant_checkpoint, "zero_grad(set_to_none=False)": zero_grad_keeping_tensors}
+
+
+@pytest.mark.parametrize("case", list(no_false_refusal_cases()))
+def test_one_backward_of_one_loss_is_not_refused(case):
+    """The step equals SGD on the gradient × the loss's factor, computed by hand from the same gradient."""
+    model, x, y = make_problem(dtype=torch.float64)
+    opt = AYLA(torch.optim.SGD(model.parameters(), lr=0.1), N1=0.5, N2=1.5)
+    loss_at(model, x, y, 3).backward()
+    opt.step(loss=loss_at(model, x, y, 3))  # a step before, so gradients exist
+    loss = no_false_refusal_cases()[case](model, x, y)
+    expected = [(p - 0.1 * ayla_factor(loss, 0.5, 1.5) * p.grad).detach() for p in model.parameters()]
+    opt.step(loss=loss)
+    for e, p in zip(expected, model.parameters()):
+        torch.testing.assert_close(p, e, rtol=1e-12, atol=1e-14)
 
 
 def test_closure_that_zeroes_and_attaches_is_scaled_once_per_evaluation():

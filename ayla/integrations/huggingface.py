@@ -1,13 +1,13 @@
 """AYLA in the Hugging Face Trainer: `AYLATrainer(..., optimizers=(AYLA(torch.optim.AdamW(...), N1, N2), None))`.
 
 accelerate calls `optimizer.step()` with no loss, so AYLATrainer attaches each training loss to AYLA before
-backward (`AYLA.attach`). The backward pass then produces the AYLA gradient: the Trainer's `max_grad_norm`
-clipping acts on it, as with the functional form, while the logged and evaluated losses stay the raw ones
-(overriding `compute_loss` with `ayla_loss` would log and evaluate the transformed loss instead).
-
-With gradient accumulation the Trainer may hand over a loss already divided by the accumulation steps (when the
-model takes `num_items_in_batch`); that division is undone for the factor, so each micro-batch gets the factor
-of its own loss (exact when the micro-batches hold equally many items).
+backward (`AYLA.attach`). Its backward pass records how much of that loss reaches the gradients, whatever the
+Trainer divides it by: 1/k under `gradient_accumulation_steps=k`, or the micro-batch's share of the label tokens
+when the model divides its summed loss by `num_items_in_batch` (padding: micro-batches with unequal token
+counts). At the optimizer step the factor is that of the sum of those shares, the full batch's loss, as one
+step on the whole batch would take it. The Trainer's `max_grad_norm` clip acts on the raw gradient and the factor
+after it (AYLA's one semantics for clipping, docs/addon.md), and the logged and evaluated losses stay the raw
+ones.
 """
 
 import torch
@@ -24,10 +24,7 @@ class AYLATrainer(Trainer):
                                       num_items_in_batch=num_items_in_batch, **kwargs)
         loss = result[0] if return_outputs else result
         if model.training and torch.is_grad_enabled():  # not evaluation or prediction
-            steps = self.current_gradient_accumulation_steps
-            scaled_for_accumulation = (
-                self.loss_is_scaled_for_ga if getattr(self, "loss_is_scaled_for_ga", None) is not None
-                else (self.model_accepts_loss_kwargs and num_items_in_batch is not None)
-                or self.compute_loss_func is not None)
-            find_ayla(self.optimizer).attach(loss, scale=1.0 / steps if scaled_for_accumulation else 1.0)
+            scaler = getattr(self.accelerator, "scaler", None)  # fp16: accelerate backpropagates scale × loss
+            scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
+            find_ayla(self.optimizer).attach(loss, scale=scale)
         return result

@@ -1,16 +1,17 @@
 """AYLA in Lightning: `Trainer(callbacks=[AYLACallback()])` with `configure_optimizers` returning `AYLA(...)`.
 
-The callback hands each loss to AYLA right before Lightning's backward (`AYLA.attach`), so the backward pass
-produces the AYLA gradient and everything Lightning does after it (gradient clipping, the 16-mixed GradScaler,
-skipping non-finite steps, accumulation) acts on that gradient, as with the functional form; logged losses stay
-the raw ones. Lightning hands the hook the loss already divided by `accumulate_grad_batches` (automatic
-optimization) and multiplied by the GradScaler's scale (16-mixed): both are undone for the factor.
+The callback hands each loss to AYLA right before Lightning's backward (`AYLA.attach`); the backward records the
+share of it that reaches the gradients and the optimizer step applies the factor of their sum. So
+`accumulate_grad_batches=k` (Lightning backpropagates loss / k) steps with the factor of the mean over the k
+micro-batches, as one step on the whole batch would; `gradient_clip_val` clips the raw gradient and the factor
+multiplies after it (AYLA's one semantics for clipping, docs/addon.md); the 16-mixed GradScaler's scale is undone
+for the factor; logged losses stay the raw ones.
 
 Manual optimization works without the callback too: `opt.step(loss=loss)` after `self.manual_backward(loss)`, or
 `opt.attach(loss)` before it and `opt.step()`; with several optimizers (a GAN) that is the way, and the callback
 refuses. With the callback, call `opt.step()` without the loss (AYLA refuses a loss handed over twice).
-Without the callback, automatic optimization with accumulate_grad_batches > 1 is refused by AYLA: one loss's
-factor cannot be right for gradients summed over several micro-batches.
+Without the callback, automatic optimization with accumulate_grad_batches > 1 is refused by AYLA: the closure
+Lightning hands `step` returns the last micro-batch's loss, not the loss of the summed gradients.
 """
 
 import lightning.pytorch as pl
@@ -32,8 +33,6 @@ class AYLACallback(pl.Callback):
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if scaler is not None and scaler.is_enabled():
             scale = scaler.get_scale()
-        if pl_module.automatic_optimization:
-            scale /= trainer.accumulate_grad_batches
         ayla[0].attach(loss, scale=scale)
 
 
