@@ -77,8 +77,11 @@ def test_fused_polynomial_equals_one_by_one():
     for a, arm in enumerate(arms):
         alone = train(task, [arm], [0], cfg.epochs, **NO_LOG)
         rows = fused.metrics[(fused.metrics["arm"] == arm.name) & (fused.metrics["seed"] == 1)]
-        assert rows["x"].tolist() == alone.metrics["x"].tolist()
-        assert fused.params[0][1, a].item() == alone.params[0][0, 0].item()
+        # float64 to rounding, not bit-equal: a 4-element population may take a vectorized pow where one arm takes
+        # the scalar one (2-lane NEON on ARM), and the two differ in the last bit
+        torch.testing.assert_close(torch.tensor(rows["x"].tolist()), torch.tensor(alone.metrics["x"].tolist()),
+                                   rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(fused.params[0][1, a], alone.params[0][0, 0], rtol=1e-12, atol=1e-14)
 
 
 PER_ARM = {  # arms that differ in their update settings: one population, a StackedUpdate

@@ -1,4 +1,5 @@
-"""The README's snippets of "AYLA in your own training loop" run as printed (each as a script, as a user would)."""
+"""The add-on's snippets run as printed (each as a script, as a user would): every code block of docs/addon.md and
+the README's "AYLA in your own training loop", against the real packages."""
 
 import os
 import re
@@ -11,26 +12,28 @@ from conftest import PROJECT
 
 
 def snippets() -> list[tuple[str, str]]:
-    text = (PROJECT / "README.md").read_text()
-    section = text[text.index("## AYLA in your own training loop"):text.index("## Running experiments")]
-    found, heading = [], "plain loop"
-    for part in re.split(r"(^### .*$)", section, flags=re.M):
-        if part.startswith("### "):
-            heading = part[4:].strip()
-        for code in re.findall(r"```python\n(.*?)```", part, flags=re.S):
-            found.append((heading, code))
+    readme = (PROJECT / "README.md").read_text()
+    section = readme[readme.index("## AYLA in your own training loop"):readme.index("## Running experiments")]
+    found = [("README plain loop", code) for code in re.findall(r"```python\n(.*?)```", section, flags=re.S)]
+    heading = "docs/addon.md"
+    for part in re.split(r"(^## .*$)", (PROJECT / "docs" / "addon.md").read_text(), flags=re.M):
+        if part.startswith("## "):
+            heading = part[3:].strip()
+        found += [(heading, code) for code in re.findall(r"```python\n(.*?)```", part, flags=re.S)]
     return found
 
 
-def test_the_section_has_a_snippet_per_stack():
+def test_the_docs_have_a_snippet_per_stack():
     headings = [h for h, _ in snippets()]
-    for stack in ("plain loop", "mixed precision", "Lightning", "Hugging Face", "DistributedDataParallel"):
+    for stack in ("README plain loop", "Clipping", "Gradient accumulation", "Mixed precision", "Lightning",
+                  "Hugging Face", "accelerate", "DistributedDataParallel", "torch.compile",
+                  "torch.distributed.checkpoint"):
         assert any(stack in h for h in headings), stack
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("heading,code", snippets(), ids=[h for h, _ in snippets()])
-def test_readme_snippet_runs(tmp_path, heading, code):
+def test_snippet_runs(tmp_path, heading, code):
     script = tmp_path / "snippet.py"
     script.write_text(code)
     with socket.socket() as s:
