@@ -2,16 +2,16 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The data root: ../shared/data when it is there (this project's CI), else data/ (filled by download).
-AYLA_DATA ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),$(abspath data))
-export AYLA_DATA
+# The data root has one rule, in experiments/__init__.py (default_data_root): $AYLA_DATA when set, else
+# ../shared/data when it holds the data (this project's CI), else data/ (filled by `make data`).
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-quick lint reproduce reproduce-quick compare figures fair fair-quick bench data clean run
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
-	@echo "  variables: SEEDS=n (default: conf/reproduce.yaml), OUT=folder, AYLA_DATA=$(AYLA_DATA)"
+	@echo "  variables: SEEDS=n (default: conf/reproduce.yaml), OUT=folder, AYLA_DATA=folder (default: ../shared/data"
+	@echo "             when it holds the data, else data/)"
 	@echo "             LAUNCHER=local|slurm (conf/launcher/: populations as submitit jobs), GEMM=auto|aten|onednn,"
 	@echo "             FIGURES=fig06,fig07 (a subset of conf/reproduce.yaml's figures)"
 
@@ -36,8 +36,8 @@ run: $(VENV)/.installed ## one run: make run ARGS="experiment=mnist optimizer=ay
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check .
 
-data: $(VENV)/.installed ## download MNIST and CIFAR-100 into AYLA_DATA (below; needs internet)
-	$(PY) scripts/fetch_data.py mnist cifar100 --root $(AYLA_DATA)
+data: $(VENV)/.installed ## download MNIST and CIFAR-100 into the data root (AYLA_DATA, else data/; needs internet)
+	$(PY) scripts/fetch_data.py mnist cifar100
 
 clean: ## remove outputs/ and multirun/ (never results/)
 	rm -rf outputs multirun
@@ -55,7 +55,7 @@ compare: $(VENV)/.installed ## does a rerun agree with results/? OUT=<the rerun'
 figures: $(VENV)/.installed ## redraw figures and REPORT.md from the CSVs alone
 	$(PY) scripts/reproduce.py --draw-only $(if $(OUT),--out $(OUT))
 
-fair: $(VENV)/.installed ## tuned baselines vs AYLA on MNIST with equal budgets, after make reproduce; JOBS=2 trials side by side
+fair: $(VENV)/.installed ## tuned baselines vs AYLA with equal budgets (MNIST, CIFAR-100, curve fit), after make reproduce; JOBS=2 trials side by side
 	$(PY) scripts/fair.py $(if $(OUT),--out $(OUT)) $(if $(JOBS),--jobs $(JOBS)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
 
 fair-quick: $(VENV)/.installed ## the fair-comparison pipeline on small subsets, one seed

@@ -8,13 +8,17 @@ import shutil
 import sys
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+try:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig
 
-from experiments.config import check_cli_overrides, check_run_config, ignored_settings
-from experiments.errors import AylaError, ConfigError
-from experiments.runner import run_population, write_run
+    from experiments.config import check_cli_overrides, check_run_config, ignored_settings
+    from experiments.errors import AylaError, ConfigError
+    from experiments.runner import run_population, write_run
+except ModuleNotFoundError as missing:  # e.g. the system Python instead of the project's .venv
+    sys.exit(f"error: {missing.name} is not installed for {sys.executable}: run `make install` once, then "
+             "`make run ARGS=\"...\"` or `.venv/bin/python run.py ...`")
 
 CONF = Path(__file__).resolve().parent / "conf"
 
@@ -38,6 +42,11 @@ def main(cfg: DictConfig) -> float | None:
                   + (" (add optimizer=ayla to use N1/N2)" if {"N1", "N2"} & set(ignored) else ""), file=sys.stderr)
         metrics, snapshots = run_population([cfg], [cfg.seed])
         csv = write_run(folder, metrics, snapshots, [cfg])
+    except KeyboardInterrupt:
+        discard_if_empty(folder)
+        print("interrupted: the run had not finished, so nothing of it was kept; rerun the command to train it",
+              file=sys.stderr)
+        sys.exit(130)
     except AylaError as error:
         discard_if_empty(folder)
         print(f"error: {error}", file=sys.stderr)

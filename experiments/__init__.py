@@ -4,10 +4,28 @@ is one Task module and one YAML; an image data set's module also has its `SPEC` 
 """
 
 import importlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+from omegaconf import OmegaConf
+
+PROJECT = Path(__file__).resolve().parent.parent
+CONF = PROJECT / "conf"
+
+
+def default_data_root() -> str:
+    """The one rule for where the data are (conf/config.yaml's data.root, `make`, scripts): $AYLA_DATA when set;
+    else ../shared/data beside the project when it holds MNIST (this project's CI and sessions); else data/ in the
+    project (where `make data` downloads)."""
+    if os.environ.get("AYLA_DATA"):
+        return str(Path(os.environ["AYLA_DATA"]).expanduser().resolve())
+    shared = PROJECT.parent / "shared" / "data"
+    return str(shared if (shared / "mnist").is_dir() else PROJECT / "data")
+
+
+if not OmegaConf.has_resolver("ayla_data"):
+    OmegaConf.register_new_resolver("ayla_data", default_data_root)
 
 
 def experiment_names() -> list[str]:

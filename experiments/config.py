@@ -23,6 +23,8 @@ LOSSES = ("ce", "mse")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
 AUTOCAST = {"bfloat16": torch.bfloat16}
 INITS = ("authors", "pytorch")
+# optimizer keys that only follow a top-level setting (conf/optimizer/*.yaml: lr: ${lr}): set them there, once
+MIRRORS = {"optimizer.lr": "lr", "optimizer.N1": "N1", "optimizer.N2": "N2"}
 
 
 def number(cfg, key: str, low: float, *, low_ok: bool = False, integer: bool = False, high: float = math.inf):
@@ -64,6 +66,10 @@ def check_cli_overrides(argv: list[str], conf_dir: Path) -> None:
         name = override.key_or_group
         if override.is_delete() or override.is_add() or override.is_force_add() or name.startswith("hydra"):
             continue
+        if name in MIRRORS:
+            value = "..." if override.is_sweep_override() else override.get_value_element_as_str()
+            raise ConfigError(f"set {MIRRORS[name]}={value}, not {name}: {name} follows the top-level "
+                              f"{MIRRORS[name]} (one setting, one key)")
         if name in groups:
             try:
                 values = (list(override.sweep_string_iterator()) if override.is_sweep_override()

@@ -143,6 +143,19 @@ def find_split(root: Path, spec: DatasetSpec, split: str, download: bool) -> tup
     return "torchvision", files
 
 
+def check_available(cfgs) -> None:
+    """Before any training: every image data set these run configs read is under its root (fetched now where
+    data.download allows it), else one DataError line, so a long run never fails at its third figure."""
+    from experiments import DATASETS
+    seen = set()
+    for cfg in cfgs:
+        name, root = cfg.experiment.name, Path(cfg.data.root).expanduser().resolve()
+        if name in DATASETS and (name, root) not in seen:
+            seen.add((name, root))
+            for split in SPLITS:
+                find_split(root, DATASETS[name], split, bool(cfg.data.download))
+
+
 def load_split(spec: DatasetSpec, root: str | Path, split: str, download: bool = False,
                cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(x uint8 N×H×W×C, y int64) of one split, decoded from whatever layout is under root."""

@@ -14,6 +14,7 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.data import check_available
 from experiments.launch import load_launcher, raise_failures, train_units
 from experiments.progress import Progress
 from experiments.runner import run_population, write_run
@@ -238,14 +239,15 @@ def run_figures(figures: list[str], seeds: list[int], out: Path, extra: dict | N
     started = time.perf_counter()
     settings = load_launcher(launcher)
     figures = list(dict.fromkeys(name for figure in figures for name in (source_of(figure), figure)))  # fig02: fig01
+    units = [unit for figure in figures for unit in figure_units(figure, extra, gemm=gemm)]
+    check_available([cfg for unit in units for cfg in unit.cfgs])  # every figure's data, before any training
     lines = plan(figures, seeds, out, extra)
     progress = Progress(sum(" train " in line for line in lines), out, log)
     for line in lines:
         progress.log(line)
     failures = []
     try:
-        failures += train_units([unit for figure in figures for unit in figure_units(figure, extra, gemm=gemm)],
-                                seeds, out, settings, progress)
+        failures += train_units(units, seeds, out, settings, progress)
         controls = []
         for figure in figures:
             for control in control_sets(compose_run([f"figure={figure}"])):

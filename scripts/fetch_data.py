@@ -1,13 +1,13 @@
 """Download MNIST and/or CIFAR-100 through torchvision into a data root (needs internet).
 
-    python scripts/fetch_data.py mnist cifar100 --root data
+    python scripts/fetch_data.py mnist cifar100 [--root folder]   (default: the suite's data root, data.root)
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from experiments import DATASETS
+from experiments import DATASETS, default_data_root
 from experiments.data import fetch
 from experiments.errors import DataError
 
@@ -15,7 +15,9 @@ from experiments.errors import DataError
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="+", choices=sorted(DATASETS))
-    parser.add_argument("--root", default="data", help="data root (the suite's data.root / AYLA_DATA)")
+    parser.add_argument("--root", default=default_data_root(),
+                        help="data root (default: the suite's data.root: $AYLA_DATA, else ../shared/data when it "
+                             "holds the data, else data/)")
     args = parser.parse_args()
     try:
         for name in args.names:

@@ -33,9 +33,12 @@ def main() -> None:
     parser.add_argument("--gemm", choices=("auto", "aten", "onednn"),
                         help="GEMM kernel of the runs trained now (default: conf/reproduce.yaml's)")
     args = parser.parse_args()
+    if args.seeds is not None and args.seeds < 1:
+        sys.exit(f"error: SEEDS (--seeds) must be a whole number >= 1, got {args.seeds}; leave it out for "
+                 "conf/reproduce.yaml's default")
     settings = load_settings()
     mode = settings.quick if args.quick else settings
-    seeds = list(range(settings.first_seed, settings.first_seed + (args.seeds or mode.seeds)))
+    seeds = list(range(settings.first_seed, settings.first_seed + (mode.seeds if args.seeds is None else args.seeds)))
     out = Path(args.out or mode.out)
     figures = args.figures.split(",") if args.figures else list(settings.figures)
     try:
@@ -55,6 +58,11 @@ def main() -> None:
             raise failed
     except AylaError as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        kept = len(list(out.glob("**/metrics.csv")))
+        print(f"interrupted: {kept} finished run folder(s) under {out} are kept; rerun the same command to resume",
+              file=sys.stderr)
+        sys.exit(130)
     print(f"wrote {len(drawn)} figure files under {out / 'figures'} and {out / 'REPORT.md'}")
 
 
