@@ -21,6 +21,16 @@ def private_cache(tmp_path_factory):
     os.environ["AYLA_DATA"] = str(DATA)
 
 
+SLOW_MODULES = {"test_integrations.py"}  # every test marked slow, and their imports alone take ~10 s
+
+
+def pytest_ignore_collect(collection_path, config):
+    """The quick loop (`-m "not slow"`) does not even import the modules whose every test is slow."""
+    if config.getoption("markexpr", "") == "not slow" and collection_path.name in SLOW_MODULES:
+        return True
+    return None
+
+
 def real_data(name: str) -> Path:
     """The real data set in the array format; outside CI a missing copy skips the test, in CI it fails."""
     if not (DATA / name / "train.npz").exists():

@@ -104,6 +104,7 @@ def test_a_claim_is_evaluated_from_its_presets_alone(tmp_path):
     assert claims.build_claim("mnist_high_lr", tmp_path / "nothing").verdict == claims.NO_DATA
 
 
+@pytest.mark.slow
 def test_figures_drawn_from_another_figures_runs_are_trained_once(tmp_path):
     assert reproduce.source_of("fig02") == reproduce.source_of("fig03") == "fig01"
     assert reproduce.source_of("fig04") == "fig05" and reproduce.source_of("fig07_ablation") == "fig07_ablation"

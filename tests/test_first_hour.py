@@ -45,6 +45,7 @@ def make(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seeds", ["0", "-2"])
 def test_seeds_below_one_is_refused_in_one_line(tmp_path, seeds):
     """`make reproduce SEEDS=0` trained the default 5 seeds and exited 0."""
@@ -68,6 +69,7 @@ def test_missing_data_is_found_before_any_training(tmp_path):
     assert not list(out.glob("fig01/**/metrics.csv")), "fig01 (no data needed) was not trained first"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key,top", [("optimizer.lr", "lr"), ("optimizer.N1", "N1")])
 def test_a_key_that_mirrors_a_top_level_setting_is_refused_naming_the_right_one(tmp_path, key, top):
     """`optimizer.lr=0.01` silently won over `lr` and the run folder's config held both values."""

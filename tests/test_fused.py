@@ -70,6 +70,7 @@ def assert_fused_equals_alone(task, arms, seeds, epochs, columns, rtol, atol):
                 torch.testing.assert_close(p_fused, p_alone, rtol=rtol, atol=atol)
 
 
+@pytest.mark.slow
 def test_fused_polynomial_equals_one_by_one():
     cfg, task = build("polynomial")
     arms = [arm_from_config(make_config("experiment=polynomial", f"optimizer={o}")) for o in ("sgd", "ayla")]

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from ayla import AYLA, ayla_factor, ayla_loss, find_ayla
 
+pytestmark = pytest.mark.slow  # importing lightning and transformers alone takes ~10 s (tests/conftest.py)
+
 N1, N2 = 0.5, 1.5  # losses here cross 1, so both exponents are used
 
 

@@ -123,6 +123,7 @@ def test_verdict_levels():
     assert claims.Claim("t", [], "p", [claims.Check("a", False)]).verdict == claims.NOT
 
 
+@pytest.mark.slow
 def test_collapsed_seeds_are_drawn_apart_and_figures_repeat_byte_for_byte(tmp_path):
     frame = classifier_frame(0.1, 0.01)
     stuck = (frame["arm"] == "Adam") & (frame["seed"] == 44) & (frame["hidden"] == 8)
@@ -458,6 +459,7 @@ def test_progress_on_a_terminal_is_one_bar_with_the_running_population(tmp_path)
     assert (tmp_path / "logs" / "fig07_H8.log").read_text() == "epoch 1/40 ...\n"
 
 
+@pytest.mark.slow
 def test_variant_sections_pair_each_arm_with_its_run_in_the_figure(tmp_path):
     fp32 = classifier_frame(0.10, 0.01)
     bf16 = fp32.assign(test_acc=fp32["test_acc"] - 0.004 - 0.0005 * (fp32["seed"] - 42))  # lower on each seed
