@@ -145,6 +145,38 @@ def run_configs(folder: Path) -> dict[Path, dict]:
             for path in sorted(Path(folder).rglob("config.yaml")) if not aside(path.relative_to(folder))}
 
 
+PROTOCOL_KEYS = ("epochs", "batch_size", "data.train_subset", "data.test_subset", "data.val_size")
+
+
+def protocol(arm: dict) -> dict:
+    """The settings of one arm that decide how much it trained on what (not its optimizer or the machine)."""
+    out = {}
+    for key in PROTOCOL_KEYS:
+        value = arm
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        out[key] = value
+    return out
+
+
+def other_protocols(reference: Path, rerun: Path) -> list[str]:
+    """For every run folder both hold, the arms trained for other epochs or on other data subsets, as
+    "fig06/H8_seed42 AYLA: epochs 3 vs 100, data.train_subset 2048 vs 0" (a quick run against full results)."""
+    ours = {path.relative_to(reference): config for path, config in run_configs(reference).items()}
+    found = []
+    for path, config in run_configs(rerun).items():
+        relative = path.relative_to(rerun)
+        for arm, settings in (config.get("arms") or {}).items():
+            mine = ((ours.get(relative) or {}).get("arms") or {}).get(arm)
+            if mine is None:
+                continue
+            changes = [f"{key} {protocol(settings)[key]} vs {protocol(mine)[key]}" for key in PROTOCOL_KEYS
+                       if protocol(settings)[key] != protocol(mine)[key]]
+            if changes:
+                found.append(f"{relative.parent} {arm}: {', '.join(changes)}")
+    return found
+
+
 def populations(folder: Path, configs: dict[Path, dict] | None = None) -> dict[tuple, tuple[float, dict]]:
     """Each fused training population under `folder` once, though every one of its seed folders records it (the
     seeds trained together and their wall seconds): (run_set, hidden, seeds) → (wall seconds, provenance)."""

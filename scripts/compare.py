@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.compare import agrees, compare, render, render_times, time_table
+from experiments.compare import agrees, compare, other_protocols, render, render_times, time_table
 from experiments.io import write_csv
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -29,6 +29,11 @@ def main() -> None:
     for folder in (reference, rerun):
         if not folder.is_dir():
             sys.exit(f"error: {folder} is not a folder of results (run make reproduce OUT={folder} first)")
+    other = other_protocols(reference, rerun)
+    if other:  # e.g. make reproduce-quick's few epochs on data subsets: it checks the pipeline, not the numbers
+        sys.exit(f"error: {rerun} was trained with other settings than {reference} ({len(other)} arm run(s), e.g. "
+                 f"{other[0]}), so its numbers cannot agree; a quick run (make reproduce-quick) checks the pipeline, "
+                 "not the numbers: compare a rerun made with make reproduce OUT=...")
     times = time_table(reference, rerun)
     print(f"Wall time of each run set: before ({reference}) and after ({rerun})\n")
     print("\n".join(render_times(times)) + "\n")

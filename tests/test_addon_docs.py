@@ -26,7 +26,7 @@ def snippets() -> list[tuple[str, str]]:
 def test_the_docs_have_a_snippet_per_stack():
     headings = [h for h, _ in snippets()]
     for stack in ("README plain loop", "Clipping", "Gradient accumulation", "Mixed precision", "Lightning",
-                  "Hugging Face", "accelerate", "DistributedDataParallel", "torch.compile",
+                  "Hugging Face", "accelerate", "DistributedDataParallel", "FSDP2", "torch.compile",
                   "torch.distributed.checkpoint"):
         assert any(stack in h for h in headings), stack
 

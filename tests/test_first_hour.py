@@ -85,8 +85,10 @@ def interrupt_once_training(command: list[str], cwd, marker: str = "epoch ") -> 
     """Start `command`, send Ctrl-C (SIGINT) once it prints `marker` (training under way), wait for it to end."""
     import signal
     import time
+    # a shell's background job ignores SIGINT and its children inherit that: give the child Ctrl-C's default back
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, deadline = [], time.monotonic() + 240
     for line in process.stdout:
         seen.append(line)
@@ -129,3 +131,24 @@ def test_run_py_without_its_dependencies_says_make_install_in_one_line(tmp_path)
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and "is not installed for" in line and "make install" in line
+
+
+@pytest.mark.slow
+def test_compare_of_a_quick_folder_says_so_in_one_line(tmp_path):
+    """`make compare OUT=<quick folder>` printed 287 lines ending "DISAGREES: 134 differs" with nothing saying a
+    quick run (few epochs, data subsets) cannot agree with the full results."""
+    import shutil
+
+    import yaml
+    rerun = tmp_path / "quick"
+    shutil.copytree(PROJECT / "results" / "fig06", rerun / "fig06")
+    for path in (rerun / "fig06").rglob("config.yaml"):  # what make reproduce-quick trains instead
+        config = yaml.safe_load(path.read_text())
+        for arm in config["arms"].values():
+            arm["epochs"], arm["data"]["train_subset"] = 3, 2048
+        path.write_text(yaml.safe_dump(config))
+    result = make("compare", f"OUT={rerun}")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("make:")]
+    assert len(errors) == 1 and "was trained with other settings" in errors[0] and "epochs 3 vs" in errors[0]
+    assert "make reproduce-quick" in errors[0] and "DISAGREES" not in result.stdout

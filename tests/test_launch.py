@@ -38,7 +38,11 @@ def test_local_jobs_write_the_same_csvs_as_in_process(tmp_path):
 @pytest.mark.slow
 def test_a_failed_job_is_named_with_its_log_the_others_finish_and_a_rerun_completes_it(tmp_path):
     real_data("mnist")
-    broken = {"mnist": [*QUICK["mnist"], "data.root=/nonexistent", "data.download=false"]}
+    damaged = tmp_path / "damaged"  # files that are there (reproduce checks that before training) but do not load
+    (damaged / "mnist").mkdir(parents=True)
+    for split in ("train", "test"):
+        (damaged / "mnist" / f"{split}.npz").write_bytes(b"not an npz file")
+    broken = {"mnist": [*QUICK["mnist"], f"data.root={damaged}", "data.download=false"]}
     lines = []
     with pytest.raises(launch.FailedUnits) as failed:
         reproduce.run_figures(["fig01", "fig06"], [42], tmp_path, broken, log=lines.append, launcher="local")
@@ -46,7 +50,7 @@ def test_a_failed_job_is_named_with_its_log_the_others_finish_and_a_rerun_comple
     assert "2 population(s) failed" in message
     for hidden in (8, 256):
         (line,) = [m for m in message.splitlines() if m.strip().startswith(f"fig06 H={hidden}:")]
-        assert "DataError" in line or "not found" in line, line
+        assert "DataError" in line or "not a valid" in line or "damaged" in line, line
         log = line.rsplit("log: ", 1)[1]
         assert log.endswith(".err") and "Traceback" in open(log).read()
     assert (tmp_path / "fig01" / "seed42" / "metrics.csv").exists()  # the polynomial finished
