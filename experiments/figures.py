@@ -190,13 +190,18 @@ def split_collapsed(part: pd.DataFrame, collapsed: set, hidden, arm: str) -> tup
 
 
 def collapsed_title(part: pd.DataFrame, collapsed: set, hidden) -> str:
-    """'; Adam collapsed on 1/5 seeds' for a panel's title, '' when no arm collapsed there."""
-    notes = []
+    """'\nAdam collapsed on 1/5 seeds' for a panel's title, '' when no arm collapsed there; arms that collapsed on
+    the same share of seeds share one line, wrapped ('\ncollapsed on 5/5 seeds: Adam, Adam eps=1e-4, ...')."""
+    by_share: dict[str, list[str]] = {}
     for arm in arms_in_order(part):
         _, bad = split_collapsed(part[part["arm"] == arm], collapsed, hidden, arm)
         if bad:
-            notes.append(f"{arm} collapsed on {len(bad)}/{part[part['arm'] == arm]['seed'].nunique()} seeds")
-    return "".join(f"\n{note}" for note in notes)
+            by_share.setdefault(f"{len(bad)}/{part[part['arm'] == arm]['seed'].nunique()}", []).append(arm)
+    lines = []
+    for share, arms in by_share.items():
+        lines += (textwrap.wrap(f"collapsed on {share} seeds: {', '.join(arms)}", 44) if len(arms) > 1
+                  else [f"{arms[0]} collapsed on {share} seeds"])
+    return "".join(f"\n{line}" for line in lines)
 
 
 def classifier(ax_list, metrics, predictions):
@@ -320,9 +325,11 @@ def sensitivity(ax_list, metrics, predictions, works=None):
             ax.plot(stats_["lr"], stats_["median"], "o-", color=colors[optimizer], label=optimizer)
             if part["seed"].nunique() > 1:
                 ax.fill_between(stats_["lr"], stats_["min"], stats_["max"], color=colors[optimizer], alpha=0.2)
-        for level, text in target.items():
-            ax.axhline(level, ls=":", color="grey")
-            ax.annotate(text, (ax.get_xlim()[0], level), fontsize=7, va="bottom")
+        for level, text in target.items():  # the dotted line, in the legend (its level differs per panel)
+            works_label = works.label if "near" in works else (f"an lr works from here: best median − "
+                                                                f"{works.within_of_best}")
+            ax.axhline(level, ls=":", color="grey", label=works_label)
+            ax.annotate(text, (0.01, level), xycoords=("axes fraction", "data"), fontsize=7, va="bottom")
         ax.set(xscale="log", xlabel="learning rate", ylabel=f"{metric} after the last step")
         if pd.notna(hidden):
             ax.set_title(f"H = {hidden:g}", fontsize=9)

@@ -152,3 +152,29 @@ def test_compare_of_a_quick_folder_says_so_in_one_line(tmp_path):
     errors = [line for line in result.stderr.splitlines() if not line.startswith("make:")]
     assert len(errors) == 1 and "was trained with other settings" in errors[0] and "epochs 3 vs" in errors[0]
     assert "make reproduce-quick" in errors[0] and "DISAGREES" not in result.stdout
+
+
+def test_arms_collapsed_alike_share_one_wrapped_title_line():
+    """fig10_ablation stacked four "collapsed on 5/5 seeds" lines over each panel."""
+    import pandas as pd
+
+    from experiments.figures import collapsed_title
+    arms = ["Adam", "AYLA", "Adam eps=1e-4", "Adam eps=1e-3", "Adam eps=1e-2"]
+    part = pd.DataFrame([{"arm": arm, "seed": seed, "hidden": 8, "epoch": 1} for arm in arms for seed in range(5)])
+    collapsed = {(8, arm, seed) for arm in arms if arm != "AYLA" for seed in range(5)}
+    lines = collapsed_title(part, collapsed, 8).strip("\n").splitlines()
+    assert len(lines) == 2 and all(len(line) <= 44 for line in lines)
+    assert " ".join(lines) == "collapsed on 5/5 seeds: Adam, Adam eps=1e-4, Adam eps=1e-3, Adam eps=1e-2"
+    assert collapsed_title(part, {(8, "Adam", 0)}, 8) == "\nAdam collapsed on 1/5 seeds"
+
+
+def test_the_lr_sensitivity_figure_explains_its_dotted_line_in_the_legend():
+    """sens_cifar100 had a dotted line its legend did not explain."""
+    from experiments.figures import draw
+    from experiments.reproduce import compose_run, load_figure
+    metrics = load_figure(PROJECT / "results", "sens_cifar100")
+    if metrics.empty:
+        pytest.skip("no committed sens_cifar100 runs")
+    figure = draw(compose_run(["figure=sens_cifar100"]).figure, metrics)
+    labels = [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert "an lr works from here: best median − 0.01" in labels
