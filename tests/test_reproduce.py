@@ -442,6 +442,18 @@ def test_progress_off_a_terminal_is_a_few_lines_and_epochs_go_to_the_unit_logs(t
     assert (tmp_path / "logs" / "fig01.log").exists()
 
 
+def read_until(fd: int, text: str, seconds: float = 5.0) -> str:
+    """What a terminal shows until `text` appears: one os.read may return only the first of several writes."""
+    import os
+    import select
+    import time
+    shown, deadline = "", time.monotonic() + seconds
+    while text not in shown and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            shown += os.read(fd, 4096).decode(errors="replace")
+    return shown
+
+
 def test_progress_on_a_terminal_is_one_bar_with_the_running_population(tmp_path):
     import os
     import pty
@@ -453,7 +465,7 @@ def test_progress_on_a_terminal_is_one_bar_with_the_running_population(tmp_path)
         progress.log("fig07 H=8: training 2 arm(s)")
         progress.unit_log("fig07_H8")("epoch 1/40 ...")
         terminal.flush()
-        shown = os.read(master, 4096).decode(errors="replace")
+        shown = read_until(master, "running: fig07_H8")
         progress.close()
     assert "fig07 H=8: training 2 arm(s)" in shown and "0/3 populations |" in shown and "running: fig07_H8" in shown
     assert (tmp_path / "logs" / "fig07_H8.log").read_text() == "epoch 1/40 ...\n"
