@@ -49,8 +49,8 @@ TWICE = "AYLA.step: the loss was handed over twice (attach, a closure's return v
 NO_LOSS = ("AYLA needs the scalar loss tensor: call step(loss=loss), step(closure) or attach(loss) before backward "
            "(Lightning: ayla.integrations.lightning.AYLACallback; Hugging Face: "
            "ayla.integrations.huggingface.AYLATrainer; accelerate: ayla.find_ayla(optimizer).attach(loss))")
-UNSEEN = ("AYLA.step: attach(loss) was called but no backward pass of that loss reached AYLA before step (under "
-          "torch.compile the attach hook does not run: call attach and backward outside the compiled function, "
+UNSEEN = ("AYLA.step: attach(loss) was called but no backward pass of that loss reached AYLA before step (run "
+          "the backward first; if a torch.compile'd function lost the record, call attach and backward outside it, "
           "or hand the loss over with step(loss=loss)); nothing was changed")
 
 
