@@ -12,13 +12,13 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  variables: SEEDS=n (default: conf/reproduce.yaml), OUT=folder, AYLA_DATA=folder (default: ../shared/data"
 	@echo "             when it holds the data, else data/)"
-	@echo "             LAUNCHER=local|slurm (conf/launcher/: populations as submitit jobs), GEMM=auto|aten|onednn,"
+	@echo "             LAUNCHER=local|slurm (conf/launcher/: populations as submitit jobs),"
 	@echo "             FIGURES=fig06,fig07 (a subset of conf/reproduce.yaml's figures)"
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[dev]'   # the add-on (editable), the suite's packages, tests and plugins
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install the project with its dev tools
@@ -43,7 +43,7 @@ clean: ## remove outputs/ and multirun/ (never results/)
 	rm -rf outputs multirun
 
 reproduce: $(VENV)/.installed ## every paper figure over SEEDS seeds (default 5) into OUT (default results/), resumable
-	$(PY) scripts/reproduce.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT)) $(if $(GEMM),--gemm $(GEMM)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(FIGURES),--figures $(FIGURES))
+	$(PY) scripts/reproduce.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(FIGURES),--figures $(FIGURES))
 
 reproduce-quick: $(VENV)/.installed ## the whole pipeline in a few minutes: few epochs, 1 seed, data subsets
 	$(PY) scripts/reproduce.py --quick $(if $(OUT),--out $(OUT)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(FIGURES),--figures $(FIGURES))

@@ -13,9 +13,9 @@ try:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
 
-    from experiments.config import check_cli_overrides, check_run_config, ignored_settings
+    from experiments.engine.config import check_cli_overrides, check_run_config, ignored_settings
     from experiments.errors import AylaError, ConfigError
-    from experiments.runner import run_population, write_run
+    from experiments.pipelines.runner import run_population, write_run
 except ModuleNotFoundError as missing:  # e.g. the system Python instead of the project's .venv
     sys.exit(f"error: {missing.name} is not installed for {sys.executable}: run `make install` once, then "
              "`make run ARGS=\"...\"` or `.venv/bin/python run.py ...`")

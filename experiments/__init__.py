@@ -1,11 +1,19 @@
-"""The experiments: one module each (experiments/<name>.py, with `build(cfg, device, dtype) -> Task`), named by the
-preset conf/experiment/<name>.yaml (its `experiment.name`). Both are found here by name, so adding an experiment
-is one Task module and one YAML; an image data set's module also has its `SPEC` (experiments/data.py).
+"""The AYLA benchmark suite, by concern (imports run down this list, never up):
+
+    experiments/presets.py   the presets in conf/ as the suite reads them (compose a run config, a figure's arms)
+    experiments/runs.py      the run folders read as tables (pipelines and analysis both read them)
+    experiments/engine/      trains a population: S seeds × A optimizer arms in stacked tensors (trainer, optimizers,
+                             the run config's checks)
+    experiments/models/      the networks the tasks stack over seeds and arms (the paper's MLP)
+    experiments/tasks/       the experiments, one module each, named by conf/experiment/<name>.yaml; their data
+    experiments/pipelines/   plan, launch and write runs: run.py's runner, make reproduce, make fair, job launchers
+    experiments/analysis/    read the run folders' CSVs: statistics, claims, figures, the report, make compare
+    experiments/perf/        make bench
+
+This module holds what every layer shares: where the project, its conf/ and its data are.
 """
 
-import importlib
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -31,38 +39,3 @@ if not OmegaConf.has_resolver("ayla_data"):
 def experiment_names() -> list[str]:
     """The experiments conf/experiment/ has a preset for."""
     return sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-
-
-def experiment_module(name: str):
-    try:
-        return importlib.import_module(f"experiments.{name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"experiments.{name}":
-            raise
-        raise KeyError(f"experiment {name!r} has no module experiments/{name}.py (known: "
-                       f"{', '.join(experiment_names())})") from None
-
-
-class Registry(Mapping):
-    """name → what `attribute` of experiments/<name>.py holds, for every experiment that defines it."""
-
-    def __init__(self, attribute: str):
-        self.attribute = attribute
-
-    def __getitem__(self, name: str):
-        if name not in experiment_names():
-            raise KeyError(f"no experiment {name!r}: conf/experiment/ has {', '.join(experiment_names())}")
-        value = getattr(experiment_module(name), self.attribute, None)
-        if value is None:
-            raise KeyError(f"experiment {name!r} has no {self.attribute}")
-        return value
-
-    def __iter__(self):
-        return iter([n for n in experiment_names() if hasattr(experiment_module(n), self.attribute)])
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-TASKS = Registry("build")      # experiment name → build(cfg, device, dtype) -> Task
-DATASETS = Registry("SPEC")    # image data set name → its DatasetSpec

@@ -1,4 +1,4 @@
-"""Time an MNIST and a CIFAR-100 epoch four ways (experiments/bench.py) and write results/bench.csv, and one arm's
+"""Time an MNIST and a CIFAR-100 epoch four ways (experiments/perf/bench.py) and write results/bench.csv, and one arm's
 training step taken apart into results/bench_steps.csv.
 
     python scripts/bench.py                # conf/bench.yaml: full data sets, every variant
@@ -18,14 +18,17 @@ if any(name in os.environ for name in OPENBLAS_VARIABLES):
     env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARIABLES}
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # experiments/ runs from this checkout
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from experiments.bench import run, step_profiles  # noqa: E402
-from experiments.config import resolve_device  # noqa: E402
+from experiments import CONF  # noqa: E402
+from experiments.analysis.speed import build_bench  # noqa: E402
+from experiments.engine.config import resolve_device  # noqa: E402
 from experiments.errors import AylaError  # noqa: E402
-from experiments.io import git_state, write_csv  # noqa: E402
-from experiments.reproduce import CONF, compose_run  # noqa: E402
+from experiments.io import git_state, write_atomic, write_csv  # noqa: E402
+from experiments.perf.bench import run, step_profiles  # noqa: E402
+from experiments.presets import compose_run  # noqa: E402
 
 
 def main() -> None:
@@ -59,12 +62,13 @@ def main() -> None:
     out = Path(args.out or settings.out)
     write_csv(frame, out)
     write_csv(steps, out.with_name(f"{out.stem}_steps.csv"))
+    write_atomic(out.with_name("BENCH.md"), build_bench(out.parent))
     columns = ["dataset", "hidden", "variant", "optimizer", "gemm", "seconds_per_arm_epoch", "speedup_vs_numpy",
                "speedup_vs_loader", "gemm_fraction", "gemm_ceiling"]
     print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     parts = steps[["optimizer", "gemm", "part", "microseconds"]]
     print(parts.to_string(index=False, float_format=lambda v: f"{v:.0f}"))
-    print(f"wrote {out} and {out.with_name(f'{out.stem}_steps.csv')}")
+    print(f"wrote {out}, {out.with_name(f'{out.stem}_steps.csv')} and {out.with_name('BENCH.md')}")
 
 
 if __name__ == "__main__":

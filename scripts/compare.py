@@ -13,7 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.compare import agrees, compare, other_protocols, render, render_times, time_table
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # experiments/ runs from this checkout
+
+from experiments.analysis.compare import agrees, compare, other_protocols, render, render_times, time_table
 from experiments.io import write_csv
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -12,11 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # experiments/ runs from this checkout
+
+from experiments.analysis.fair import fair_section
+from experiments.analysis.report import build_report
 from experiments.errors import AylaError
-from experiments.fair import fair_section, load_settings, run_fair
 from experiments.io import write_atomic
-from experiments.launch import FailedUnits
-from experiments.report import build_report
+from experiments.pipelines.fair import run_fair
+from experiments.pipelines.launch import FailedUnits
+from experiments.presets import load_settings
 
 
 def main() -> None:
@@ -28,12 +32,8 @@ def main() -> None:
                         "--quick: its quick list)")
     parser.add_argument("--launcher", help="where the retrained populations run: a name in conf/launcher/ "
                         "(default in-process; local: submitit jobs on this machine; slurm)")
-    parser.add_argument("--gemm", choices=("auto", "aten", "onednn"),
-                        help="GEMM kernel of the runs trained now (default: conf/fair.yaml's)")
     args = parser.parse_args()
-    settings = load_settings()
-    if args.gemm:
-        settings.gemm = args.gemm
+    settings = load_settings("fair")
     mode = settings.quick if args.quick else settings
     names = args.experiments.split(",") if args.experiments else (list(settings.quick.comparisons) if args.quick
                                                                   else list(settings.comparisons))

@@ -7,9 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments import DATASETS, default_data_root
-from experiments.data import fetch
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # experiments/ runs from this checkout
+
+from experiments import default_data_root
 from experiments.errors import DataError
+from experiments.tasks import DATASETS
+from experiments.tasks.data import fetch
 
 
 def main() -> None:

@@ -10,13 +10,17 @@ import argparse
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # experiments/ runs from this checkout
+
+from experiments.analysis.fair import fair_section
+from experiments.analysis.figures import draw_figures
+from experiments.analysis.report import build_report, update_readme
+from experiments.analysis.speed import build_bench
 from experiments.errors import AylaError
-from experiments.fair import fair_section
-from experiments.figures import draw_figures
 from experiments.io import write_atomic
-from experiments.launch import FailedUnits
-from experiments.report import build_report, update_readme
-from experiments.reproduce import compose_run, load_settings, run_figures
+from experiments.pipelines.launch import FailedUnits
+from experiments.pipelines.reproduce import run_figures
+from experiments.presets import compose_run, load_settings
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -30,8 +34,6 @@ def main() -> None:
     parser.add_argument("--draw-only", action="store_true", help="no training: figures and report from the CSVs")
     parser.add_argument("--launcher", help="where each population trains: a name in conf/launcher/ (default "
                         "in-process; local: submitit jobs on this machine; slurm: a cluster)")
-    parser.add_argument("--gemm", choices=("auto", "aten", "onednn"),
-                        help="GEMM kernel of the runs trained now (default: conf/reproduce.yaml's)")
     args = parser.parse_args()
     if args.seeds is not None and args.seeds < 1:
         sys.exit(f"error: SEEDS (--seeds) must be a whole number >= 1, got {args.seeds}; leave it out for "
@@ -46,14 +48,16 @@ def main() -> None:
         if not args.draw_only:
             extra = settings.quick.overrides if args.quick else None
             try:
-                wall = run_figures(figures, seeds, out, extra, gemm=args.gemm, launcher=args.launcher)
+                wall = run_figures(figures, seeds, out, extra, launcher=args.launcher)
             except FailedUnits as error:  # drawn from what finished; the exit status says it is incomplete
                 failed = error
         drawn = draw_figures(out, figures, lambda name: compose_run([f"figure={name}"]).figure)
         fair = fair_section(out)
+        if bench := build_bench(out):  # speed apart from the results: BENCH.md
+            write_atomic(out / "BENCH.md", bench)
         write_atomic(out / "REPORT.md", build_report(out, wall, fair, smoke=args.quick))
         if out.resolve() == (PROJECT / "results").resolve():  # the committed results: refresh the README too
-            update_readme(PROJECT / "README.md", out, fair)
+            update_readme(PROJECT / "README.md", out)
         if failed:
             raise failed
     except AylaError as error:

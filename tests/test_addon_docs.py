@@ -13,7 +13,8 @@ from conftest import PROJECT
 
 def snippets() -> list[tuple[str, str]]:
     readme = (PROJECT / "README.md").read_text()
-    section = readme[readme.index("## AYLA in your own training loop"):readme.index("## Running experiments")]
+    start = readme.index("## AYLA in your own training loop")
+    section = readme[start:readme.index("\n## ", start + 1)]
     found = [("README plain loop", code) for code in re.findall(r"```python\n(.*?)```", section, flags=re.S)]
     heading = "docs/addon.md"
     for part in re.split(r"(^## .*$)", (PROJECT / "docs" / "addon.md").read_text(), flags=re.M):

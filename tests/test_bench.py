@@ -10,8 +10,7 @@ import pytest
 import torch
 from conftest import PROJECT, real_data
 
-from experiments.bench import epoch_flops
-from experiments.gemm import ATEN, Plan
+from experiments.perf.bench import epoch_flops
 
 
 @pytest.mark.slow
@@ -30,22 +29,14 @@ def test_bench_tiny_writes_every_row(tmp_path):
     sweep = {"e 2-lr sweep, one population", "e 2-lr sweep, 2 populations"}  # at each data set's smallest H
     for (dataset, hidden), part in frame.groupby(["dataset", "hidden"]):
         assert set(part["variant"]) == variants | (sweep if hidden == 8 else set()), (dataset, hidden)
-        # a, b, c for Adam and for AYLA, the two fused rows, the sweep; c and the first d in bfloat16, and once
-        # more on aten (with autograd) where gemm=auto took another path for that row's shape
+        # a, b, c for Adam and for AYLA, the two fused rows, the sweep; c and the first d on the one path (aten,
+        # autograd) and again in bfloat16
         suite = part[part["variant"].str.startswith(("c ", "d suite, 2 arms"))]
         for (variant, optimizer), rows in suite.groupby(["variant", "optimizer"]):
-            kernels = rows["gemm"].tolist()
-            assert kernels.count("bfloat16") == 1 and kernels.count("aten") == 1, (variant, optimizer, kernels)
-            assert len(kernels) == 2 + (kernels[0] != "aten")  # auto's pick first, then aten where it differs
+            assert rows["gemm"].tolist() == ["aten", "bfloat16"], (variant, optimizer)
         assert len(part) == 4 + 1 + 2 * (hidden == 8) + len(suite)  # + a, b for both optimizers, the k-arm d
     suite = frame[frame["variant"].str.contains("suite")]
-    labels = {"aten", "onednn", "aten_nt"}
-
-    def known(kernel: str) -> bool:  # e.g. "onednn+aten, 2nd aten_t, closed form" (experiments/gemm.py Plan.label)
-        first, _, second = kernel.removesuffix(", closed form").partition(", 2nd ")
-        return set(first.split("+")) <= labels and set(second.split("+")) <= {"", "aten", "aten_t"}
-    assert suite["gemm"].map(lambda k: k == "bfloat16" or known(k)).all()
-    assert suite["gemm"].str.endswith(", closed form").any()  # gemm=auto's rows: the written-out step
+    assert set(suite["gemm"]) == {"aten", "bfloat16"}
     # the real peak: the best of every kernel measured, each a column
     peaks = frame.filter(regex=r"^peak_\w+_gflops$")
     assert {"peak_aten_gflops", "peak_openblas_gflops"} <= set(peaks.columns)
@@ -90,14 +81,12 @@ def test_epoch_flops_counts_the_matmuls():
         784 * 256 + 256 * 10)
 
 
-@pytest.mark.parametrize("plan", [ATEN, Plan("onednn", "aten_nt", logits="aten_t", grad_w2="aten_t")],
-                         ids=lambda p: p.label)
-def test_the_bare_gemms_are_a_steps_products_and_flops(plan):
+def test_the_bare_gemms_are_a_steps_products_and_flops():
     """The ceiling's matmuls: for S seeds × A arms, the first layer's (B, D) @ (D, A·H) per seed and its weight
     gradient, the second layer's logits, dh and dW2 per arm; their FLOPs per step those epoch_flops counts."""
-    from experiments.bench import BATCH, step_gemm_flops, step_gemms
+    from experiments.perf.bench import BATCH, step_gemm_flops, step_gemms
     S, A, sizes = 2, 3, (20, 4, 5)
-    gemms = step_gemms(plan, S, A, sizes, torch.device("cpu"), batch=6)
+    gemms = step_gemms(S, A, sizes, torch.device("cpu"), batch=6)
     forward, grad_weight, (logits, dh, dW2) = (fn() for fn in gemms.values())
     assert forward.shape == (S, 6, A * 4) and (forward >= 0).all() and grad_weight.shape == (S, 20, A * 4)
     assert (logits.shape, dh.shape, dW2.shape) == ((S * A, 6, 5), (S * A, 6, 4), (S * A, 4, 5))
@@ -108,15 +97,14 @@ def test_the_bare_gemms_are_a_steps_products_and_flops(plan):
 def test_the_bf16_rows_train_under_autocast(monkeypatch):
     """The bench's bfloat16 rows must time what dtype=bfloat16 runs: the trainer under autocast, as the runner
     calls it (a bench that passed no autocast timed fp32 twice)."""
-    from experiments import bench
-    from experiments.reproduce import compose_run
-    from experiments.trainer import Trained
+    from experiments.engine.trainer import Trained
+    from experiments.perf import bench
+    from experiments.presets import compose_run
     real_data("mnist")
     seen = []
 
     def fake_train(task, arms, seeds, epochs, log, autocast=None):
         seen.append(autocast)
-        task.init_params(seeds, len(arms))  # where the population's kernels are chosen
         return Trained(pd.DataFrame({"epoch": [1], "seconds": [1.0]}), None, [])
     monkeypatch.setattr(bench, "train", fake_train)
 
@@ -132,7 +120,7 @@ def test_the_bf16_rows_train_under_autocast(monkeypatch):
 
 
 def test_the_fp32_targets_leave_the_bf16_rows_out(tmp_path):
-    from experiments import report
+    from experiments.analysis import speed
     nan = float("nan")
     rows = [("mnist", 256, "c suite, one arm", "aten", 0.40, 1.0, 0.8),
             ("mnist", 256, "c suite, one arm", "bfloat16", 0.90, 1.0, nan),
@@ -142,14 +130,14 @@ def test_the_fp32_targets_leave_the_bf16_rows_out(tmp_path):
             ("mnist", 8, "c suite, one arm", "bfloat16", 0.03, 0.9, nan)]
     bench = pd.DataFrame(rows, columns=["dataset", "hidden", "variant", "gemm", "gemm_fraction", "speedup_vs_numpy",
                                         "gemm_ceiling"])
-    lines = report.bench_targets(bench)
+    lines = speed.bench_targets(bench)
     assert "| one arm, MNIST H = 256: ≥ 60 % of the real fp32 peak | 40% (its bare GEMMs: 80%) |" in lines
     fused = next(line for line in lines if line.startswith("| fused populations"))
     assert "(aten): 50% (its bare GEMMs: 75%)" in fused and "95%" not in fused
     # at its bare GEMMs' rate, 5× the 3 % the epoch reached, the row would be 5× as fast as its 0.6×
     assert "| one arm, MNIST H = 8: ≥ 1.5× the NumPy yardstick | 0.60× (its bare GEMMs alone: 3.00×) |" in lines
     # a benchmark from before the bare GEMMs were timed: the ratios alone
-    assert "| one arm, MNIST H = 8: ≥ 1.5× the NumPy yardstick | 0.60× |" in report.bench_targets(
+    assert "| one arm, MNIST H = 8: ≥ 1.5× the NumPy yardstick | 0.60× |" in speed.bench_targets(
         bench.drop(columns="gemm_ceiling"))
     assert any(line.startswith("| (no target) opt-in bfloat16") and "95%" in line for line in lines)
     parts = {"GEMM, first layer": 100.0, "sum of the parts": 700.0, "GEMMs of a step": 100.0,
@@ -159,7 +147,7 @@ def test_the_fp32_targets_leave_the_bf16_rows_out(tmp_path):
                           for h in (8, 256) for k, v in parts.items()])
     steps.to_csv(tmp_path / "bench_steps.csv", index=False)
     pd.DataFrame({"peak_gflops": [200.0]}).to_csv(tmp_path / "bench.csv", index=False)
-    table = report.step_lines(tmp_path / "bench_steps.csv")
+    table = speed.step_lines(tmp_path / "bench_steps.csv")
     assert "| the trainer's loop beyond its parts timed alone (step − sum of the parts) | 300 |" in table
     assert "| the trainer's loop beyond its parts timed alone (step − sum of the parts) | 9600 |" in table
     assert [line[:31] for line in table if line.startswith("Where a step goes")] == [
@@ -170,7 +158,7 @@ def test_the_fp32_targets_leave_the_bf16_rows_out(tmp_path):
 
 
 def test_step_rows_keep_each_timing_fastest_round_and_sum_after():
-    from experiments.bench import step_rows
+    from experiments.perf.bench import step_rows
     labels = dict(optimizer="adam", gemm="aten", step_gflop=0.01)
     rounds = [dict(gemms={"a": 100e-6, "b": 50e-6}, parts={"batch": 30e-6, "rest": 300e-6}, step=900e-6, labels=labels),
               dict(gemms={"a": 80e-6, "b": 70e-6}, parts={"batch": 40e-6, "rest": 200e-6}, step=1000e-6, labels=labels)]

@@ -1,5 +1,5 @@
-"""Claims as data: the checks each figure preset declares (experiments/claims.py), and figures drawn from another
-figure's runs."""
+"""Claims as data: the checks each figure preset declares (experiments/analysis/claims.py), and figures drawn from
+another figure's runs."""
 
 from pathlib import Path
 
@@ -8,8 +8,11 @@ import pytest
 from conftest import PROJECT
 from omegaconf import OmegaConf
 
-from experiments import claims, report, reproduce
+from experiments import presets, runs
+from experiments.analysis import claims, report
 from experiments.io import write_csv
+from experiments.pipelines import reproduce
+from experiments.pipelines.units import figure_units
 
 PRESETS = sorted((PROJECT / "conf" / "figure").glob("*.yaml"))
 
@@ -106,13 +109,13 @@ def test_a_claim_is_evaluated_from_its_presets_alone(tmp_path):
 
 @pytest.mark.slow
 def test_figures_drawn_from_another_figures_runs_are_trained_once(tmp_path):
-    assert reproduce.source_of("fig02") == reproduce.source_of("fig03") == "fig01"
-    assert reproduce.source_of("fig04") == "fig05" and reproduce.source_of("fig07_ablation") == "fig07_ablation"
-    assert reproduce.figure_units("fig02") == [] and reproduce.figure_units("fig04") == []
+    assert presets.source_of("fig02") == presets.source_of("fig03") == "fig01"
+    assert presets.source_of("fig04") == "fig05" and presets.source_of("fig07_ablation") == "fig07_ablation"
+    assert figure_units("fig02") == [] and figure_units("fig04") == []
     lines = reproduce.plan(["fig01", "fig02", "fig03"], [42], tmp_path)
     assert sum(" train " in line for line in lines) == 1 and "fig02: drawn from fig01's runs" in "\n".join(lines)
     write_csv(pd.DataFrame({"arm": ["SGD"], "epoch": [1], "x": [0.5]}), tmp_path / "fig01" / "seed42" / "metrics.csv")
-    assert reproduce.load_figure(tmp_path, "fig03")["x"].tolist() == [0.5]
+    assert runs.load_figure(tmp_path, "fig03")["x"].tolist() == [0.5]
     alone = tmp_path / "alone"
     reproduce.run_figures(["fig03"], [42], alone, log=lambda line: None)  # asked for alone: its source is trained
     assert (alone / "fig01" / "seed42" / "metrics.csv").exists() and not (alone / "fig03").exists()

@@ -7,7 +7,7 @@ import torch
 from conftest import PROJECT, make_config, run_cli
 from omegaconf import OmegaConf
 
-from experiments.config import arm_from_config, check_run_config
+from experiments.engine.config import arm_from_config, check_run_config
 from experiments.errors import ConfigError
 
 EXPERIMENTS = ["polynomial", "curvefit", "mnist", "cifar100"]

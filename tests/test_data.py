@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import DATA, make_config, real_data
 
-from experiments import cifar100, mnist
-from experiments.data import load_split
 from experiments.errors import DataError
-from experiments.runner import run_population
+from experiments.pipelines.runner import run_population
+from experiments.tasks import cifar100, mnist
+from experiments.tasks.data import load_split
 
 
 def tiny_images(n: int, shape: tuple, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

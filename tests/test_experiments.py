@@ -164,9 +164,9 @@ def test_curvefit_noise_per_seed_matches_the_fixed_draw_at_seed_42():
     import torch
     from conftest import make_config
 
-    from experiments import TASKS
-    from experiments.config import arm_from_config
-    from experiments.trainer import train
+    from experiments.engine.config import arm_from_config
+    from experiments.engine.trainer import train
+    from experiments.tasks import TASKS
 
     def run(data_seed, seeds):
         cfg = make_config("experiment=curvefit", "optimizer=ayla", "epochs=20", f"experiment.data_seed={data_seed}")

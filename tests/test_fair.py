@@ -9,9 +9,12 @@ import torch
 from conftest import assert_same_across_thread_counts, make_config, real_data, run_cli
 from omegaconf import OmegaConf
 
-from experiments import fair, mnist, reproduce
+from experiments import CONF, presets, runs
+from experiments.analysis import fair as fair_report
+from experiments.pipelines import fair, reproduce
+from experiments.tasks import mnist
 
-COMPARISONS = OmegaConf.load(reproduce.CONF / "fair.yaml").comparisons
+COMPARISONS = OmegaConf.load(CONF / "fair.yaml").comparisons
 SWEEPS = COMPARISONS.mnist.sweeps
 
 
@@ -36,12 +39,10 @@ def test_training_never_sees_validation_rows():
                       "epochs=1", "hidden=4")
     task = mnist.build(cfg, torch.device("cpu"), torch.float32)
     seen = []
-    for step in ("train_losses", "train_gradients"):  # autograd's path and the closed form (gemm=auto)
-        original = getattr(task, step)
-        setattr(task, step, lambda params, rows, *rest, original=original: seen.append(rows.clone())
-                or original(params, rows, *rest))
-    from experiments.config import arm_from_config
-    from experiments.trainer import train
+    original = task.train_losses
+    task.train_losses = lambda params, rows: seen.append(rows.clone()) or original(params, rows)
+    from experiments.engine.config import arm_from_config
+    from experiments.engine.trainer import train
     metrics = train(task, [arm_from_config(cfg)], [5], 1, log=lambda line: None).metrics
     used = torch.cat([r.flatten() for r in seen]).unique()
     assert not set(used.tolist()) & set(task.val_rows[0].tolist())
@@ -49,9 +50,9 @@ def test_training_never_sees_validation_rows():
 
 
 def grid_size(sweep: str) -> int:
-    params = reproduce.compose_run([f"sweep={sweep}"])  # the sweeper params live in hydra's node
+    params = presets.compose_run([f"sweep={sweep}"])  # the sweeper params live in hydra's node
     from hydra import compose, initialize_config_dir
-    with initialize_config_dir(config_dir=str(reproduce.CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         hydra_cfg = compose("config", overrides=[f"sweep={sweep}"], return_hydra_config=True).hydra
     assert params.sweep.name == sweep
     return int(np.prod([len(str(v).split(",")) for v in hydra_cfg.sweeper.params.values()]))
@@ -62,27 +63,27 @@ def grid_size(sweep: str) -> int:
 def test_every_optimizer_gets_the_same_number_of_trials(experiment):
     comparison = COMPARISONS[experiment]
     sizes = {sweep: grid_size(sweep) for sweep in comparison.sweeps}
-    trials = {sweep: reproduce.compose_run([f"sweep={sweep}"]).sweep.trials for sweep in comparison.sweeps}
+    trials = {sweep: presets.compose_run([f"sweep={sweep}"]).sweep.trials for sweep in comparison.sweeps}
     assert sizes == trials
     assert len(set(sizes.values())) == 1, sizes
-    optimizers = {reproduce.compose_run([f"sweep={s}"]).optimizer.name for s in comparison.sweeps}
+    optimizers = {presets.compose_run([f"sweep={s}"]).optimizer.name for s in comparison.sweeps}
     assert optimizers == {"adam", "sgd", "ayla"}
     budget = comparison.equal_budget
-    assert reproduce.compose_run([f"sweep={budget.ayla}"]).optimizer.name == "ayla"
-    assert reproduce.compose_run([f"sweep={budget.baseline}"]).optimizer.name == "adam"
+    assert presets.compose_run([f"sweep={budget.ayla}"]).optimizer.name == "ayla"
+    assert presets.compose_run([f"sweep={budget.baseline}"]).optimizer.name == "adam"
     for sweep in comparison.sweeps:
-        cfg = reproduce.compose_run([f"sweep={sweep}"])
+        cfg = presets.compose_run([f"sweep={sweep}"])
         assert cfg.experiment.name == experiment and cfg.seed == comparison_seed()
         # the tuned arms are trained as the paper figures they are set beside: same epochs
         for figure in comparison.paper_arms:
-            assert cfg.epochs == reproduce.compose_run([f"figure={figure}"]).epochs
+            assert cfg.epochs == presets.compose_run([f"figure={figure}"]).epochs
         # classifiers are chosen on held-out rows; the curve fit (a claim about training) by its training loss
         assert (cfg.data.val_size == 10000) == (comparison.select_by == "val_acc")
         assert not comparison.select_by.startswith("test")
 
 
 def comparison_seed() -> int:
-    return OmegaConf.load(reproduce.CONF / "fair.yaml").first_seed
+    return OmegaConf.load(CONF / "fair.yaml").first_seed
 
 
 @pytest.mark.slow
@@ -90,7 +91,7 @@ def test_ablation_arms_run_and_write_the_same_schema(tmp_path):
     real_data("mnist")
     quick = {"mnist": ["epochs=2", "data.train_subset=1024", "data.test_subset=500"]}
     reproduce.run_figures(["fig07"], [42], tmp_path, quick, log=lambda line: None)
-    main, ablation = reproduce.load_figure(tmp_path, "fig07"), reproduce.load_figure(tmp_path, "fig07_ablation")
+    main, ablation = runs.load_figure(tmp_path, "fig07"), runs.load_figure(tmp_path, "fig07_ablation")
     assert list(main.columns) == list(ablation.columns)
     assert sorted(set(ablation["arm"])) == ["Adam eps=1e-1", "Adam eps=1e-2", "Adam eps=1e-3", "Adam eps=1e-4",
                                             "Adam × c"]
@@ -102,7 +103,7 @@ def test_ablation_arms_run_and_write_the_same_schema(tmp_path):
         assert scaled["factor"].tolist() == pytest.approx([c] * len(scaled), rel=1e-5)
 
 
-LAUNCHER_SWEEP = ["-m", "sweep=mnist_adam_lr", "hidden=4", "epochs=1", "gemm=aten", "data.train_subset=1024",
+LAUNCHER_SWEEP = ["-m", "sweep=mnist_adam_lr", "hidden=4", "epochs=1", "data.train_subset=1024",
                   "data.test_subset=300", "data.val_size=256", "hydra.sweeper.params.lr='0.001,0.01'"]
 
 
@@ -199,14 +200,14 @@ def test_the_curve_fit_selects_the_lowest_training_loss_and_never_a_diverged_tri
 def test_time_to_target_counts_epochs_and_the_arms_share_of_seconds():
     rows = [dict(seed=s, epoch=e, test_acc=a, seconds=10.0, arms_fused=5)
             for s, accs in ((1, [0.5, 0.91, 0.95]), (2, [0.5, 0.6, 0.7])) for e, a in enumerate(accs, 1)]
-    epochs, seconds = fair.time_to_target(pd.DataFrame(rows), "test_acc", 0.9)
+    epochs, seconds = fair_report.time_to_target(pd.DataFrame(rows), "test_acc", 0.9)
     assert epochs[1] == 2 and seconds[1] == pytest.approx(4.0) and np.isnan(epochs[2])
-    assert fair.reached(epochs) == "2 (1 of 2 seeds)" and fair.reached(pd.Series([np.nan])) == "never"
+    assert fair_report.reached(epochs) == "2 (1 of 2 seeds)" and fair_report.reached(pd.Series([np.nan])) == "never"
 
 
 def test_fair_verdicts_on_hand_made_results(tmp_path):
     from experiments.io import write_csv
-    methods = {s: reproduce.compose_run([f"sweep={s}"]).sweep.method for s in SWEEPS}
+    methods = {s: presets.compose_run([f"sweep={s}"]).sweep.method for s in SWEEPS}
     rows = []
     for (k, (arm, acc)), seed, epoch in itertools.product(enumerate(
             [(methods["mnist_ayla_lr_n"], 0.97), (methods["mnist_adam_lr"], 0.95), (methods["mnist_sgd_lr"], 0.96),
@@ -220,7 +221,7 @@ def test_fair_verdicts_on_hand_made_results(tmp_path):
     frame = pd.DataFrame(rows)
     for seed, part in frame.groupby("seed"):
         write_csv(part, tmp_path / "fair" / "tuned" / f"H8_seed{seed}" / "metrics.csv")
-    text = "\n".join(fair.fair_section(tmp_path))
+    text = "\n".join(fair_report.fair_section(tmp_path))
     assert f"Equal tuning budget: {methods['mnist_ayla_lr_n']} **beats** {methods['mnist_adam_lr']}" in text
     assert f"{methods['mnist_ayla_n_fig6']} **loses to**" in text
     assert f"{methods['mnist_ayla_n_fig7']} and {methods['mnist_adam_lr']}: **no difference shown**" in text
@@ -232,7 +233,7 @@ def test_the_eps_control_is_chosen_on_validation_rows_never_on_test():
     """The ablation's eps arms chosen by validation accuracy: the eps that wins on test but not on validation
     is not the one retrained."""
     sweep = COMPARISONS.mnist.pairs[0][1]
-    cfg = reproduce.compose_run([f"sweep={sweep}"])
+    cfg = presets.compose_run([f"sweep={sweep}"])
     assert cfg.optimizer.name == "adam" and cfg.data.val_size == 10000 and cfg.lr == 0.1
     assert grid_size(sweep) == cfg.sweep.trials
     trials = pd.DataFrame({"lr": 0.1, "eps": [1e-8, 1e-4, 1e-1], "val_acc": [0.80, 0.93, 0.91],

@@ -162,7 +162,7 @@ def test_arms_collapsed_alike_share_one_wrapped_title_line():
     """fig10_ablation stacked four "collapsed on 5/5 seeds" lines over each panel."""
     import pandas as pd
 
-    from experiments.figures import collapsed_title
+    from experiments.analysis.figures import collapsed_title
     arms = ["Adam", "AYLA", "Adam eps=1e-4", "Adam eps=1e-3", "Adam eps=1e-2"]
     part = pd.DataFrame([{"arm": arm, "seed": seed, "hidden": 8, "epoch": 1} for arm in arms for seed in range(5)])
     collapsed = {(8, arm, seed) for arm in arms if arm != "AYLA" for seed in range(5)}
@@ -174,8 +174,9 @@ def test_arms_collapsed_alike_share_one_wrapped_title_line():
 
 def test_the_lr_sensitivity_figure_explains_its_dotted_line_in_the_legend():
     """sens_cifar100 had a dotted line its legend did not explain."""
-    from experiments.figures import draw
-    from experiments.reproduce import compose_run, load_figure
+    from experiments.analysis.figures import draw
+    from experiments.presets import compose_run
+    from experiments.runs import load_figure
     metrics = load_figure(PROJECT / "results", "sens_cifar100")
     if metrics.empty:
         pytest.skip("no committed sens_cifar100 runs")

@@ -12,9 +12,10 @@ import pytest
 import torch
 from conftest import make_config, real_data
 
-from experiments import TASKS, mlp
-from experiments.config import DTYPES, arm_from_config
-from experiments.trainer import train
+from experiments.engine.config import DTYPES, arm_from_config
+from experiments.engine.trainer import train
+from experiments.models import mlp
+from experiments.tasks import TASKS
 
 NO_LOG = {"log": lambda line: None}
 ARMS = {"adam": ["optimizer=adam"], "ayla": ["optimizer=ayla", "N1=0.1", "N2=0.1"],
@@ -22,9 +23,7 @@ ARMS = {"adam": ["optimizer=adam"], "ayla": ["optimizer=ayla", "N1=0.1", "N2=0.1
 
 
 def build(experiment, *overrides):
-    """A task on one GEMM kernel: gemm=auto chooses per population shape, so a fused population and an arm alone
-    could take different kernels, and this module tests fusion, not kernels (tests/test_gemm.py does those)."""
-    cfg = make_config(f"experiment={experiment}", "gemm=aten", *overrides)
+    cfg = make_config(f"experiment={experiment}", *overrides)
     return cfg, TASKS[experiment](cfg, torch.device("cpu"), DTYPES[cfg.dtype])
 
 
@@ -132,7 +131,7 @@ def test_dynamic_eps_arm_is_adam_with_eps_over_its_own_factor():
     assert trained.metrics["dynamic_eps"].all()
 
     from ayla import ayla_factor
-    from experiments.trainer import SHUFFLE_STREAM, stream_seed
+    from experiments.engine.trainer import SHUFFLE_STREAM, stream_seed
     stacked, _ = task.init_params([0], 1)
     weights = [w.detach().clone().requires_grad_() for w in mlp.arm_weights(stacked, 0, 0)]
     W1, b1, W2, b2 = weights

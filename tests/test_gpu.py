@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import make_config, real_data
 
-from experiments import TASKS
-from experiments.config import DTYPES, arm_from_config
-from experiments.trainer import train
+from experiments.engine.config import DTYPES, arm_from_config
+from experiments.engine.trainer import train
+from experiments.tasks import TASKS
 
 OVERRIDES = ["hidden=32", "epochs=1", "lr=0.003", "data.train_subset=4096", "data.test_subset=1000"]
 POPULATIONS = {  # the shared-settings path (torch.optim fused) and the per-arm path (StackedUpdate, dynamic eps)

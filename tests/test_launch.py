@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import PROJECT, assert_same_across_thread_counts, real_data
 
-from experiments import launch, reproduce
+from experiments.pipelines import launch, reproduce
 
 QUICK = {"mnist": ["epochs=2", "data.train_subset=1024", "data.test_subset=500"]}
 FIGURES = ["fig01", "fig07"]  # a polynomial unit, two MNIST units, and fig07's controls in the second round
@@ -97,7 +97,7 @@ def test_local_jobs_share_the_cores():
 
 
 def test_a_unit_log_of_a_nested_run_set_stays_in_the_logs_folder(tmp_path):
-    from experiments.progress import Progress
+    from experiments.pipelines.progress import Progress
     progress = Progress(1, tmp_path, log=lambda line: None)
     progress.unit_log("fair/tuned_curvefit_H128")("epoch 1/300")
     progress.close()

@@ -8,11 +8,13 @@ import torch.nn.functional as F
 from conftest import make_config, real_data
 
 from ayla import AYLA
-from experiments import TASKS, mlp, optimizers
-from experiments.config import DTYPES, arm_from_config, check_run_config
+from experiments.engine import optimizers
+from experiments.engine.config import DTYPES, arm_from_config, check_run_config
+from experiments.engine.trainer import SHUFFLE_STREAM, population_key, stream_seed, train
 from experiments.errors import ConfigError
-from experiments.runner import run_population
-from experiments.trainer import SHUFFLE_STREAM, population_key, stream_seed, train
+from experiments.models import mlp
+from experiments.pipelines.runner import run_population
+from experiments.tasks import TASKS
 
 ELEMENTWISE = [name for name, spec in optimizers.REGISTRY.items() if spec.elementwise]
 COMMON = ["experiment=mnist", "hidden=16", "epochs=2", "dtype=float64", "data.train_subset=2048",

@@ -8,8 +8,11 @@ from conftest import CONF, make_config
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from experiments import TASKS, launch, reproduce
-from experiments.config import arm_from_config, check_run_config
+from experiments import presets as conf_presets
+from experiments.engine.config import arm_from_config, check_run_config
+from experiments.pipelines import launch
+from experiments.pipelines.units import figure_units
+from experiments.tasks import TASKS
 
 
 def presets(group: str) -> list[str]:
@@ -39,41 +42,41 @@ def test_optimizer_preset_composes_into_an_arm(name):
 @pytest.mark.parametrize("name", presets("figure"))
 @pytest.mark.slow
 def test_figure_preset_composes_every_arm_and_control(name):
-    preset = reproduce.compose_run([f"figure={name}"])
+    preset = conf_presets.compose_run([f"figure={name}"])
     assert preset.figure.name == name and preset.figure.kind
     if preset.figure.get("runs"):  # drawn from another figure's runs: that preset's settings are this one's
-        source = reproduce.compose_run([f"figure={preset.figure.runs}"])
-        assert reproduce.figure_units(name) == [] and not source.figure.get("runs")
+        source = conf_presets.compose_run([f"figure={preset.figure.runs}"])
+        assert figure_units(name) == [] and not source.figure.get("runs")
         assert {k: v for k, v in source.items() if k != "figure"} == {k: v for k, v in preset.items() if k != "figure"}
         assert source.figure.arms == preset.figure.arms and source.figure.hidden == preset.figure.hidden
         return
-    units = reproduce.figure_units(name)
+    units = figure_units(name)
     assert [u.hidden for u in units] == list(preset.figure.hidden)
     for unit in units:
         assert unit.names and len(unit.names) == len(unit.cfgs)
         for cfg, arm in zip(unit.cfgs, unit.names):
             check_run_config(cfg)
             assert arm_from_config(cfg, arm).name == arm
-    for control in reproduce.control_sets(preset):  # composed without their figure's runs where they need none
+    for control in conf_presets.control_sets(preset):  # composed without their figure's runs where they need none
         arms = preset.figure[control].arms
         assert arms, control
         if control != "ablation":
-            for unit in reproduce.figure_units(name, arms_key=f"{control}.arms"):
+            for unit in figure_units(name, arms_key=f"{control}.arms"):
                 for cfg in unit.cfgs:
                     check_run_config(cfg)
     # each control is matched to an AYLA arm of the figure (its scale, its exponents, its share's denominator)
     controls = {arm for control in ("ablation", "dynamic_eps") if control in preset.figure
                 for arm in preset.figure[control].arms}
-    matched = reproduce.matched_arms(preset.figure)
+    matched = conf_presets.matched_arms(preset.figure)
     assert set(matched) == controls
-    arms = reproduce.figure_arms(preset.figure)
+    arms = conf_presets.figure_arms(preset.figure)
     assert all(arms[arm][0] == "optimizer=ayla" for arm in matched.values())
     assert set(preset.figure.get("ablation", {}).get("scaled", {})) <= controls
 
 
 @pytest.mark.parametrize("name", presets("sweep"))
 def test_sweep_preset_composes_and_its_grid_is_its_budget(name):
-    cfg = reproduce.compose_run([f"sweep={name}", "hidden=8"])
+    cfg = conf_presets.compose_run([f"sweep={name}", "hidden=8"])
     check_run_config(cfg)
     assert cfg.sweep.name == name and cfg.sweep.method
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -96,6 +99,6 @@ def test_launcher_preset_loads(name):
 
 def test_every_figure_and_sweep_is_reachable():
     """The reproduction runs every figure preset, and the fair comparisons every sweep preset."""
-    assert set(reproduce.load_settings().figures) == set(presets("figure"))
+    assert set(conf_presets.load_settings().figures) == set(presets("figure"))
     fair = OmegaConf.load(Path(CONF) / "fair.yaml")
     assert {s for c in fair.comparisons.values() for s in c.sweeps} == set(presets("sweep"))

@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 from conftest import PROJECT, real_data, run_cli
 
-from experiments import figures, report, reproduce
+from experiments import presets, runs
+from experiments.analysis import figures, report
 from experiments.errors import OutputError
 from experiments.io import write_atomic
+from experiments.pipelines import reproduce
 
 QUICK = {"mnist": ["epochs=2", "data.train_subset=1024", "data.test_subset=500"]}
 REPRODUCE = [sys.executable, str(PROJECT / "scripts" / "reproduce.py"), "--quick"]
@@ -25,15 +27,15 @@ def test_diverging_figure_is_recorded_and_the_rest_carries_on(tmp_path):
     real_data("mnist")
     exploding = {"polynomial": ["lr=10"], **QUICK}  # gradient descent on x⁴ − 3x³ + 2 with lr 10 overflows
     reproduce.run_figures(["fig01", "fig06"], [42], tmp_path, exploding, log=lambda line: None)
-    metrics = reproduce.load_figure(tmp_path, "fig01")
+    metrics = runs.load_figure(tmp_path, "fig01")
     for arm, part in metrics.groupby("arm"):  # each arm stops at its diverged epoch, recorded as such
         last = part.sort_values("epoch").iloc[-1]
         assert last["diverged"] and not np.isfinite(last["train_loss"]) and last["epoch"] < 50, arm
         assert not part["diverged"].iloc[:-1].any()
-    assert not reproduce.load_figure(tmp_path, "fig06").empty, "the next figure still ran"
+    assert not runs.load_figure(tmp_path, "fig06").empty, "the next figure still ran"
     text = report.build_report(tmp_path)
     assert "*Diverged: " in text and "AYLA seed 42 at epoch" in text and "SGD seed 42 at epoch" in text
-    figures.draw(reproduce.compose_run(["figure=fig01"]).figure, metrics)  # and it still draws
+    figures.draw(presets.compose_run(["figure=fig01"]).figure, metrics)  # and it still draws
 
 
 @pytest.mark.slow

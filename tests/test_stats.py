@@ -1,4 +1,4 @@
-"""Paired comparisons, collapsed runs and the share of AYLA's gain a control reproduces (experiments/stats.py)."""
+"""Paired comparisons, collapsed runs and the share of AYLA's gain a control reproduces (analysis/stats.py)."""
 
 import math
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from experiments import stats
+from experiments.analysis import stats
 
 SEEDS = [42, 43, 44, 45, 46]
 

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from conftest import make_config, real_data
 
 from ayla import AYLA
-from experiments import TASKS, mlp
-from experiments.config import DTYPES, arm_from_config
-from experiments.trainer import SHUFFLE_STREAM, stream_seed, train
+from experiments.engine.config import DTYPES, arm_from_config
+from experiments.engine.trainer import SHUFFLE_STREAM, stream_seed, train
+from experiments.models import mlp
+from experiments.tasks import TASKS
 
 OVERRIDES = ["optimizer=ayla", "N1=0.1", "N2=1.5", "lr=0.01", "hidden=16", "epochs=2", "dtype=float64",
              "data.train_subset=2048", "data.test_subset=500"]

@@ -1,0 +1,58 @@
+"""The experiments, one module each (experiments/tasks/<name>.py, with `build(cfg, device, dtype) -> Task`), named
+by the preset conf/experiment/<name>.yaml (its `experiment.name`). Both are found here by name, so adding an
+experiment is one Task module and one YAML; an image data set's module also has its `SPEC` (tasks/data.py).
+"""
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from experiments import experiment_names
+from experiments.tasks.data import SPLITS, find_split
+
+
+def experiment_module(name: str):
+    try:
+        return importlib.import_module(f"experiments.tasks.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"experiments.tasks.{name}":
+            raise
+        raise KeyError(f"experiment {name!r} has no module experiments/tasks/{name}.py (known: "
+                       f"{', '.join(experiment_names())})") from None
+
+
+class Registry(Mapping):
+    """name → what `attribute` of experiments/tasks/<name>.py holds, for every experiment that defines it."""
+
+    def __init__(self, attribute: str):
+        self.attribute = attribute
+
+    def __getitem__(self, name: str):
+        if name not in experiment_names():
+            raise KeyError(f"no experiment {name!r}: conf/experiment/ has {', '.join(experiment_names())}")
+        value = getattr(experiment_module(name), self.attribute, None)
+        if value is None:
+            raise KeyError(f"experiment {name!r} has no {self.attribute}")
+        return value
+
+    def __iter__(self):
+        return iter([n for n in experiment_names() if hasattr(experiment_module(n), self.attribute)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+TASKS = Registry("build")      # experiment name → build(cfg, device, dtype) -> Task
+DATASETS = Registry("SPEC")    # image data set name → its DatasetSpec
+
+
+def check_available(cfgs) -> None:
+    """Before any training: every image data set these run configs read is under its root (fetched now where
+    data.download allows it), else one DataError line, so a long run never fails at its third figure."""
+    seen = set()
+    for cfg in cfgs:
+        name, root = cfg.experiment.name, Path(cfg.data.root).expanduser().resolve()
+        if name in DATASETS and (name, root) not in seen:
+            seen.add((name, root))
+            for split in SPLITS:
+                find_split(root, DATASETS[name], split, bool(cfg.data.download))
