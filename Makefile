@@ -23,9 +23,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install the project with its dev tools
 
-test: $(VENV)/.installed ## lint, then the whole test suite
+test: $(VENV)/.installed ## lint, then the whole test suite (pytest-xdist: one worker per core)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 test-quick: $(VENV)/.installed ## the inner loop: every test not marked slow (under a minute on 2 cores)
 	$(PY) -m pytest -m "not slow"
@@ -52,7 +52,7 @@ compare: $(VENV)/.installed ## does a rerun agree with results/? OUT=<the rerun'
 	@test -n "$(OUT)" || { echo "usage: make compare OUT=<folder of a rerun, e.g. from make reproduce OUT=...>"; exit 2; }
 	$(PY) scripts/compare.py --out $(OUT)
 
-figures: $(VENV)/.installed ## redraw figures and REPORT.md from the CSVs alone
+figures: $(VENV)/.installed ## redraw figures, REPORT.md, BENCH.md and the README block from the CSVs alone
 	$(PY) scripts/reproduce.py --draw-only $(if $(OUT),--out $(OUT))
 
 fair: $(VENV)/.installed ## tuned baselines vs AYLA with equal budgets (MNIST, CIFAR-100, curve fit), after make reproduce; JOBS=2 trials side by side
@@ -61,5 +61,5 @@ fair: $(VENV)/.installed ## tuned baselines vs AYLA with equal budgets (MNIST, C
 fair-quick: $(VENV)/.installed ## the fair-comparison pipeline on small subsets, one seed
 	$(PY) scripts/fair.py --quick $(if $(OUT),--out $(OUT)) $(if $(LAUNCHER),--launcher $(LAUNCHER))
 
-bench: $(VENV)/.installed ## time an epoch (numpy, DataLoader, suite, fused, an lr sweep fused vs apart) into results/bench.csv; TINY=1 for a check
+bench: $(VENV)/.installed ## time an epoch (numpy, DataLoader, suite, fused, an lr sweep) into results/bench.csv and BENCH.md; TINY=1 for a check
 	$(PY) scripts/bench.py $(if $(TINY),--tiny)

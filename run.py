@@ -13,6 +13,7 @@ try:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
 
+    from experiments import share_project_path
     from experiments.engine.config import check_cli_overrides, check_run_config, ignored_settings
     from experiments.errors import AylaError, ConfigError
     from experiments.pipelines.runner import run_population, write_run
@@ -21,6 +22,7 @@ except ModuleNotFoundError as missing:  # e.g. the system Python instead of the 
              "`make run ARGS=\"...\"` or `.venv/bin/python run.py ...`")
 
 CONF = Path(__file__).resolve().parent / "conf"
+share_project_path()  # Hydra's launchers start jobs that unpickle this run's function: they must find experiments/
 
 
 def discard_if_empty(folder: Path) -> None:

@@ -22,6 +22,14 @@ PROJECT = Path(__file__).resolve().parent.parent
 CONF = PROJECT / "conf"
 
 
+def share_project_path() -> None:
+    """Put the project folder on PYTHONPATH for the processes this one starts (submitit jobs, Hydra's launchers):
+    experiments/ runs from the checkout and is not installed, so a job unpickling a unit must find it there."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(PROJECT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(PROJECT), *paths])
+
+
 def default_data_root() -> str:
     """The one rule for where the data are (conf/config.yaml's data.root, `make`, scripts): $AYLA_DATA when set;
     else ../shared/data beside the project when it holds MNIST (this project's CI and sessions); else data/ in the

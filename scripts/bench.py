@@ -62,7 +62,7 @@ def main() -> None:
     out = Path(args.out or settings.out)
     write_csv(frame, out)
     write_csv(steps, out.with_name(f"{out.stem}_steps.csv"))
-    write_atomic(out.with_name("BENCH.md"), build_bench(out.parent))
+    write_atomic(out.with_name("BENCH.md"), build_bench(out.parent, out))
     columns = ["dataset", "hidden", "variant", "optimizer", "gemm", "seconds_per_arm_epoch", "speedup_vs_numpy",
                "speedup_vs_loader", "gemm_fraction", "gemm_ceiling"]
     print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))

@@ -1,4 +1,7 @@
-"""Shared test helpers: config composition, the real data in ../shared/data, running run.py."""
+"""Shared test helpers: config composition, the real data in ../shared/data, running run.py.
+
+tests/ayla/ holds the add-on's tests (torch and pytest alone, plus the stacks of its integrations); the rest test
+the suite, one module per concern."""
 
 import os
 import subprocess
@@ -6,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))  # run.py, the command line, is imported by the CLI tests
@@ -43,6 +45,7 @@ def real_data(name: str) -> Path:
 
 def make_config(*overrides: str):
     """The composed run config, as `python run.py <overrides>` would see it."""
+    from hydra import compose, initialize_config_dir  # here: the add-on's tests (tests/ayla/) need torch alone
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 

@@ -167,3 +167,11 @@ def test_step_rows_keep_each_timing_fastest_round_and_sum_after():
     assert us["GEMMs of a step"] == pytest.approx(130) and us["sum of the parts"] == pytest.approx(230)
     assert us["step in the trainer (epoch less evaluation, per batch)"] == pytest.approx(900)
     assert us["beyond the GEMMs (step − GEMMs)"] == pytest.approx(770)
+
+
+def test_rounds_alternate_their_order():
+    """Each round measures every item, every other round in reverse: two items compared are then measured close
+    in time at least once, whichever way the machine drifts."""
+    from experiments.perf.bench import in_rounds
+    assert in_rounds(["a", "b", "c"], 3) == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert in_rounds(["a", "b"], 1) == ["a", "b"]

@@ -26,12 +26,12 @@ def test_local_jobs_write_the_same_csvs_as_in_process(tmp_path):
     lines = []
     reproduce.run_figures(FIGURES, [42], tmp_path / "local", QUICK, log=lines.append, launcher="local")
     here, jobs = csvs(tmp_path / "inprocess"), csvs(tmp_path / "local")
-    # fig01; fig07, its ablation, dynamic-eps, bfloat16, aten and oneDNN sets at 2 H
-    assert len(here) == 13 and here.keys() == jobs.keys()
+    # fig01; fig07, its ablation, dynamic-eps and bfloat16 sets at 2 H
+    assert len(here) == 9 and here.keys() == jobs.keys()
     for path, frame in here.items():
         assert_same_across_thread_counts(frame, jobs[path])  # threads: all cores vs shared among jobs
     started = [line for line in lines if "started" in line]
-    assert len(started) == 13 and sum("job finished" in line for line in lines) == 13
+    assert len(started) == 9 and sum("job finished" in line for line in lines) == 9
     assert (tmp_path / "local" / "logs" / "fig07_H8.log").read_text().count("epoch") >= 2  # per-epoch lines
 
 
@@ -77,13 +77,13 @@ def test_make_reproduce_quick_with_the_local_launcher_from_the_command_line(tmp_
     for launcher in ("local", "inprocess"):
         out = tmp_path / launcher
         result = subprocess.run(["make", "--no-print-directory", "reproduce-quick", f"OUT={out}",
-                                 f"LAUNCHER={launcher}", "FIGURES=fig01,fig06,fig07"], cwd=PROJECT,
+                                 f"LAUNCHER={launcher}", "FIGURES=fig01,fig06"], cwd=PROJECT,
                                 capture_output=True, text=True, timeout=1200)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        assert (out / "REPORT.md").exists() and len(list((out / "figures").glob("*.png"))) >= 4
+        assert (out / "REPORT.md").exists() and {p.stem for p in (out / "figures").glob("*.png")} == {"fig01", "fig06"}
         assert ("job finished" in result.stdout + result.stderr) == (launcher == "local")
         runs[launcher] = csvs(out)
-    assert len(runs["local"]) == 15 and runs["local"].keys() == runs["inprocess"].keys()
+    assert len(runs["local"]) == 3 and runs["local"].keys() == runs["inprocess"].keys()  # fig01, fig06 at 2 H
     for path, frame in runs["inprocess"].items():  # 2 parallel jobs write the same CSVs as one process
         assert_same_across_thread_counts(frame, runs["local"][path])
 

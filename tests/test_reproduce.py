@@ -20,7 +20,8 @@ from experiments.io import write_csv
 from experiments.pipelines import reproduce, units
 from experiments.pipelines.units import figure_units, is_complete
 
-# DESIGN.md §3: experiment, hidden sizes, lr, and per arm (optimizer, N1, N2)
+# The paper's figures (their captions and section 3), written here from the paper: experiment, hidden sizes, lr,
+# and per arm (optimizer, N1, N2)
 PAPER_FIGURES = {
     "fig01": ("polynomial", [None], 0.03, {"SGD": ("sgd", None, None), "AYLA": ("ayla", 1.0, 1.4)}),
     "fig02": ("polynomial", [None], 0.03, {"SGD": ("sgd", None, None), "AYLA": ("ayla", 1.0, 1.4)}),
@@ -213,14 +214,14 @@ def test_interrupted_reproduction_resumes_without_rerunning(tmp_path, monkeypatc
         calls.append((cfgs[0].hidden, todo))
         return real_run(cfgs, todo, names, log=log)
 
-    monkeypatch.setattr(reproduce, "run_population", dies_after_first)
+    monkeypatch.setattr(units, "run_population", dies_after_first)
     with pytest.raises(KeyboardInterrupt):
         reproduce.run_figures(["fig06", "fig01"], seeds, tmp_path / "resumed", QUICK, log=lambda line: None)
     done = sorted(p.parent.name for p in (tmp_path / "resumed").rglob("metrics.csv"))
     assert done == ["H8_seed42", "H8_seed43"]
 
     reran = []
-    monkeypatch.setattr(reproduce, "run_population",
+    monkeypatch.setattr(units, "run_population",
                         lambda cfgs, todo, names, log: reran.append((cfgs[0].figure.name, cfgs[0].hidden, todo))
                         or real_run(cfgs, todo, names, log=log))
     reproduce.run_figures(["fig06", "fig01"], seeds, tmp_path / "resumed", QUICK, log=lambda line: None)
@@ -349,7 +350,11 @@ def test_wall_times_before_and_after_sum_each_run_sets_populations(tmp_path):
     population(before, "fig07/H8_seed{seed}", [44], 6.0, "aten")
     population(before, "fig01/seed{seed}", [42, 43, 44], 3.0, "aten")
     population(after, "fig07/H8_seed{seed}", [42, 43, 44], 4.0, "onednn+aten_nt")
+    population(before, "fig06/H8_seed{seed}", [42, 43, 44], 9.0, "aten")
+    population(after, "fig06/H8_seed{seed}", [42], 2.0, "aten")  # a 1-seed rerun: its time is not comparable
     times = compare.time_table(before, after)
+    fig06 = times[times["run_set"] == "fig06"].iloc[0]
+    assert pd.isna(fig06["after_seconds"]) and fig06["after_seeds"] == 1
     fig07 = times[times["run_set"] == "fig07"].iloc[0]
     assert (fig07["hidden"], fig07["seeds"], fig07["before_seconds"], fig07["after_seconds"]) == ("8", 3, 16.0, 4.0)
     assert fig07["after_gemm"] == "onednn+aten_nt" and fig07["before_commits"] == "abcdef0"
@@ -357,7 +362,8 @@ def test_wall_times_before_and_after_sum_each_run_sets_populations(tmp_path):
     table = compare.render_times(times)
     assert "| fig07 | 8 | 3 | 16 | aten | 4 | onednn+aten_nt | 4.00× |" in table
     assert "| fig01 |  | 3 | 3 | aten | – | | |" in table
-    assert table[-1] == ("1 of 2 run sets and sizes rerun (not in the rerun: fig01): 0.3 min before, 0.1 min "
+    assert table[-1] == ("1 of 3 run sets and sizes rerun for as many seeds (their wall times compared); rerun for "
+                         "other seeds, not timed here: fig06; not in the rerun: fig01: 0.3 min before, 0.1 min "
                          "after, 4.00× faster")
     write_csv(times, tmp_path / "reproduce_times.csv")  # what --times saves; the report shows it
     section = speed.reproduce_time_section(tmp_path)
@@ -371,10 +377,16 @@ def test_reproduction_says_up_front_what_it_skips_and_trains(tmp_path):
     logged = []
     reproduce.run_figures(["fig06"], [42], tmp_path, QUICK, log=logged.append)
     assert logged[0].startswith(f"plan for {tmp_path}:") and "reruns everything from scratch" in logged[0]
-    assert "  fig06 H=8: train 2 arm(s) × seeds [42] (no estimate)" in logged  # quick settings: no estimate
+    # quick settings: the committed run's seconds per seed × the share of its optimizer steps (2 epochs of 1024 rows
+    # in batches of 256 against the committed run's 40 epochs × 234 steps)
+    committed = OmegaConf.load(PROJECT / "results" / "fig06" / "H8_seed42" / "config.yaml").population
+    steps = pd.read_csv(PROJECT / "results" / "fig06" / "H8_seed42" / "metrics.csv")["step"].max()
+    scaled = committed.wall_seconds / len(committed.seeds) * 2 * (1024 // 256) / steps
+    assert f"  fig06 H=8: train 2 arm(s) × seeds [42] (~{scaled:.0f} s)" in logged
+    assert "(scaled by optimizer steps: rough;" in logged[0]
     logged.clear()
     reproduce.run_figures(["fig06"], [42, 43], tmp_path, QUICK, log=logged.append)
-    assert "  fig06 H=8: train 2 arm(s) × seeds [43] (no estimate)" in logged[:3]
+    assert f"  fig06 H=8: train 2 arm(s) × seeds [43] (~{scaled:.0f} s)" in logged[:3]
     full = reproduce.plan(["fig06"], [42], tmp_path / "empty")
     estimate = float(re.search(r"fig06 H=256: train 2 arm\(s\) × seeds \[42\] \(~(\d+) s\)", "\n".join(full))[1])
     committed = OmegaConf.load(PROJECT / "results" / "fig06" / "H256_seed42" / "config.yaml").population

@@ -135,7 +135,7 @@ def render(rows: list[Row], reference: Path, rerun: Path) -> str:
 # --- wall time: how long the committed runs took against a rerun ---------------------------------------------
 
 TIME_COLUMNS = ["run_set", "hidden", "seeds", "before_seconds", "before_gemm", "before_commits", "after_seconds",
-                "after_gemm", "after_commits"]
+                "after_gemm", "after_commits", "after_seeds"]
 
 
 def run_configs(folder: Path) -> dict[Path, dict]:
@@ -213,22 +213,29 @@ def time_table(reference: Path, rerun: Path) -> pd.DataFrame:
     """The wall seconds of each run set and hidden size of the reference (e.g. the committed results): before
     (the reference) and after (the rerun, where it holds the same run set for as many seeds; else empty)."""
     before, after = wall_times(reference), wall_times(rerun)
-    both = before.merge(after, on=["run_set", "hidden", "seeds"], how="left", suffixes=("_before", "_after"))
+    both = before.merge(after, on=["run_set", "hidden"], how="left", suffixes=("_before", "_after"))
+    partial = both["seeds_after"].notna() & (both["seeds_after"] != both["seeds_before"])
     both = both.rename(columns={f"{c}_{when}": f"{when}_{c}" for c in ("seconds", "gemm", "commits")
-                                for when in ("before", "after")})
+                                for when in ("before", "after")}).rename(columns={"seeds_before": "seeds"})
+    both.loc[partial, ["after_seconds", "after_gemm", "after_commits"]] = np.nan  # not comparable: other seeds
+    both["after_seeds"] = both["seeds_after"].astype("Int64")
     return both[TIME_COLUMNS]
 
 
 def time_summary(times: pd.DataFrame) -> str:
-    """`36 of 44 run sets and sizes rerun (not in the rerun: fair/mnist_adam, ...): 290.1 min before, 150.2 min
-    after, 1.93× faster`: the totals over the run sets both have, naming those the rerun lacks (e.g. make fair's,
-    which make reproduce does not train), so that a partial rerun is not mistaken for a complete one or the
-    reverse."""
+    """`36 of 44 run sets and sizes rerun for as many seeds (their wall times compared); rerun for other seeds, not
+    timed here: fig06; not in the rerun: fair/tuned: 290.1 min before, 150.2 min after, 1.93× faster`: the totals
+    over the run sets both have for the same seeds, naming those the rerun holds for other seeds (a 1-seed rerun:
+    its arms are still compared, its wall time is not) and those it lacks (e.g. make fair's, which make reproduce
+    does not train), so that a partial rerun is not mistaken for a complete one or the reverse."""
     done = times[times["after_seconds"].notna()]
     before, after = done["before_seconds"].sum(), done["after_seconds"].sum()
-    missing = sorted(set(times.loc[times["after_seconds"].isna(), "run_set"]))
-    return (f"{len(done)} of {len(times)} run sets and sizes rerun"
-            + (f" (not in the rerun: {', '.join(missing)})" if missing else "")
+    seeds = times["after_seeds"] if "after_seeds" in times else pd.Series(pd.NA, index=times.index)
+    fewer = sorted(set(times.loc[times["after_seconds"].isna() & seeds.notna(), "run_set"]))
+    missing = sorted(set(times.loc[times["after_seconds"].isna() & seeds.isna(), "run_set"]))
+    return (f"{len(done)} of {len(times)} run sets and sizes rerun for as many seeds (their wall times compared)"
+            + (f"; rerun for other seeds, not timed here: {', '.join(fewer)}" if fewer else "")
+            + (f"; not in the rerun: {', '.join(missing)}" if missing else "")
             + f": {before / 60:.1f} min before, {after / 60:.1f} min after"
             + (f", {before / after:.2f}× faster" if after else ""))
 

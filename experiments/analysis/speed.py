@@ -8,9 +8,10 @@ import pandas as pd
 from experiments.analysis.compare import render_times
 
 
-def bench_section(out: Path) -> list[str]:
-    """The benchmark table (make bench), if it has been run, with each target and the ratio it reached."""
-    path = Path(out) / "bench.csv"
+def bench_section(path: Path) -> list[str]:
+    """The benchmark table of `path` (make bench's CSV), if it has been run, with each target and the ratio it
+    reached, and where a step goes (the `<name>_steps.csv` beside it)."""
+    path = Path(path)
     if not path.exists():
         return []
     bench = pd.read_csv(path)
@@ -39,7 +40,7 @@ def bench_section(out: Path) -> list[str]:
         lines.append(f"| {r.dataset} | {r.hidden} | {r.variant} | {r.optimizer} | {r.gemm} | "
                      f"{r.seconds_per_arm_epoch:.3f} | {r.speedup_vs_numpy:.2f} | {r.speedup_vs_loader:.2f} | "
                      f"{r.gemm_fraction:.0%} | {percent(r.gemm_ceiling)} |")
-    return lines + [""] + bench_targets(bench) + step_lines(path.with_name("bench_steps.csv"))
+    return lines + [""] + bench_targets(bench) + step_lines(path.with_name(f"{path.stem}_steps.csv"))
 
 
 def step_lines(path: Path) -> list[str]:
@@ -63,7 +64,7 @@ def step_lines(path: Path) -> list[str]:
         gap = table.loc["step in the trainer (epoch less evaluation, per batch)"] - table.loc["sum of the parts"]
         lines.append("| the trainer's loop beyond its parts timed alone (step − sum of the parts) | "
                      + " | ".join(f"{v:.0f}" for v in gap) + " |")
-        if "step_gflop" in steps and (bench := path.with_name("bench.csv")).exists():
+        if "step_gflop" in steps and (bench := path.with_name(path.name.replace("_steps.csv", ".csv"))).exists():
             gflop = steps.groupby("optimizer", sort=False)["step_gflop"].first()
             lines += ["", gemm_ceiling(pd.read_csv(bench)["peak_gflops"].iloc[0], gflop, table.loc["GEMMs of a step"])]
         lines.append("")
@@ -128,7 +129,7 @@ def reproduce_time_section(out: Path) -> list[str]:
     if not path.exists():
         return []
     times = pd.read_csv(path, dtype={"hidden": str}, keep_default_na=False,
-                        na_values={"after_seconds": [""]})
+                        na_values={"after_seconds": [""], "after_seeds": [""]})
     return ["## Reproduction wall time (before and after)", "",
             "Wall seconds of each run set's populations as recorded in its runs' config.yaml: before, the committed "
             "runs (trained on aten with autograd, the one path today, at the commits named); after, a rerun of "
@@ -139,10 +140,10 @@ def reproduce_time_section(out: Path) -> list[str]:
             *render_times(times), ""]
 
 
-def build_bench(out: Path) -> str | None:
-    """BENCH.md's text from `<out>/bench.csv` (with bench_steps.csv) and `<out>/reproduce_times.csv`; None when
-    neither has been measured."""
-    sections = bench_section(out) + reproduce_time_section(out)
+def build_bench(out: Path, bench: Path | None = None) -> str | None:
+    """BENCH.md's text from `bench` (default `<out>/bench.csv`, with its `_steps.csv`) and
+    `<out>/reproduce_times.csv`; None when neither has been measured."""
+    sections = bench_section(bench or Path(out) / "bench.csv") + reproduce_time_section(out)
     if not sections:
         return None
     return "\n".join(["# Speed of the suite", "",

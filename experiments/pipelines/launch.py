@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import CONF, PROJECT
+from experiments import CONF, share_project_path
 from experiments.errors import AylaError
 from experiments.pipelines.units import is_complete, run_unit
 
@@ -119,10 +119,7 @@ def run_units(units: list, seeds: list[int], out: Path, settings: DictConfig, pr
         else:
             todo.append(unit)
     folder = Path(out) / "logs" / "submitit"
-    # a job unpickles its unit from experiments/, which runs from this checkout (it is not installed)
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if str(PROJECT) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(PROJECT), *filter(None, paths)])
+    share_project_path()  # a job unpickles its unit from experiments/, which runs from this checkout
     executor = submitit.AutoExecutor(folder=folder, cluster=settings.executor)
     executor.update_parameters(**OmegaConf.to_container(settings.parameters, resolve=True))
     limit, threads = int(settings.get("jobs") or 0), threads_per_job(settings)

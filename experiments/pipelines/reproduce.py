@@ -8,6 +8,7 @@ plan says first what will be skipped and trained, with estimates from the commit
 import time
 from pathlib import Path
 
+import pandas as pd
 from omegaconf import OmegaConf
 
 from experiments import CONF
@@ -30,13 +31,36 @@ def seconds_per_seed(figure: str, hidden) -> float | None:
     return None
 
 
+def committed_steps(figure: str, hidden) -> tuple[int, int] | None:
+    """(epochs, optimizer steps) of one seed of this population in the committed runs."""
+    prefix = f"H{hidden}_" if hidden else ""
+    for metrics in sorted((COMMITTED / figure).glob(f"{prefix}seed*/metrics.csv")):
+        frame = pd.read_csv(metrics, usecols=["epoch", "step"])
+        return int(frame["epoch"].max()), int(frame["step"].max())
+    return None
+
+
+def step_share(cfg, figure: str, hidden) -> float | None:
+    """The optimizer steps of a run config as a share of the committed run's (the quick mode's few epochs on a
+    subset against the full run), or None when that run is not there."""
+    committed = committed_steps(figure, hidden)
+    if committed is None:
+        return None
+    epochs, steps = committed
+    per_epoch = steps / epochs  # full batch: 1; mini-batches: the whole training set's
+    if cfg.batch_size is not None and int(cfg.data.train_subset):
+        per_epoch = min(per_epoch, (int(cfg.data.train_subset) - int(cfg.data.val_size)) // int(cfg.batch_size))
+    return int(cfg.epochs) * per_epoch / steps
+
+
 def duration(seconds: float) -> str:
     return f"~{seconds:.0f} s" if seconds < 90 else f"~{seconds / 60:.0f} min"
 
 
 def plan(figures: list[str], seeds: list[int], out: Path, extra: dict | None = None) -> list[str]:
-    """What a reproduction into `out` will skip and train, with estimates from the committed runs' wall times
-    (full settings only; the machine that made them is named in results/REPORT.md)."""
+    """What a reproduction into `out` will skip and train, with estimates from the committed runs' wall times (the
+    machine that made them is named in results/REPORT.md); with `extra` (the quick mode) scaled by the share of
+    optimizer steps, a rough estimate that leaves out the fixed cost of each population."""
     lines, total, unknown = [], 0.0, 0
     all_seeds = seeds
     for figure in figures:
@@ -50,8 +74,8 @@ def plan(figures: list[str], seeds: list[int], out: Path, extra: dict | None = N
             for hidden in preset.figure.hidden:
                 prefix = f"H{hidden}_" if hidden else ""
                 label = f"{name}" + (f" H={hidden}" if hidden else "")
+                unit = next(u for u in figure_units(figure, extra) if u.hidden == hidden)
                 if name == figure:
-                    unit = next(u for u in figure_units(figure, extra) if u.hidden == hidden)
                     todo = [seed for seed in seeds if not is_complete(unit, unit.folder(out, seed))]
                 else:  # its settings depend on the figure's runs: judged by the files alone
                     todo = [seed for seed in seeds if not (Path(out) / name / f"{prefix}seed{seed}" /
@@ -59,12 +83,17 @@ def plan(figures: list[str], seeds: list[int], out: Path, extra: dict | None = N
                 if not todo:
                     lines.append(f"  {label}: complete for seeds {seeds}, skipped")
                     continue
-                per_seed = None if extra else seconds_per_seed(name, hidden)
+                per_seed = seconds_per_seed(name, hidden)
+                if per_seed is not None and extra:
+                    share = step_share(unit.cfgs[0], figure, hidden)
+                    per_seed = None if share is None else per_seed * share
                 estimate = "no estimate" if per_seed is None else duration(per_seed * len(todo))
                 total += per_seed * len(todo) if per_seed else 0
                 unknown += per_seed is None
                 lines.append(f"  {label}: train {len(arms)} arm(s) × seeds {todo} ({estimate})")
     summary = (f"plan for {out}: {duration(total)} of training by the committed runs' wall times"
+               + (" (scaled by optimizer steps: rough; loading data, evaluating and drawing come on top)"
+                  if extra else "")
                + (f", plus {unknown} population(s) without an estimate" if unknown else "")
                + "; `make reproduce OUT=<new folder>` reruns everything from scratch")
     return [summary, *lines]

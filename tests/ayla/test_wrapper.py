@@ -218,7 +218,7 @@ def test_step_without_loss_is_an_error_unless_every_gradient_is_zero():
 
 @pytest.mark.slow
 def test_adam_divides_a_constant_gradient_scale_away_up_to_eps():
-    """DESIGN §9: Adam fed c·g with eps·c steps exactly as Adam fed g with eps; so AYLA on Adam acts only
+    """Adam fed c·g with eps·c steps exactly as Adam fed g with eps; so AYLA on Adam acts only
     through how its factor varies from step to step and through eps, never through its mean size."""
     c = 1e-4
 

@@ -67,7 +67,7 @@ def test_unit_loss_uses_exponent_one():
 
 
 def test_polynomial_minimum_transformed_keeps_sign():
-    # DESIGN §1: the minimum of x⁴ − 3x³ + 2 is ≈ −6.5; transformed with n = 1.4 it is ≈ −14.
+    # The paper's polynomial (section 3): the minimum of x⁴ − 3x³ + 2 is ≈ −6.5; transformed with n = 1.4 it is ≈ −14.
     x = torch.tensor(2.25, dtype=torch.float64)
     fx = x**4 - 3 * x**3 + 2
     assert fx.item() == pytest.approx(-6.54296875)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ayla import AYLA, ayla_factor, ayla_loss, find_ayla
 
-pytestmark = pytest.mark.slow  # importing lightning and transformers alone takes ~10 s (tests/conftest.py)
+pytestmark = pytest.mark.slow  # importing lightning and transformers alone takes ~10 s (the quick loop skips it)
 
 N1, N2 = 0.5, 1.5  # losses here cross 1, so both exponents are used
 

@@ -3,6 +3,7 @@
 needs) is the only package besides the wheel."""
 
 import importlib.metadata
+import os
 import re
 import subprocess
 import sys
@@ -71,33 +72,59 @@ def readme_addon_snippet() -> str:
     return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
 
 
-def test_the_readme_snippet_runs_with_torch_alone(wheel, tmp_path):
-    env_dir = tmp_path / "bare"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    python = env_dir / "bin" / "python"
-    # torch and what torch requires, made visible through one .pth (no download): nothing else of this venv
-    visible = tmp_path / "torch_only"
+def clean_env() -> dict:
+    """This process's environment without PYTHONPATH: nothing of the checkout leaks into the bare venv."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+@pytest.fixture(scope="module")
+def bare_python(wheel, tmp_path_factory) -> Path:
+    """A fresh venv holding the wheel, with torch and pytest (and what each requires) made visible through one
+    .pth (no download): nothing else of this venv."""
+    root = tmp_path_factory.mktemp("bare")
+    venv.EnvBuilder(with_pip=True).create(root / "venv")
+    python = root / "venv" / "bin" / "python"
+    visible = root / "torch_and_pytest"
     visible.mkdir()
     site = next(p for p in map(Path, sys.path) if (p / "torch" / "__init__.py").exists())
-    for dist in requirement_closure("torch"):
+    for dist in requirement_closure("torch") | requirement_closure("pytest"):
         for entry in top_level_entries(dist):
             if (site / entry).exists() and not (visible / entry).exists():
                 (visible / entry).symlink_to(site / entry)
     bare_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    (Path(bare_site) / "torch_only.pth").write_text(str(visible) + "\n")
+                               capture_output=True, text=True, check=True, env=clean_env()).stdout.strip()
+    (Path(bare_site) / "torch_and_pytest.pth").write_text(str(visible) + "\n")
     # the venv's own setuptools (ensurepip's, older than torch allows) gives way to the one torch requires
-    subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "setuptools"], capture_output=True, timeout=120)
+    subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "setuptools"], capture_output=True, timeout=120,
+                   env=clean_env())
     install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--no-deps", str(wheel)],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=300, env=clean_env())
     assert install.returncode == 0, install.stderr[-2000:]
-    check = subprocess.run([str(python), "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    return python
+
+
+def test_the_readme_snippet_runs_with_torch_alone(bare_python, tmp_path):
+    check = subprocess.run([str(bare_python), "-m", "pip", "check"], capture_output=True, text=True, timeout=120,
+                           env=clean_env())
     assert check.returncode == 0, check.stdout + check.stderr  # every requirement of ayla (torch) is met
-    absent = subprocess.run([str(python), "-c", "import importlib.util as u; print([m for m in ('hydra', 'pandas', "
-                             "'matplotlib', 'scipy', 'torchvision', 'experiments') if u.find_spec(m)])"],
-                            capture_output=True, text=True, cwd=tmp_path, check=True)
+    absent = subprocess.run([str(bare_python), "-c", "import importlib.util as u; print([m for m in ('hydra', "
+                             "'pandas', 'matplotlib', 'scipy', 'torchvision', 'experiments') if u.find_spec(m)])"],
+                            capture_output=True, text=True, cwd=tmp_path, check=True, env=clean_env())
     assert absent.stdout.strip() == "[]"
     script = tmp_path / "snippet.py"
     script.write_text(readme_addon_snippet())
-    result = subprocess.run([str(python), str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    result = subprocess.run([str(bare_python), str(script)], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=300, env=clean_env())
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_addons_own_tests_pass_with_torch_and_pytest_alone(bare_python, tmp_path):
+    """tests/ayla/test_transform.py and test_wrapper.py, run by the bare venv's python against the installed wheel
+    (a copy of the two files outside the checkout, so that nothing of the suite is on the path)."""
+    for name in ("test_transform.py", "test_wrapper.py"):
+        (tmp_path / name).write_text((PROJECT / "tests" / "ayla" / name).read_text())
+    result = subprocess.run([str(bare_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_transform.py",
+                             "test_wrapper.py"], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                            env=clean_env())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout.splitlines()[-1] and " failed" not in result.stdout.splitlines()[-1]
