@@ -1,11 +1,21 @@
-"""Every base optimizer of the registry, chosen by config alone (`optimizer=<name>`, `optimizer=ayla
-optimizer.base=<name>`), trains the MNIST MLP exactly as torch.optim (and ayla.AYLA around it) does in a plain loop,
-fused or alone; a base whose update is not elementwise is refused with its reason."""
+"""Every base optimizer of the registry (one YAML each in conf/optimizer/), chosen by config alone
+(`optimizer=<name>`, `optimizer=ayla optimizer.base=<name>`), trains the MNIST MLP exactly as torch.optim (and
+ayla.AYLA around it) does in a plain loop, fused or alone; a new one is one YAML; a base whose update is not
+elementwise is refused with its reason."""
 
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_config, real_data
+from conftest import PROJECT, make_config, real_data
+from omegaconf import OmegaConf
 
 from ayla import AYLA
 from experiments.engine import optimizers
@@ -16,7 +26,7 @@ from experiments.models import mlp
 from experiments.pipelines.runner import run_population
 from experiments.tasks import TASKS
 
-ELEMENTWISE = [name for name, spec in optimizers.REGISTRY.items() if spec.elementwise]
+ELEMENTWISE = [name for name in optimizers.names() if optimizers.load(name).elementwise]
 COMMON = ["experiment=mnist", "hidden=16", "epochs=2", "dtype=float64", "data.train_subset=2048",
           "data.test_subset=500", "lr=0.003"]
 
@@ -26,7 +36,7 @@ def plain_loop(task, base: str, settings: dict, lr: float, seed: int, epochs: in
     stacked, _ = task.init_params([seed], 1)
     weights = [w.detach().clone().requires_grad_() for w in mlp.arm_weights(stacked, 0, 0)]
     W1, b1, W2, b2 = weights
-    spec = optimizers.REGISTRY[base]
+    spec = optimizers.load(base)
     optimizer = spec.cls(weights, **spec.kwargs(lr, settings))
     if ayla:
         optimizer = AYLA(optimizer, N1=ayla[0], N2=ayla[1])
@@ -74,24 +84,102 @@ def test_adamw_weight_decay_is_a_config_key_of_the_baseline_and_of_ayla():
     cfg = make_config(*COMMON, "optimizer=ayla", "optimizer.base=adamw", "+optimizer.weight_decay=0.2")
     arm = arm_from_config(cfg)
     assert (arm.base, arm.weight_decay, arm.ayla) == ("adamw", 0.2, True)
-    assert arm_from_config(make_config(*COMMON, "optimizer=adamw")).weight_decay == 0.01  # torch's default
+    adamw = OmegaConf.load(PROJECT / "conf" / "optimizer" / "adamw.yaml")
+    assert arm_from_config(make_config(*COMMON, "optimizer=adamw")).weight_decay == adamw.weight_decay
     metrics, _ = run_population([cfg], [0], log=lambda line: None)
     assert (metrics["weight_decay"] == 0.2).all() and metrics["eps"].notna().all()
 
 
-def test_a_non_elementwise_base_is_refused_with_its_reason():
-    with pytest.raises(ConfigError, match="lbfgs cannot train fused populations: its update mixes every element"):
-        check_run_config(make_config(*COMMON, "optimizer=ayla", "optimizer.base=lbfgs"))
+def test_a_non_elementwise_base_is_refused_with_its_reason(tmp_path, monkeypatch):
+    """A YAML may name a class whose update mixes elements, saying so (`elementwise: false` and why): asking for it
+    is refused with that reason, before anything trains."""
+    shutil.copytree(PROJECT / "conf", tmp_path / "conf")
+    (tmp_path / "conf" / "optimizer" / "lbfgs.yaml").write_text(
+        "_target_: torch.optim.LBFGS\nname: lbfgs\nbase: lbfgs\nayla: false\nlr: ${lr}\ngrad_scale: 1.0\n"
+        "elementwise: false\nwhy: its update mixes every element of the parameters (a line search over all of them)\n")
+    monkeypatch.setattr(optimizers, "CONF", tmp_path / "conf")
+    optimizers.load.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=re.escape(
+                "optimizer.base=lbfgs cannot train fused populations: its update mixes every element of the "
+                "parameters (a line search over all of them). Use ayla.AYLA(torch.optim.LBFGS(...)) in your own loop")):
+            check_run_config(make_config(*COMMON, "optimizer=ayla", "optimizer.base=lbfgs"))
+    finally:
+        optimizers.load.cache_clear()
     with pytest.raises(ConfigError, match="optimizer.base must be one of"):
         check_run_config(make_config(*COMMON, "optimizer=ayla", "optimizer.base=shampoo"))
 
 
 def test_base_hyperparameters_are_checked_one_line_each():
-    for override, message in (("optimizer.alpha=1.5", "optimizer.alpha must be a finite number >= 0 and < 1"),
-                              ("optimizer.centered=3", "optimizer.centered must be true or false"),
-                              ("optimizer.eps=0", "optimizer.eps must be a finite number > 0")):
-        with pytest.raises(ConfigError, match=message):
+    """Types from the YAML's defaults, ranges from the class itself (its own ValueError), before anything trains."""
+    for override, message in (("optimizer.alpha=-0.5", "torch.optim.RMSprop refuses the settings of "
+                                                       "optimizer.base=rmsprop: Invalid alpha value: -0.5"),
+                              ("optimizer.centered=3", "optimizer.centered must be true or false, got 3"),
+                              ("optimizer.eps=nan", "optimizer.eps must be a finite number"),
+                              ("optimizer.eps=-1", "Invalid epsilon value: -1")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
             check_run_config(make_config(*COMMON, "optimizer=rmsprop", override))
+    with pytest.raises(ConfigError, match=re.escape("optimizer.betas must be a list of 2 finite numbers")):
+        check_run_config(make_config(*COMMON, "optimizer=adam", "optimizer.betas=[0.9]"))
+    with pytest.raises(ConfigError, match="Invalid beta parameter at index 1: 1.5"):
+        check_run_config(make_config(*COMMON, "optimizer=ayla", "optimizer.base=adamw", "+optimizer.betas=[0.9,1.5]"))
+
+
+SIGN_SGD = """
+import torch
+
+
+class SignSGD(torch.optim.Optimizer):
+    \"\"\"p <- p - lr * sign(g): elementwise, and neither foreach nor fused.\"\"\"
+
+    def __init__(self, params, lr=0.01, weight_decay=0.0):
+        if weight_decay < 0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.sub_(group["lr"] * (p.grad + group["weight_decay"] * p).sign())
+"""
+
+
+@pytest.mark.slow
+def test_a_new_optimizer_is_one_yaml_a_baseline_and_ayla_s_base_without_a_python_edit(tmp_path):
+    """A third-party class (here a module on PYTHONPATH, outside the suite) gets one YAML in a copy of the suite's
+    conf/optimizer/ and nothing else: `optimizer=signsgd` trains it, `optimizer=ayla optimizer.base=signsgd` trains
+    AYLA on it. sign(factor·g) = sign(g) for AYLA's positive factor, so the two runs move alike step for step, and
+    apart from plain SGD; its own range check refuses a bad value in one line."""
+    suite = tmp_path / "suite"
+    for name in ("ayla", "experiments", "conf"):
+        shutil.copytree(PROJECT / name, suite / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT / "run.py", suite / "run.py")
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "sign_sgd.py").write_text(SIGN_SGD)
+    (suite / "conf" / "optimizer" / "signsgd.yaml").write_text(
+        "_target_: sign_sgd.SignSGD\nname: signsgd\nbase: signsgd\nayla: false\nlr: ${lr}\nweight_decay: 0.0\n"
+        "grad_scale: 1.0\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugins")}
+
+    def run(*overrides):
+        result = subprocess.run([sys.executable, str(suite / "run.py"), "experiment=polynomial", "epochs=20",
+                                 *overrides], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return pd.read_csv(result.stdout.strip().splitlines()[-1].removeprefix("wrote "))
+
+    sign, ayla_sign, sgd = run("optimizer=signsgd"), run("optimizer=ayla", "optimizer.base=signsgd", "N1=0.5"), \
+        run("optimizer=sgd")
+    assert set(sign["base"]) == set(ayla_sign["base"]) == {"signsgd"} and ayla_sign["ayla"].all()
+    assert (ayla_sign["factor"] != 1).any()  # AYLA's factor was applied...
+    np.testing.assert_array_equal(sign["train_loss"], ayla_sign["train_loss"])  # ...and sign() undid it
+    assert not np.allclose(sign["train_loss"], sgd["train_loss"])
+    refused = subprocess.run([sys.executable, str(suite / "run.py"), "experiment=polynomial", "optimizer=signsgd",
+                              "optimizer.weight_decay=-1"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert refused.returncode != 0
+    assert "error: sign_sgd.SignSGD refuses the settings of optimizer.base=signsgd: Invalid weight_decay value: -1" \
+        in refused.stderr
 
 
 @pytest.mark.parametrize("base,settings", [("adam", {}), ("adam", {"weight_decay": 0.1}),
@@ -109,7 +197,7 @@ def test_the_direct_fused_adam_step_equals_torch_optim_bit_for_bit(base, setting
     torch_steps = []
     inner_step = ours.optimizer.step
     ours.optimizer.step = lambda: torch_steps.append(1) or inner_step()
-    spec = optimizers.REGISTRY[base]
+    spec = optimizers.load(base)
     torch_params = [p.clone() for p in start]
     reference = spec.cls(torch_params, **spec.kwargs(1e-3, settings), fused=True)
     for k, step_grads in enumerate(grads):

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from ayla.transform import check_exponents
 from experiments import experiment_names
 from experiments.engine import optimizers
-from experiments.engine.trainer import BASES, Arm
+from experiments.engine.trainer import Arm
 from experiments.errors import ConfigError
 
 TOP_LEVEL = {"experiment", "optimizer", "figure", "sweep", "lr", "N1", "N2", "epochs", "seed", "hidden",
@@ -105,9 +105,8 @@ def ignored_settings(cfg: DictConfig, overrides: list[str]) -> list[str]:
     """The settings given on the command line that the chosen optimizer does not read."""
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     ignored = [key for key, ignored in IGNORED_BY.items() if key in given and ignored(cfg.optimizer)]
-    if cfg.optimizer.base in optimizers.REGISTRY:  # a base hyperparameter the base does not have
-        uses = {"lr", "grad_scale", "dynamic_eps", "name", "base", "ayla", "N1", "N2"} | {
-            h.key for h in optimizers.REGISTRY[cfg.optimizer.base].hypers}
+    if cfg.optimizer.base in optimizers.names():  # a base hyperparameter the base's YAML does not pass
+        uses = optimizers.SUITE_KEYS | set(optimizers.load(cfg.optimizer.base).defaults)
         ignored += sorted(key for key in given if key.startswith("optimizer.")
                           and key.split(".")[1] not in uses)
     return ignored
@@ -140,24 +139,15 @@ def check_run_config(cfg: DictConfig) -> None:
 
 def check_optimizer(cfg: DictConfig) -> None:
     opt = cfg.optimizer
-    choice(cfg, "optimizer.base", BASES)
-    spec = optimizers.spec_of(opt.base)  # refuses a base that cannot train fused populations
+    choice(cfg, "optimizer.base", optimizers.names())
     number(cfg, "optimizer.lr", 0)
     number(cfg, "optimizer.grad_scale", 0)
-    for h in spec.hypers:  # the base's own hyperparameters, where the config sets them (else the registry default)
-        if h.key not in opt:
-            continue
-        if h.key == "betas":
-            for i in (0, 1):
-                number(cfg, f"optimizer.betas.{i}", 0, low_ok=True, high=1)
-        elif h.kind is bool:
-            if not isinstance(opt[h.key], bool):
-                raise ConfigError(f"optimizer.{h.key} must be true or false, got {opt[h.key]!r}")
-        else:
-            number(cfg, f"optimizer.{h.key}", h.low, low_ok=h.low_ok, high=h.high)
+    # the base's own hyperparameters (where the config sets them, else its YAML's defaults): types from the YAML,
+    # ranges from the class itself; refuses a base that cannot train fused populations
+    optimizers.check_settings(opt.base, float(opt.lr), OmegaConf.to_container(opt, resolve=True))
     if "dynamic_eps" in opt and not isinstance(opt.dynamic_eps, bool):
         raise ConfigError(f"optimizer.dynamic_eps must be true or false, got {opt.dynamic_eps!r}")
-    if opt.get("dynamic_eps") and (opt.ayla or opt.base != "adam"):
+    if opt.get("dynamic_eps") and (opt.ayla or optimizers.load(opt.base).rule() != "adam"):
         raise ConfigError("optimizer.dynamic_eps is a control for optimizer=adam (Adam with eps / the AYLA "
                           "factor of its own loss); drop it or use optimizer=adam")
     if opt.ayla:
@@ -175,7 +165,7 @@ def arm_from_config(cfg: DictConfig, name: str | None = None) -> Arm:
         settings |= dict(ayla=True, N1=float(opt.N1), N2=float(opt.N2))
     if opt.get("dynamic_eps"):  # +optimizer.dynamic_eps=true: Adam with eps / the AYLA factor of N1, N2
         settings |= dict(dynamic_eps=True, N1=float(cfg.N1), N2=float(cfg.N2))
-    values = {h.key: opt.get(h.key, h.default) for h in optimizers.spec_of(opt.base).hypers}
+    values = {key: opt.get(key, default) for key, default in optimizers.spec_of(opt.base).defaults.items()}
     if "betas" in values:
         beta1, beta2 = values.pop("betas")
         settings |= dict(beta1=float(beta1), beta2=float(beta2))

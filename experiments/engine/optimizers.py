@@ -1,97 +1,133 @@
-"""The base optimizers the suite trains (as a baseline, `optimizer=<name>`, and under AYLA, `optimizer=ayla
-optimizer.base=<name>`): one registry entry each, its hyperparameters named as in its config (conf/optimizer/).
+"""The base optimizers: one YAML each in conf/optimizer/ is the registry. A new one (torch.optim's or a
+third-party class) is one YAML, usable as a baseline (`optimizer=<name>`) and as AYLA's base (`optimizer=ayla
+optimizer.base=<name>`) without a Python edit:
 
-Every entry is a torch.optim optimizer whose update is elementwise: each element of a parameter moves by a
-function of that element's gradient and state and of scalars. That is what lets one optimizer instance update
-the stacked parameters of a fused population (all seeds and arms in one tensor) exactly as separate instances
-would update each arm. An optimizer whose update mixes elements (L-BFGS, Shampoo, Adafactor's factored moments)
-is refused for fused training with that reason; use ayla.AYLA with it in your own loop.
+    _target_: torch.optim.Adam   # the class: any importable torch.optim.Optimizer
+    name: adam                   # the arm's label (the YAML's file name)
+    base: adam                   # the update rule: this YAML (AYLA's YAML names its base's instead)
+    ayla: false                  # no loss transformation
+    lr: ${lr}
+    betas: [0.9, 0.999]          # the class's keyword arguments the suite passes: their defaults live here alone
+    eps: 1.0e-8                  #   (any other argument keeps the class's own default; add it here to set it)
+    weight_decay: 0.0
+    grad_scale: 1.0              # the suite's: a constant gradient multiplier; 1: the plain optimizer
 
-Arms of one population may differ in lr, and where `per_arm` lists them, in the other hyperparameters
-(experiments/trainer.StackedUpdate); arms of the other optimizers fuse only when they share them (the runner
-trains each distinct setting as its own population).
+Every YAML's values are checked by the class itself (torch.optim refuses a negative eps, a beta outside [0, 1)),
+their types by the YAML's defaults (a number stays a finite number, a flag true or false).
+
+Every optimizer here must update elementwise: each element of a parameter moves by a function of that element's
+gradient and state and of scalars. That is what lets one optimizer instance update the stacked parameters of a
+fused population (all seeds and arms in one tensor) exactly as separate instances would update each arm. A YAML
+whose class mixes elements (L-BFGS's line search, Shampoo, Adafactor's factored moments) says `elementwise: false`
+and why; it is refused for fused training with that reason (use ayla.AYLA with it in your own loop).
+
+Arms of one population may differ in lr, betas, eps, momentum and weight decay where the class is SGD, Adam or
+AdamW and the YAML sets nothing else (`STACKED`, experiments/engine/trainer.StackedUpdate writes those updates out
+per arm); arms of any other optimizer fuse only when they share their settings (the runner trains each distinct
+setting as its own population).
 """
 
-from dataclasses import dataclass, field
+import importlib
+import inspect
+from dataclasses import dataclass
+from functools import cache
 
 import torch
+from omegaconf import OmegaConf
 
+from experiments import CONF
 from experiments.errors import ConfigError
 
-
-@dataclass(frozen=True)
-class Hyper:
-    """One hyperparameter: its config key under `optimizer.`, default, and the allowed range."""
-
-    key: str
-    default: object
-    low: float = 0.0
-    low_ok: bool = True
-    high: float = float("inf")
-    kind: type = float
+# keys of an optimizer YAML that are the suite's, not the class's
+SUITE_KEYS = frozenset({"_target_", "name", "base", "ayla", "lr", "N1", "N2", "grad_scale", "dynamic_eps",
+                        "elementwise", "why"})
+# classes whose update StackedUpdate writes out with per-arm settings: the rule and the keys it implements
+STACKED = {torch.optim.SGD: ("sgd", {"momentum", "weight_decay"}),
+           torch.optim.Adam: ("adam", {"betas", "eps", "weight_decay"}),
+           torch.optim.AdamW: ("adamw", {"betas", "eps", "weight_decay"})}
 
 
 @dataclass(frozen=True)
-class OptimizerSpec:
+class Base:
+    """One optimizer YAML: its class and the keyword arguments (beyond lr) the suite passes, with their defaults."""
+
     name: str
-    cls: type | None                   # the torch.optim class
-    hypers: tuple[Hyper, ...] = ()    # beyond lr
-    fused: bool = False                # torch.optim's fused=True kernel exists on CPU and GPU
-    per_arm: tuple[str, ...] = ()      # hyperparameters that may differ between arms of one population
+    target: str                        # the class's import path, as its YAML names it
+    cls: type
+    defaults: dict
     elementwise: bool = True
-    notes: str = ""
-    aliases: dict = field(default_factory=dict)  # config key → torch.optim argument, where they differ
-
-    def defaults(self) -> dict:
-        return {h.key: h.default for h in self.hypers}
+    why: str = ""
 
     def kwargs(self, lr: float, settings: dict) -> dict:
-        """torch.optim's keyword arguments for these settings (betas as a tuple)."""
-        out = {"lr": lr}
-        for h in self.hypers:
-            value = settings.get(h.key, h.default)
-            out[self.aliases.get(h.key, h.key)] = tuple(value) if h.key == "betas" else value
-        return out
+        """The class's keyword arguments for these settings (lists as tuples: betas)."""
+        values = {key: settings.get(key, default) for key, default in self.defaults.items()}
+        return {"lr": lr, **{k: tuple(v) if isinstance(v, list | tuple) else v for k, v in values.items()}}
+
+    def rule(self) -> str | None:
+        """sgd, adam or adamw where StackedUpdate can take this base's settings per arm; else None."""
+        rule, keys = STACKED.get(self.cls, (None, set()))
+        return rule if set(self.defaults) <= keys else None
 
 
-BETAS = Hyper("betas", (0.9, 0.999), high=1.0, kind=tuple)
-EPS = Hyper("eps", 1e-8, low_ok=False)
+def names() -> list[str]:
+    """The bases: every YAML of conf/optimizer/ with a `_target_` (ayla.yaml has none: it runs on a base)."""
+    return sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml") if "_target_" in OmegaConf.load(p))
 
 
-def weight_decay(default: float = 0.0) -> Hyper:
-    return Hyper("weight_decay", default)
+@cache
+def load(name: str) -> Base:
+    path = CONF / "optimizer" / f"{name}.yaml"
+    if name not in names():
+        raise ConfigError(f"optimizer.base must be one of {', '.join(names())}; got {name!r} (a new base is one "
+                          "YAML with its _target_ in conf/optimizer/)")
+    spec = OmegaConf.to_container(OmegaConf.load(path))
+    module, _, attr = spec["_target_"].rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(f"{path}: _target_ {spec['_target_']} cannot be imported ({error}); install its "
+                          "package or fix the path") from None
+    defaults = {key: value for key, value in spec.items() if key not in SUITE_KEYS}
+    return Base(name, spec["_target_"], cls, defaults, spec.get("elementwise", True), spec.get("why", ""))
 
 
-REGISTRY = {spec.name: spec for spec in (
-    OptimizerSpec("sgd", torch.optim.SGD, (Hyper("momentum", 0.0, high=1.0), weight_decay()), fused=True,
-                  per_arm=("lr", "momentum")),
-    OptimizerSpec("adam", torch.optim.Adam, (BETAS, EPS, weight_decay()), fused=True,
-                  per_arm=("lr", "betas", "eps")),
-    OptimizerSpec("adamw", torch.optim.AdamW, (BETAS, EPS, weight_decay(0.01)), fused=True,
-                  per_arm=("lr", "betas", "eps", "weight_decay")),
-    OptimizerSpec("rmsprop", torch.optim.RMSprop, (Hyper("alpha", 0.99, high=1.0), EPS, weight_decay(),
-                                                   Hyper("momentum", 0.0, high=1.0),
-                                                   Hyper("centered", False, kind=bool))),
-    OptimizerSpec("adagrad", torch.optim.Adagrad, (Hyper("lr_decay", 0.0), weight_decay(),
-                                                   Hyper("initial_accumulator_value", 0.0), Hyper("eps", 1e-10,
-                                                                                                  low_ok=False)),
-                  fused=True),
-    OptimizerSpec("adamax", torch.optim.Adamax, (BETAS, EPS, weight_decay())),
-    OptimizerSpec("nadam", torch.optim.NAdam, (BETAS, EPS, weight_decay(), Hyper("momentum_decay", 4e-3))),
-    OptimizerSpec("radam", torch.optim.RAdam, (BETAS, EPS, weight_decay())),
-    OptimizerSpec("lbfgs", torch.optim.LBFGS, elementwise=False,
-                  notes="its update mixes every element of the parameters (a line search over all of them)"),
-)}
-
-
-def spec_of(base: str) -> OptimizerSpec:
-    if base not in REGISTRY:
-        raise ConfigError(f"optimizer.base must be one of {', '.join(REGISTRY)}; got {base!r}")
-    spec = REGISTRY[base]
+def spec_of(base: str) -> Base:
+    """The base's YAML, refused with its reason where it cannot train fused populations."""
+    spec = load(base)
     if not spec.elementwise:
-        raise ConfigError(f"optimizer.base={base} cannot train fused populations: {spec.notes}. Use "
-                          "ayla.AYLA(torch.optim.LBFGS(...)) with a closure in your own loop")
+        raise ConfigError(f"optimizer.base={base} cannot train fused populations: {spec.why}. Use "
+                          f"ayla.AYLA({spec.target}(...)) in your own loop")
     return spec
+
+
+def check_settings(base: str, lr: float, settings: dict) -> None:
+    """The settings a run gives its base: of the types its YAML's defaults have, and accepted by the class itself
+    (constructed once on a scalar, before anything trains). One ConfigError line each."""
+    spec = spec_of(base)
+    for key, default in spec.defaults.items():
+        value = settings.get(key, default)
+        if isinstance(default, bool):
+            good = isinstance(value, bool)
+            want = "true or false"
+        elif isinstance(default, list | tuple):
+            good = isinstance(value, list | tuple) and len(value) == len(default) and all(
+                finite(v) for v in value)
+            want = f"a list of {len(default)} finite numbers"
+        elif isinstance(default, int | float):
+            good, want = finite(value), "a finite number"
+        else:
+            good, want = True, ""
+        if not good:
+            raise ConfigError(f"optimizer.{key} must be {want}, got {value!r}")
+    try:
+        spec.cls([torch.zeros(1, requires_grad=True)], **spec.kwargs(lr, settings))
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise ConfigError(f"{spec.target} refuses the settings of optimizer.base={base}: {error}") from None
+
+
+def finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value \
+        and abs(value) != float("inf")
 
 
 class FusedAdamStep:
@@ -150,9 +186,11 @@ class FusedAdamStep:
 
 
 def build(base: str, params, lr: float, settings: dict):
-    """One torch.optim optimizer over the stacked parameters, with its fused kernel where it has one (else its
-    multi-tensor foreach kernel); Adam and AdamW step through FusedAdamStep (the same numbers, less overhead)."""
+    """One optimizer over the stacked parameters, with its fused kernel where the class takes `fused` (else its
+    multi-tensor kernel where it takes `foreach`, else as it is); Adam and AdamW step through FusedAdamStep (the
+    same numbers, less overhead)."""
     spec = spec_of(base)
-    kernel = {"fused": True} if spec.fused else {"foreach": True}
+    accepts = inspect.signature(spec.cls).parameters
+    kernel = {"fused": True} if "fused" in accepts else {"foreach": True} if "foreach" in accepts else {}
     optimizer = spec.cls(params, **spec.kwargs(lr, settings), **kernel)
-    return FusedAdamStep(optimizer) if isinstance(optimizer, torch.optim.Adam) and spec.fused else optimizer
+    return FusedAdamStep(optimizer) if isinstance(optimizer, torch.optim.Adam) and "fused" in kernel else optimizer

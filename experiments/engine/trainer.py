@@ -32,8 +32,6 @@ from ayla.transform import ayla_factor, check_exponents
 from experiments.engine import optimizers
 from experiments.errors import ConfigError
 
-BASES = tuple(optimizers.REGISTRY)
-STACKED = ("sgd", "adam", "adamw")  # bases whose hyperparameters may differ per arm inside one population
 # shared by every arm: one torch.optim step (fused kernel) serves the population
 UPDATE_FIELDS = ("base", "lr", "beta1", "beta2", "eps", "momentum", "weight_decay", "options")
 SHUFFLE_STREAM, SPLIT_STREAM = 1, 2
@@ -49,7 +47,7 @@ class Arm:
     """One optimizer setting. Every arm of a population is trained once per seed."""
 
     name: str                 # label in CSVs and figures
-    base: str                 # update rule: a name of experiments/optimizers.REGISTRY ("sgd", "adam", "adamw", ...)
+    base: str                 # update rule: an optimizer YAML of conf/optimizer/ ("sgd", "adam", "adamw", ...)
     lr: float
     ayla: bool = False        # scale the gradient by the AYLA factor of the mini-batch loss
     N1: float = math.nan
@@ -104,7 +102,7 @@ class Task(Protocol):
 def make_optimizer(arm: Arm, params: list[Tensor]):
     """The arm's base torch.optim optimizer over the stacked parameters: its fused kernel (one per step) where it
     has one, else its multi-tensor one; Adam and AdamW called without their Python overhead, to the same numbers
-    (experiments/optimizers.py)."""
+    (experiments/engine/optimizers.py)."""
     return optimizers.build(arm.base, params, arm.lr, arm.settings())
 
 
@@ -114,10 +112,16 @@ def shares_update(arms: list[Arm]) -> bool:
         arm.dynamic_eps for arm in arms)
 
 
+def stacked_rule(arm: Arm) -> str | None:
+    """sgd, adam or adamw where StackedUpdate takes this arm's settings per arm (experiments/engine/optimizers.py
+    STACKED); None for any other base."""
+    return optimizers.load(arm.base).rule()
+
+
 def population_key(arm: Arm) -> tuple:
     """Arms with the same key train as one population: those of a base whose settings may differ per arm share
     their base, the others also their settings."""
-    if arm.base in STACKED:
+    if stacked_rule(arm):
         return (arm.base,)
     return tuple(getattr(arm, f) for f in UPDATE_FIELDS if f != "lr") + (arm.lr,)
 
@@ -132,15 +136,16 @@ class StackedUpdate:
     weights shrink by lr·wd before the step) for AdamW."""
 
     def __init__(self, arms: list[Arm], params: list[Tensor], arm_shapes: list[tuple], seeds: int):
-        self.base, self.params, self.shapes, self.t = arms[0].base, params, arm_shapes, 0
+        self.rule, self.params, self.shapes, self.t = stacked_rule(arms[0]), params, arm_shapes, 0
         def table(field, dtype=params[0].dtype):
             values = torch.tensor([getattr(arm, field) for arm in arms], dtype=dtype, device=params[0].device)
             return values.expand(seeds, len(arms)).contiguous()
-        if self.base not in STACKED:
-            raise ValueError(f"per-arm settings are written out for {', '.join(STACKED)} only, not {self.base}")
+        if self.rule is None:
+            raise ValueError(f"per-arm settings are written out for torch.optim's SGD, Adam and AdamW with the keys "
+                             f"StackedUpdate implements only, not {arms[0].base}")
         self.lr = table("lr")
         self.decay = table("weight_decay") if any(arm.weight_decay for arm in arms) else None
-        if self.base == "sgd":
+        if self.rule == "sgd":
             self.momentum = table("momentum")
             self.buffers = [None] * len(params)
         else:
@@ -153,7 +158,7 @@ class StackedUpdate:
     def step(self, eps: Tensor | None = None) -> None:
         """One update; `eps` (S, A) replaces the arms' eps for this step (the dynamic-eps control)."""
         self.t += 1
-        if self.base == "sgd":
+        if self.rule == "sgd":
             for k, (p, shape) in enumerate(zip(self.params, self.shapes)):
                 g = self.gradient(p, shape)
                 if self.buffers[k] is None:
@@ -167,9 +172,9 @@ class StackedUpdate:
         step_size = (self.lr.double() / (1 - self.beta1_64 ** self.t)).to(dtype)
         correction2_sqrt = (1 - self.beta2_64 ** self.t).sqrt().to(dtype)
         for p, m, v, shape in zip(self.params, self.m, self.v, self.shapes):
-            if self.base == "adamw" and self.decay is not None:
+            if self.rule == "adamw" and self.decay is not None:
                 p.mul_(1 - self.lr.view(shape) * self.decay.view(shape))
-            g = p.grad if self.base == "adamw" else self.gradient(p, shape)
+            g = p.grad if self.rule == "adamw" else self.gradient(p, shape)
             m.lerp_(g, 1 - self.beta1.view(shape))
             v.mul_(self.beta2.view(shape)).add_(g * g * (1 - self.beta2.view(shape)))
             denom = (v.sqrt() / correction2_sqrt.view(shape)).add_(eps.view(shape))
@@ -195,14 +200,14 @@ def population_update(arms: list[Arm], params: list[Tensor], arm_shapes: list[tu
 
 
 def check_population(arms: list[Arm]) -> None:
-    if not shares_update(arms) and arms[0].base not in STACKED:
-        raise ValueError(f"{arms[0].base} arms trained together share their settings (only {', '.join(STACKED)} "
-                         "take them per arm); experiments.runner.run_population splits them into such groups")
+    if not shares_update(arms) and not stacked_rule(arms[0]):
+        raise ValueError(f"{arms[0].base} arms trained together share their settings (only SGD, Adam and AdamW "
+                         "take them per arm); experiments.pipelines.runner.run_population splits them into such groups")
     bases = {arm.base for arm in arms}
     if len(bases) > 1:
         raise ValueError(f"arms trained together share their update rule; got {sorted(bases)} "
-                         "(experiments.runner.run_population splits arms into such groups)")
-    if any(arm.dynamic_eps and arm.base != "adam" for arm in arms):
+                         "(experiments.pipelines.runner.run_population splits arms into such groups)")
+    if any(arm.dynamic_eps and stacked_rule(arm) != "adam" for arm in arms):
         raise ConfigError("dynamic_eps is an Adam setting (eps / the AYLA factor); use it with optimizer=adam")
 
 
@@ -378,7 +383,7 @@ def label_rows(frame: pd.DataFrame, arms: list[Arm], seeds: list[int]) -> pd.Dat
     if not settings["weight_decay"].any():  # likewise weight decay, so that runs without it keep their columns
         settings = settings.drop(columns="weight_decay")
     for k, arm in enumerate(arms):  # blank what the arm's update rule does not use
-        uses = {h.key for h in optimizers.REGISTRY[arm.base].hypers}
+        uses = set(optimizers.load(arm.base).defaults)
         unused = [c for c, key in (("beta1", "betas"), ("beta2", "betas"), ("eps", "eps"), ("momentum", "momentum"))
                   if key not in uses]
         settings.loc[k, unused] = np.nan

@@ -401,7 +401,7 @@ def block_jobs(cfg_of, settings, name, hidden, spec, data, blas, device) -> list
 
 
 def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
-    """A training step (experiments/trainer.py's batch loop) of one population, the arms `cfgs` × `seeds` seeds,
+    """A training step (experiments/engine/trainer.py's batch loop) of one population, the arms `cfgs` × `seeds` seeds,
     taken apart: each part timed alone on the same batch, the matmuls among them timed as bare GEMMs, and the step
     as the trainer runs it (an epoch's seconds less its evaluation, per batch), in seconds; step_rows makes the
     rows of one or more such rounds."""

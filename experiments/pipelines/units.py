@@ -6,12 +6,13 @@ whose recorded settings match the preset's is complete and is skipped, so an int
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.engine.config import arm_from_config
 from experiments.pipelines.runner import run_population, write_run
 from experiments.presets import compose_run, figure_arms
 from experiments.runs import load_figure
@@ -79,8 +80,14 @@ def mean_ayla_factor(metrics: pd.DataFrame, hidden, arm: str = "AYLA") -> float:
 
 
 def comparable(cfg: DictConfig) -> dict:
-    """A run's settings without the seed, the drawing and what depends only on the machine."""
+    """A run's settings without the seed, the drawing and what depends only on the machine; its optimizer as the
+    update it trains with (the trainer's Arm: base, lr, AYLA's exponents, every hyperparameter its base's YAML
+    passes), so that a run recorded before an optimizer YAML changed its form (a default made explicit, a key
+    another base does not read) still matches when it trained the same update."""
     settings = OmegaConf.to_container(cfg, resolve=True)
+    arm = asdict(arm_from_config(cfg))
+    arm.pop("name")
+    settings["optimizer"] = {"name": cfg.optimizer.name, **arm}
     settings.pop("seed", None)
     for key in MACHINE_KEYS:
         settings.pop(key, None)
