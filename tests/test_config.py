@@ -96,6 +96,9 @@ CLI_MISTAKES = [  # every bad value of issue 7, through `python run.py`
     (["optimizer=ayla", "optimizer.base=shampoo"], f"error: optimizer.base must be one of {BASES}; got 'shampoo'"),
     (["optimizer=nope"], f"error: optimizer=nope does not exist; choose one of {', '.join(OPTIMIZERS)}"),
     (["lrr=0.1"], "error: unknown key 'lrr'; the top-level keys are N1, N2, batch_size"),
+    (["optimizer=ayla", "optimizer.base=sgd", "optimizer.momentum=0.9"],
+     "error: optimizer.momentum is not a key of conf/optimizer/ayla.yaml; add it with +optimizer.momentum=0.9 "
+     "(AYLA's base runs with its own YAML's settings; this one is passed to its class)"),
     (["data.root=/nonexistent/ayla-data", "data.download=false"],
      "error: MNIST not found under /nonexistent/ayla-data (download is off: data.download=false)"),
 ]

@@ -46,8 +46,9 @@ def choice(cfg, key: str, allowed) -> str:
 
 
 def check_cli_overrides(argv: list[str], conf_dir: Path) -> None:
-    """The two command-line slips Hydra reports over several lines, said in one: an option of a config group
-    that does not exist, and a misspelled top-level key. What this cannot parse is left to Hydra."""
+    """The command-line slips Hydra reports over several lines, said in one: an option of a config group that
+    does not exist, a misspelled top-level key, and a key the chosen optimizer's YAML does not have. What this
+    cannot parse is left to Hydra."""
     try:
         from hydra._internal.utils import get_args_parser
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -62,10 +63,20 @@ def check_cli_overrides(argv: list[str], conf_dir: Path) -> None:
         raise ConfigError(f"choose an experiment: experiment=NAME with NAME one of {', '.join(groups['experiment'])} "
                           "(e.g. python run.py experiment=mnist optimizer=ayla N1=0.1; figure=... and sweep=... "
                           "presets choose their own)")
+    chosen = next((o.get_value_element_as_str() for o in overrides if o.key_or_group == "optimizer"
+                   and not o.is_sweep_override()), None)  # the optimizer YAML named on the command line, if one
     for override in overrides:
         name = override.key_or_group
         if override.is_delete() or override.is_add() or override.is_force_add() or name.startswith("hydra"):
             continue
+        if name.startswith("optimizer.") and chosen in groups["optimizer"] and not override.is_sweep_override():
+            keys = OmegaConf.load(conf_dir / "optimizer" / f"{chosen}.yaml")
+            key = name.split(".", 1)[1].split(".")[0]
+            if key not in keys:
+                value = override.get_value_element_as_str()
+                raise ConfigError(f"{name} is not a key of conf/optimizer/{chosen}.yaml; add it with +{name}={value}"
+                                  + (" (AYLA's base runs with its own YAML's settings; this one is passed to its "
+                                     "class)" if "_target_" not in keys else ""))
         if name in MIRRORS:
             value = "..." if override.is_sweep_override() else override.get_value_element_as_str()
             raise ConfigError(f"set {MIRRORS[name]}={value}, not {name}: {name} follows the top-level "
