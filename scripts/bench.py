@@ -43,6 +43,7 @@ def main() -> None:
             spec.train_rows, spec.test_rows = settings.tiny.train_rows, settings.tiny.test_rows
         for key in ("epochs", "rounds", "fused_seeds", "fused_arms", "lr_sweep", "out"):
             settings[key] = settings.tiny[key]
+        settings.step_profile.calls = settings.tiny.step_calls
     try:
         device = resolve_device(args.device)
         root = compose_run(["experiment=mnist"]).data.root

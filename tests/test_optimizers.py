@@ -98,14 +98,10 @@ def test_a_non_elementwise_base_is_refused_with_its_reason(tmp_path, monkeypatch
         "_target_: torch.optim.LBFGS\nname: lbfgs\nbase: lbfgs\nayla: false\nlr: ${lr}\ngrad_scale: 1.0\n"
         "elementwise: false\nwhy: its update mixes every element of the parameters (a line search over all of them)\n")
     monkeypatch.setattr(optimizers, "CONF", tmp_path / "conf")
-    optimizers.load.cache_clear()
-    try:
-        with pytest.raises(ConfigError, match=re.escape(
-                "optimizer.base=lbfgs cannot train fused populations: its update mixes every element of the "
-                "parameters (a line search over all of them). Use ayla.AYLA(torch.optim.LBFGS(...)) in your own loop")):
-            check_run_config(make_config(*COMMON, "optimizer=ayla", "optimizer.base=lbfgs"))
-    finally:
-        optimizers.load.cache_clear()
+    with pytest.raises(ConfigError, match=re.escape(
+            "optimizer.base=lbfgs cannot train fused populations: its update mixes every element of the "
+            "parameters (a line search over all of them). Use ayla.AYLA(torch.optim.LBFGS(...)) in your own loop")):
+        check_run_config(make_config(*COMMON, "optimizer=ayla", "optimizer.base=lbfgs"))
     with pytest.raises(ConfigError, match="optimizer.base must be one of"):
         check_run_config(make_config(*COMMON, "optimizer=ayla", "optimizer.base=shampoo"))
 

@@ -31,6 +31,7 @@ import importlib
 import inspect
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -71,15 +72,25 @@ class Base:
 
 def names() -> list[str]:
     """The bases: every YAML of conf/optimizer/ with a `_target_` (ayla.yaml has none: it runs on a base)."""
-    return sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml") if "_target_" in OmegaConf.load(p))
+    return list(names_in(CONF / "optimizer"))
+
+
+def load(name: str) -> Base:
+    """The base optimizer `name`: its YAML, read once per process."""
+    return load_from(CONF / "optimizer", name)
 
 
 @cache
-def load(name: str) -> Base:
-    path = CONF / "optimizer" / f"{name}.yaml"
-    if name not in names():
-        raise ConfigError(f"optimizer.base must be one of {', '.join(names())}; got {name!r} (a new base is one "
-                          "YAML with its _target_ in conf/optimizer/)")
+def names_in(folder: Path) -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in folder.glob("*.yaml") if "_target_" in OmegaConf.load(p)))
+
+
+@cache
+def load_from(folder: Path, name: str) -> Base:
+    path = folder / f"{name}.yaml"
+    if name not in names_in(folder):
+        raise ConfigError(f"optimizer.base must be one of {', '.join(names_in(folder))}; got {name!r} (a new base is "
+                          "one YAML with its _target_ in conf/optimizer/)")
     spec = OmegaConf.to_container(OmegaConf.load(path))
     module, _, attr = spec["_target_"].rpartition(".")
     try:

@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -376,6 +377,15 @@ def train(task: Task, arms: list[Arm], seeds: list[int], epochs: int, log: Calla
 
 def label_rows(frame: pd.DataFrame, arms: list[Arm], seeds: list[int]) -> pd.DataFrame:
     """Replace seed_index / arm_index by the seed and the arm's settings."""
+    settings = arm_table(tuple(arms))
+    frame = frame.assign(seed=np.asarray(seeds)[frame.pop("seed_index").to_numpy()])
+    arm_index = frame.pop("arm_index").to_numpy()
+    return pd.concat([settings.iloc[arm_index].reset_index(drop=True), frame.reset_index(drop=True)], axis=1)
+
+
+@lru_cache(maxsize=16)
+def arm_table(arms: tuple[Arm, ...]) -> pd.DataFrame:
+    """One row of settings per arm, as metrics.csv labels them (made once per population, not per epoch)."""
     settings = pd.DataFrame([asdict(arm) | dict(arm.options) for arm in arms]).rename(columns={"name": "arm"})
     settings = settings.drop(columns="options")
     if not settings["dynamic_eps"].any():  # a column only where the control is in the population
@@ -387,9 +397,7 @@ def label_rows(frame: pd.DataFrame, arms: list[Arm], seeds: list[int]) -> pd.Dat
         unused = [c for c, key in (("beta1", "betas"), ("beta2", "betas"), ("eps", "eps"), ("momentum", "momentum"))
                   if key not in uses]
         settings.loc[k, unused] = np.nan
-    frame = frame.assign(seed=np.asarray(seeds)[frame.pop("seed_index").to_numpy()])
-    arm_index = frame.pop("arm_index").to_numpy()
-    return pd.concat([settings.iloc[arm_index].reset_index(drop=True), frame.reset_index(drop=True)], axis=1)
+    return settings
 
 
 def epoch_frame(metrics: dict[str, np.ndarray], arms: list[Arm], seeds: list[int], alive: np.ndarray,

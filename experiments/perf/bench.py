@@ -400,7 +400,7 @@ def block_jobs(cfg_of, settings, name, hidden, spec, data, blas, device) -> list
     return jobs
 
 
-def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
+def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3, calls: int = 200) -> dict:
     """A training step (experiments/engine/trainer.py's batch loop) of one population, the arms `cfgs` × `seeds` seeds,
     taken apart: each part timed alone on the same batch, the matmuls among them timed as bare GEMMs, and the step
     as the trainer runs it (an epoch's seconds less its evaluation, per batch), in seconds; step_rows makes the
@@ -439,18 +439,19 @@ def step_timings(cfgs: list, device, seeds: int = 1, epochs: int = 3) -> dict:
             return accumulate(sums, step_metrics())
 
     with torch.no_grad():  # the step's GEMMs, bare
-        gemm_seconds = {part: seconds_per_call(fn, device)
+        gemm_seconds = {part: seconds_per_call(fn, device, calls)
                         for part, fn in step_gemms(S, A, task.sizes, device, task.batch_size).items()}
-    batch = seconds_per_call(lambda: task.inputs(task.rows_of(rows)[0]), device)
+    batch = seconds_per_call(lambda: task.inputs(task.rows_of(rows)[0]), device, calls)
     parts = {"batch: gather rows, uint8 → float": batch}
-    forward = seconds_per_call(lambda: mlp.forward(params, inputs), device)
-    loss_and_forward = seconds_per_call(losses, device)
+    forward = seconds_per_call(lambda: mlp.forward(params, inputs), device, calls)
+    loss_and_forward = seconds_per_call(losses, device, calls)
     parts |= {"forward (both layers)": forward,
               "loss and correct count": loss_and_forward - forward,
-              "backward (autograd, with the gradient scale)": seconds_per_call(backward, device) - loss_and_forward}
-    parts |= {"per-step metrics: ‖g‖ per arm, factor, sums": seconds_per_call(metrics, device),
-             "optimizer step": seconds_per_call(optimizer.step, device),
-             "zero_grad": seconds_per_call(optimizer.zero_grad, device)}
+              "backward (autograd, with the gradient scale)":
+                  seconds_per_call(backward, device, calls) - loss_and_forward}
+    parts |= {"per-step metrics: ‖g‖ per arm, factor, sums": seconds_per_call(metrics, device, calls),
+             "optimizer step": seconds_per_call(optimizer.step, device, calls),
+             "zero_grad": seconds_per_call(optimizer.zero_grad, device, calls)}
     batches = task.n_train // task.batch_size
     evaluation = seconds_per_call(lambda: task.evaluate(params), device, calls=3)
     step = (steady(trained.metrics.groupby("epoch")["seconds"].first().tolist()) - evaluation) / batches
@@ -472,7 +473,7 @@ def step_profiles(cfg_of, settings, device) -> pd.DataFrame:
     timings = [[] for _ in profiles]
     for k in in_rounds(list(range(len(profiles))), int(settings.get("rounds", 1))):
         _, arms, seeds = profiles[k]
-        timings[k].append(step_timings(arms, device, seeds))
+        timings[k].append(step_timings(arms, device, seeds, calls=int(where.get("calls", 200))))
     return pd.DataFrame([dict(dataset=where.dataset, hidden=hidden) | row
                          for (hidden, _, _), rounds in zip(profiles, timings) for row in step_rows(rounds)])
 
