@@ -98,7 +98,13 @@ CLI_MISTAKES = [  # every bad value of issue 7, through `python run.py`
     (["lrr=0.1"], "error: unknown key 'lrr'; the top-level keys are N1, N2, batch_size"),
     (["optimizer=ayla", "optimizer.base=sgd", "optimizer.momentum=0.9"],
      "error: optimizer.momentum is not a key of conf/optimizer/ayla.yaml; add it with +optimizer.momentum=0.9 "
-     "(AYLA's base runs with its own YAML's settings; this one is passed to its class)"),
+     "(AYLA's base runs with its own YAML's settings; this one replaces that YAML's value)"),
+    (["optimizer=adam", "optimizer.amsgrad=true"],
+     "error: optimizer.amsgrad is not a key of conf/optimizer/adam.yaml: the keyword arguments the suite passes to "
+     "torch.optim.Adam are that YAML's keys; add amsgrad there to set it"),
+    (["optimizer=adam", "optimizer.dynamic_eps=true"],
+     "error: optimizer.dynamic_eps is not a key of conf/optimizer/adam.yaml; add it with +optimizer.dynamic_eps=true"),
+    (["optimizer=adam", "optimizer.N1=0.01"], "error: set N1=0.01, not optimizer.N1"),
     (["data.root=/nonexistent/ayla-data", "data.download=false"],
      "error: MNIST not found under /nonexistent/ayla-data (download is off: data.download=false)"),
 ]

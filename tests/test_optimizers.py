@@ -108,17 +108,20 @@ def test_a_non_elementwise_base_is_refused_with_its_reason(tmp_path, monkeypatch
 
 def test_base_hyperparameters_are_checked_one_line_each():
     """Types from the YAML's defaults, ranges from the class itself (its own ValueError), before anything trains."""
-    for override, message in (("optimizer.alpha=-0.5", "torch.optim.RMSprop refuses the settings of "
-                                                       "optimizer.base=rmsprop: Invalid alpha value: -0.5"),
+    for override, message in (("optimizer.alpha=1.5", "optimizer.alpha must be >= 0 and < 1, got 1.5"),
                               ("optimizer.centered=3", "optimizer.centered must be true or false, got 3"),
                               ("optimizer.eps=nan", "optimizer.eps must be a finite number"),
-                              ("optimizer.eps=-1", "Invalid epsilon value: -1")):
+                              ("optimizer.eps=0", "optimizer.eps must be > 0, got 0"),
+                              ("optimizer.momentum=1", "optimizer.momentum must be >= 0 and < 1, got 1")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             check_run_config(make_config(*COMMON, "optimizer=rmsprop", override))
     with pytest.raises(ConfigError, match=re.escape("optimizer.betas must be a list of 2 finite numbers")):
         check_run_config(make_config(*COMMON, "optimizer=adam", "optimizer.betas=[0.9]"))
-    with pytest.raises(ConfigError, match="Invalid beta parameter at index 1: 1.5"):
+    with pytest.raises(ConfigError, match=re.escape("optimizer.betas must be >= 0 and < 1, got [0.9, 1.5]")):
         check_run_config(make_config(*COMMON, "optimizer=ayla", "optimizer.base=adamw", "+optimizer.betas=[0.9,1.5]"))
+    with pytest.raises(ConfigError, match=re.escape(  # a range the class holds alone
+            "torch.optim.Adagrad refuses the settings of optimizer.base=adagrad: Invalid lr_decay value: -1")):
+        check_run_config(make_config(*COMMON, "optimizer=adagrad", "optimizer.lr_decay=-1"))
 
 
 SIGN_SGD = """
@@ -126,19 +129,19 @@ import torch
 
 
 class SignSGD(torch.optim.Optimizer):
-    \"\"\"p <- p - lr * sign(g): elementwise, and neither foreach nor fused.\"\"\"
+    \"\"\"p <- p - lr * scale * sign(g): elementwise, and neither foreach nor fused.\"\"\"
 
-    def __init__(self, params, lr=0.01, weight_decay=0.0):
-        if weight_decay < 0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
+    def __init__(self, params, lr=0.01, scale=1.0):
+        if scale <= 0:
+            raise ValueError(f"Invalid scale value: {scale}")
+        super().__init__(params, dict(lr=lr, scale=scale))
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    p.sub_(group["lr"] * (p.grad + group["weight_decay"] * p).sign())
+                    p.sub_(group["lr"] * group["scale"] * p.grad.sign())
 """
 
 
@@ -155,7 +158,7 @@ def test_a_new_optimizer_is_one_yaml_a_baseline_and_ayla_s_base_without_a_python
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "sign_sgd.py").write_text(SIGN_SGD)
     (suite / "conf" / "optimizer" / "signsgd.yaml").write_text(
-        "_target_: sign_sgd.SignSGD\nname: signsgd\nbase: signsgd\nayla: false\nlr: ${lr}\nweight_decay: 0.0\n"
+        "_target_: sign_sgd.SignSGD\nname: signsgd\nbase: signsgd\nayla: false\nlr: ${lr}\nscale: 1.0\n"
         "grad_scale: 1.0\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugins")}
 
@@ -172,9 +175,9 @@ def test_a_new_optimizer_is_one_yaml_a_baseline_and_ayla_s_base_without_a_python
     np.testing.assert_array_equal(sign["train_loss"], ayla_sign["train_loss"])  # ...and sign() undid it
     assert not np.allclose(sign["train_loss"], sgd["train_loss"])
     refused = subprocess.run([sys.executable, str(suite / "run.py"), "experiment=polynomial", "optimizer=signsgd",
-                              "optimizer.weight_decay=-1"], cwd=tmp_path, capture_output=True, text=True, env=env)
+                              "optimizer.scale=-1"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert refused.returncode != 0
-    assert "error: sign_sgd.SignSGD refuses the settings of optimizer.base=signsgd: Invalid weight_decay value: -1" \
+    assert "error: sign_sgd.SignSGD refuses the settings of optimizer.base=signsgd: Invalid scale value: -1" \
         in refused.stderr
 
 
@@ -212,3 +215,30 @@ def test_the_direct_fused_adam_step_equals_torch_optim_bit_for_bit(base, setting
         assert all(torch.equal(x, y) for x, y in zip(ours.state[a].values(), reference.state[b].values()))
     assert ours.state[ours_params[0]]["step"].item() == 6
     assert len(torch_steps) == 1  # torch.optim made the state; the five steps after it were direct
+
+
+def test_a_yaml_may_choose_the_kernel_and_a_subclass_keeps_its_own_step(tmp_path, monkeypatch):
+    """A YAML that sets foreach (or fused) itself gets it as it is; a subclass of Adam is never stepped by
+    FusedAdamStep (which calls Adam's kernel and would skip the subclass's own step)."""
+    conf = tmp_path / "conf"
+    shutil.copytree(PROJECT / "conf", conf)
+    common = "ayla: false\nlr: ${lr}\nbetas: [0.9, 0.999]\neps: 1.0e-8\nweight_decay: 0.0\ngrad_scale: 1.0\n"
+    (conf / "optimizer" / "adam_plain.yaml").write_text(
+        "_target_: torch.optim.Adam\nname: adam_plain\nbase: adam_plain\nforeach: false\n" + common)
+    (tmp_path / "my_adam.py").write_text("import torch\n\n\nclass MyAdam(torch.optim.Adam):\n    steps = 0\n\n"
+                                         "    def step(self, closure=None):\n        MyAdam.steps += 1\n"
+                                         "        return super().step(closure)\n")
+    (conf / "optimizer" / "my_adam.yaml").write_text("_target_: my_adam.MyAdam\nname: my_adam\nbase: my_adam\n"
+                                                     + common)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(optimizers, "CONF", conf)
+    plain = optimizers.build("adam_plain", [torch.zeros(3, requires_grad=True)], 1e-3, {})
+    assert type(plain) is torch.optim.Adam and plain.param_groups[0]["foreach"] is False
+    assert not plain.param_groups[0]["fused"]
+    param = torch.zeros(3, requires_grad=True)
+    mine = optimizers.build("my_adam", [param], 1e-3, {})
+    assert not isinstance(mine, optimizers.FusedAdamStep) and mine.param_groups[0]["fused"]
+    for _ in range(3):
+        param.grad = torch.ones(3)
+        mine.step()
+    assert type(mine).steps == 3

@@ -69,18 +69,22 @@ def check_cli_overrides(argv: list[str], conf_dir: Path) -> None:
         name = override.key_or_group
         if override.is_delete() or override.is_add() or override.is_force_add() or name.startswith("hydra"):
             continue
-        if name.startswith("optimizer.") and chosen in groups["optimizer"] and not override.is_sweep_override():
-            keys = OmegaConf.load(conf_dir / "optimizer" / f"{chosen}.yaml")
-            key = name.split(".", 1)[1].split(".")[0]
-            if key not in keys:
-                value = override.get_value_element_as_str()
-                raise ConfigError(f"{name} is not a key of conf/optimizer/{chosen}.yaml; add it with +{name}={value}"
-                                  + (" (AYLA's base runs with its own YAML's settings; this one is passed to its "
-                                     "class)" if "_target_" not in keys else ""))
         if name in MIRRORS:
             value = "..." if override.is_sweep_override() else override.get_value_element_as_str()
             raise ConfigError(f"set {MIRRORS[name]}={value}, not {name}: {name} follows the top-level "
                               f"{MIRRORS[name]} (one setting, one key)")
+        if name.startswith("optimizer.") and chosen in groups["optimizer"] and not override.is_sweep_override():
+            keys = OmegaConf.load(conf_dir / "optimizer" / f"{chosen}.yaml")
+            key = name.split(".", 1)[1].split(".")[0]
+            if key not in keys:
+                value = (override.input_line or "").partition("=")[2] or override.get_value_element_as_str()
+                if key in optimizers.SUITE_KEYS or "_target_" not in keys:  # the suite's own, or AYLA's base's
+                    raise ConfigError(f"{name} is not a key of conf/optimizer/{chosen}.yaml; add it with "
+                                      f"+{name}={value}" + ("" if key in optimizers.SUITE_KEYS else
+                                                             " (AYLA's base runs with its own YAML's settings; "
+                                                             "this one replaces that YAML's value)"))
+                raise ConfigError(f"{name} is not a key of conf/optimizer/{chosen}.yaml: the keyword arguments the "
+                                  f"suite passes to {keys._target_} are that YAML's keys; add {key} there to set it")
         if name in groups:
             try:
                 values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
@@ -176,10 +180,12 @@ def arm_from_config(cfg: DictConfig, name: str | None = None) -> Arm:
         settings |= dict(ayla=True, N1=float(opt.N1), N2=float(opt.N2))
     if opt.get("dynamic_eps"):  # +optimizer.dynamic_eps=true: Adam with eps / the AYLA factor of N1, N2
         settings |= dict(dynamic_eps=True, N1=float(cfg.N1), N2=float(cfg.N2))
-    values = {key: opt.get(key, default) for key, default in optimizers.spec_of(opt.base).defaults.items()}
-    if "betas" in values:
+    plain = OmegaConf.to_container(opt, resolve=True)
+    values = {key: plain.get(key, default) for key, default in optimizers.spec_of(opt.base).defaults.items()}
+    if len(values.get("betas", ())) == 2:  # Adam's pair; any other length stays among the options
         beta1, beta2 = values.pop("betas")
         settings |= dict(beta1=float(beta1), beta2=float(beta2))
     settings |= {key: float(values.pop(key)) for key in ("eps", "momentum", "weight_decay") if key in values}
-    settings["options"] = tuple(sorted(values.items()))  # the rest: RMSprop's alpha and centered, and so on
+    # the rest: RMSprop's alpha and centered, and so on (lists as tuples: an Arm is hashable)
+    settings["options"] = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in values.items()))
     return Arm(**settings)

@@ -12,8 +12,10 @@ optimizer.base=<name>`) without a Python edit:
     weight_decay: 0.0
     grad_scale: 1.0              # the suite's: a constant gradient multiplier; 1: the plain optimizer
 
-Every YAML's values are checked by the class itself (torch.optim refuses a negative eps, a beta outside [0, 1)),
-their types by the YAML's defaults (a number stays a finite number, a flag true or false).
+A run's values are checked before anything trains: their types by the YAML's defaults (a number stays a finite
+number, a flag true or false), the ranges of common names by RANGES (eps > 0, betas, momentum and alpha in [0, 1)),
+and the rest by the class itself (torch.optim refuses a negative lr_decay). A YAML that sets `fused` or `foreach`
+chooses the kernel; else the fused one where the class takes `fused`, else `foreach` where it takes that.
 
 Every optimizer here must update elementwise: each element of a parameter moves by a function of that element's
 gradient and state and of scalars. That is what lets one optimizer instance update the stacked parameters of a
@@ -42,6 +44,11 @@ from experiments.errors import ConfigError
 # keys of an optimizer YAML that are the suite's, not the class's
 SUITE_KEYS = frozenset({"_target_", "name", "base", "ayla", "lr", "N1", "N2", "grad_scale", "dynamic_eps",
                         "elementwise", "why"})
+# ranges the suite holds a hyperparameter of that name to, whatever its class (the class checks its own beyond
+# these): (low, low allowed, high); eps > 0 (Adam divides by √v + eps, and v is 0 where a gradient is), an average's
+# decay in [0, 1)
+RANGES = {"eps": (0.0, False, float("inf")), "betas": (0.0, True, 1.0), "momentum": (0.0, True, 1.0),
+          "alpha": (0.0, True, 1.0), "weight_decay": (0.0, True, float("inf"))}
 # classes whose update StackedUpdate writes out with per-arm settings: the rule and the keys it implements
 STACKED = {torch.optim.SGD: ("sgd", {"momentum", "weight_decay"}),
            torch.optim.Adam: ("adam", {"betas", "eps", "weight_decay"}),
@@ -130,6 +137,12 @@ def check_settings(base: str, lr: float, settings: dict) -> None:
             good, want = True, ""
         if not good:
             raise ConfigError(f"optimizer.{key} must be {want}, got {value!r}")
+    for key, (low, low_ok, high) in RANGES.items():  # the suite's rule for a hyperparameter of that name
+        values = settings.get(key, spec.defaults.get(key)) if key in spec.defaults else None
+        for value in (values if isinstance(values, list | tuple) else [] if values is None else [values]):
+            if not (value >= low if low_ok else value > low) or value >= high:
+                raise ConfigError(f"optimizer.{key} must be {'>=' if low_ok else '>'} {low:g}"
+                                  + (f" and < {high:g}" if high < float("inf") else "") + f", got {values!r}")
     try:
         spec.cls([torch.zeros(1, requires_grad=True)], **spec.kwargs(lr, settings))
     except (ValueError, TypeError, RuntimeError) as error:
@@ -203,5 +216,8 @@ def build(base: str, params, lr: float, settings: dict):
     spec = spec_of(base)
     accepts = inspect.signature(spec.cls).parameters
     kernel = {"fused": True} if "fused" in accepts else {"foreach": True} if "foreach" in accepts else {}
+    if {"fused", "foreach"} & set(spec.defaults):  # the YAML chooses the kernel itself
+        kernel = {}
     optimizer = spec.cls(params, **spec.kwargs(lr, settings), **kernel)
-    return FusedAdamStep(optimizer) if isinstance(optimizer, torch.optim.Adam) and "fused" in kernel else optimizer
+    direct = type(optimizer) in (torch.optim.Adam, torch.optim.AdamW) and kernel.get("fused")  # not a subclass
+    return FusedAdamStep(optimizer) if direct else optimizer

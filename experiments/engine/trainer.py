@@ -393,7 +393,7 @@ def arm_table(arms: tuple[Arm, ...]) -> pd.DataFrame:
     if not settings["weight_decay"].any():  # likewise weight decay, so that runs without it keep their columns
         settings = settings.drop(columns="weight_decay")
     for k, arm in enumerate(arms):  # blank what the arm's update rule does not use
-        uses = set(optimizers.load(arm.base).defaults)
+        uses = set(optimizers.load(arm.base).defaults) - {key for key, _ in arm.options}  # betas of 3: an option
         unused = [c for c, key in (("beta1", "betas"), ("beta2", "betas"), ("eps", "eps"), ("momentum", "momentum"))
                   if key not in uses]
         settings.loc[k, unused] = np.nan
