@@ -154,11 +154,10 @@ def check_run_config(cfg: DictConfig) -> None:
 
 def check_optimizer(cfg: DictConfig) -> None:
     opt = cfg.optimizer
-    choice(cfg, "optimizer.base", optimizers.names())
     number(cfg, "optimizer.lr", 0)
     number(cfg, "optimizer.grad_scale", 0)
-    # the base's own hyperparameters (where the config sets them, else its YAML's defaults): types from the YAML,
-    # ranges from the class itself; refuses a base that cannot train fused populations
+    # the base (one of conf/optimizer/, able to train fused populations) and its own hyperparameters (where the
+    # config sets them, else its YAML's defaults): types from the YAML, ranges by name and from the class itself
     optimizers.check_settings(opt.base, float(opt.lr), OmegaConf.to_container(opt, resolve=True))
     if "dynamic_eps" in opt and not isinstance(opt.dynamic_eps, bool):
         raise ConfigError(f"optimizer.dynamic_eps must be true or false, got {opt.dynamic_eps!r}")

@@ -138,8 +138,10 @@ def check_settings(base: str, lr: float, settings: dict) -> None:
         if not good:
             raise ConfigError(f"optimizer.{key} must be {want}, got {value!r}")
     for key, (low, low_ok, high) in RANGES.items():  # the suite's rule for a hyperparameter of that name
-        values = settings.get(key, spec.defaults.get(key)) if key in spec.defaults else None
-        for value in (values if isinstance(values, list | tuple) else [] if values is None else [values]):
+        if key not in spec.defaults:
+            continue
+        values = settings.get(key, spec.defaults[key])
+        for value in values if isinstance(values, list | tuple) else [values]:
             if not (value >= low if low_ok else value > low) or value >= high:
                 raise ConfigError(f"optimizer.{key} must be {'>=' if low_ok else '>'} {low:g}"
                                   + (f" and < {high:g}" if high < float("inf") else "") + f", got {values!r}")
