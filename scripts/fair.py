@@ -1,6 +1,6 @@
-"""The fair comparisons (conf/fair.yaml: MNIST, CIFAR-100, the curve fit): tune every optimizer with the same
-budget, retrain the best over several seeds, and rewrite REPORT.md with the comparison. Run `make reproduce`
-first for the paper arms and the controls it sets beside them.
+"""The fair comparisons (conf/fair.yaml: MNIST, CIFAR-100, the curve fit, the polynomial): tune every optimizer
+over its own knobs with the same budget on the tuning seed, retrain each choice over the evaluation seeds with
+the controls at AYLA's choice, and rewrite REPORT.md with the verdicts.
 
     python scripts/fair.py                          # every comparison: results/
     python scripts/fair.py --experiments cifar100   # one of them

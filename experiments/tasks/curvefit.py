@@ -5,7 +5,9 @@
 Data and weights come from NumPy's legacy generator exactly as in the authors' script: seed data_seed, then
 the 100 noise values; seed `seed`, then randn(1, H) for W1 and randn(H, 1) for W2, both × init_std; zero
 biases. With both seeds 42 this reproduces the paper's Fig. 5 numbers; other seeds show the luck in them.
-With data_seed: seed every run seed draws its own noise too (the fig05_noise_seeds control).
+With data_seed: seed every run seed draws its own noise too (the fig05_noise_seeds control). With
+experiment.val_noise_seed set (the fair comparison's tuning), each epoch also records val_loss: the fit's mean
+squared error against a second, held-out noise draw at the same inputs, which training never sees.
 The fitted curves at the epochs in experiment.predict_at (and at the last epoch) are kept for Fig. 4.
 """
 
@@ -39,6 +41,13 @@ class CurveFit:
         self.points, self.noise = int(exp.points), float(exp.noise)
         x, y = make_data(self.points, self.noise, 0 if self.per_seed_noise else int(exp.data_seed))
         self.x_np, self.y_np = x, y
+        held_out = exp.get("val_noise_seed")
+        if held_out is not None and (isinstance(held_out, bool) or not isinstance(held_out, int) or held_out < 0
+                                     or (not self.per_seed_noise and held_out == exp.data_seed)):
+            raise ConfigError(f"experiment.val_noise_seed must be null or an integer >= 0 other than data_seed "
+                              f"(a held-out draw, not the training noise), got {held_out!r}")
+        self.y_val = None if held_out is None else torch.from_numpy(
+            make_data(self.points, self.noise, held_out)[1]).to(device, dtype)
         self.x = torch.from_numpy(x).to(device, dtype)
         self.y = torch.from_numpy(y).to(device, dtype)
         self.n_train = len(x)
@@ -70,7 +79,10 @@ class CurveFit:
         return mlp.regression_loss(mlp.forward(params, self.x), self.y), None
 
     def evaluate(self, params):
-        return {}
+        if self.y_val is None:
+            return {}
+        with torch.no_grad():
+            return {"val_loss": mlp.regression_loss(mlp.forward(params, self.x), self.y_val)}
 
     def trace(self, params, lr):
         return {}
