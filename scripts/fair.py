@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # experiments/ 
 
 from experiments.analysis.fair import fair_section
 from experiments.analysis.report import build_report
+from experiments.analysis.verdict import forest_plot
 from experiments.errors import AylaError
 from experiments.io import write_atomic
 from experiments.pipelines.fair import run_fair
@@ -50,6 +51,7 @@ def main() -> None:
                      names=names, launcher=args.launcher)
         except FailedUnits as error:  # the report is still written from what finished
             failed = error
+        forest_plot(out)
         write_atomic(out / "REPORT.md", build_report(out, extra_sections=fair_section(out)))
         if failed:
             raise failed

@@ -16,6 +16,7 @@ from experiments.analysis.fair import fair_section
 from experiments.analysis.figures import draw_figures
 from experiments.analysis.report import build_report, update_readme
 from experiments.analysis.speed import build_bench
+from experiments.analysis.verdict import forest_plot
 from experiments.errors import AylaError
 from experiments.io import write_atomic
 from experiments.pipelines.launch import FailedUnits
@@ -52,6 +53,7 @@ def main() -> None:
             except FailedUnits as error:  # drawn from what finished; the exit status says it is incomplete
                 failed = error
         drawn = draw_figures(out, figures, lambda name: compose_run([f"figure={name}"]).figure)
+        drawn += forest_plot(out)  # the fair comparisons' paired differences (make fair's runs, when there)
         fair = fair_section(out)
         if bench := build_bench(out):  # speed apart from the results: BENCH.md
             write_atomic(out / "BENCH.md", bench)

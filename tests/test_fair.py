@@ -8,7 +8,7 @@ import torch
 from conftest import assert_same_across_thread_counts, make_config, real_data, run_cli
 from omegaconf import OmegaConf
 
-from experiments import CONF, presets, runs
+from experiments import CONF, presets, runs, sweeps
 from experiments.errors import AylaError, ConfigError
 from experiments.pipelines import fair, reproduce
 from experiments.tasks import mnist
@@ -54,9 +54,9 @@ OWN_KNOBS = {"adam": {"lr", "optimizer.eps"}, "sgd": {"lr", "optimizer.momentum"
 @pytest.mark.parametrize("experiment", list(COMPARISONS))
 def test_every_optimizer_gets_the_same_number_of_trials_over_its_own_knobs(experiment):
     comparison = COMPARISONS[experiment]
-    sweeps = fair.sweeps_of(comparison)
-    grids = {sweep: fair.base_grid(sweep) for sweep in sweeps}
-    cfgs = {sweep: presets.compose_run([f"sweep={sweep}"]) for sweep in sweeps}
+    names = sweeps.sweeps_of(comparison)
+    grids = {sweep: sweeps.base_grid(sweep) for sweep in names}
+    cfgs = {sweep: presets.compose_run([f"sweep={sweep}"]) for sweep in names}
     sizes = {sweep: int(np.prod([len(v) for v in grid.values()])) for sweep, grid in grids.items()}
     assert sizes == {sweep: cfg.sweep.trials for sweep, cfg in cfgs.items()}
     assert len(set(sizes.values())) == 1, sizes
@@ -91,13 +91,13 @@ def test_no_evaluation_seed_tunes():
 
 
 def test_an_axis_extends_by_its_edge_step_and_stops_at_its_bound():
-    assert fair.extend([1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "log", "high") == pytest.approx(0.0333)
-    assert fair.extend([1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "log", "low") == pytest.approx(3.33e-5)
-    assert fair.extend([1e-8, 1e-6, 1e-4, 1e-2], "log", "high") == pytest.approx(1.0)
-    assert fair.extend([0, 0.5, 0.9, 0.99], "log1m", "high") == pytest.approx(0.999)
-    assert fair.extend([0, 0.5, 0.9, 0.99], "log1m", "low") is None  # momentum 0 is the axis's bound
+    assert sweeps.extend([1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "log", "high") == pytest.approx(0.0333)
+    assert sweeps.extend([1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "log", "low") == pytest.approx(3.33e-5)
+    assert sweeps.extend([1e-8, 1e-6, 1e-4, 1e-2], "log", "high") == pytest.approx(1.0)
+    assert sweeps.extend([0, 0.5, 0.9, 0.99], "log1m", "high") == pytest.approx(0.999)
+    assert sweeps.extend([0, 0.5, 0.9, 0.99], "log1m", "low") is None  # momentum 0 is the axis's bound
     with pytest.raises(AylaError, match="unknown scale"):
-        fair.extend([1, 2], "linear", "high")
+        sweeps.extend([1, 2], "linear", "high")
 
 
 def fake_fused(score):
@@ -123,20 +123,20 @@ def test_an_edge_choice_extends_that_axis(tmp_path, monkeypatch, peak, grown):
         return -abs(np.log10(v["lr"] / peak["lr"])) - abs(np.log10(v["eps"] / peak["eps"]))
     monkeypatch.setattr(fair, "fused_tuning", fake_fused(score))
     folder = fair.run_tuning("mnist_adam", 8, tmp_path, FAIR, COMPARISONS.mnist.select, log=lambda line: None)
-    trials = fair.trials_of(folder)
-    base = fair.base_grid("mnist_adam")
+    trials = sweeps.trials_of(folder)
+    base = sweeps.base_grid("mnist_adam")
     for key, values in base.items():
-        found = sorted(set(trials[fair.column_of(key)].round(12)) - set(values))
+        found = sorted(set(trials[sweeps.column_of(key)].round(12)) - set(values))
         assert found == pytest.approx(grown.get(key, [])), key
     assert len(trials) == np.prod([len(v) + len(grown.get(k, [])) for k, v in base.items()])
     again = fair.run_tuning("mnist_adam", 8, tmp_path, FAIR, COMPARISONS.mnist.select, log=lambda line: None)
-    assert len(fair.trials_of(again)) == len(trials)  # resumed: nothing trained again
+    assert len(sweeps.trials_of(again)) == len(trials)  # resumed: nothing trained again
 
 
 def test_a_momentum_choice_at_0_is_the_bound_not_an_edge_to_extend(tmp_path, monkeypatch):
     monkeypatch.setattr(fair, "fused_tuning", fake_fused(lambda v: -v["momentum"] - abs(np.log10(v["lr"] / 0.1))))
     folder = fair.run_tuning("mnist_sgd", 8, tmp_path, FAIR, COMPARISONS.mnist.select, log=lambda line: None)
-    assert len(fair.trials_of(folder)) == 20
+    assert len(sweeps.trials_of(folder)) == 20
 
 
 @pytest.mark.slow
@@ -192,7 +192,7 @@ def test_tuning_fuses_its_trials_in_process_and_uses_hydra_only_for_jobs_or_a_la
 
     def multirun(command, **kw):  # Hydra's multirun writes the grid
         commands.append(command)
-        writer(fair.grid_trials(fair.base_grid("mnist_adam")), [], tmp_path / "fair/tuning/mnist_adam/H8")
+        writer(sweeps.grid_trials(sweeps.base_grid("mnist_adam")), [], tmp_path / "fair/tuning/mnist_adam/H8")
         return type("Done", (), {"returncode": 0})()
     monkeypatch.setattr(fair.subprocess, "run", multirun)
     monkeypatch.setattr(fair, "fused_tuning", lambda *args, **kw: fused.append(len(args[0])) or writer(*args))
@@ -210,9 +210,9 @@ def test_tuning_fuses_its_trials_in_process_and_uses_hydra_only_for_jobs_or_a_la
 
 
 def test_a_sweeps_trials_are_hydras_in_hydras_order():
-    for sweep in fair.sweeps_of(COMPARISONS.mnist):
-        hydra = [[float(o.split("=")[1]) for o in trial] for trial in fair.sweep_trials(sweep)]
-        ours = [[float(o.split("=")[1]) for o in trial] for trial in fair.grid_trials(fair.base_grid(sweep))]
+    for sweep in sweeps.sweeps_of(COMPARISONS.mnist):
+        hydra = [[float(o.split("=")[1]) for o in trial] for trial in sweeps.sweep_trials(sweep)]
+        ours = [[float(o.split("=")[1]) for o in trial] for trial in sweeps.grid_trials(sweeps.base_grid(sweep))]
         assert ours == hydra and len(ours) == 20
 
 
@@ -243,12 +243,12 @@ def test_optuna_sweeper_keeps_the_budget(tmp_path):
 def test_selection_uses_validation_accuracy_never_test():
     trials = pd.DataFrame({"lr": [1e-3, 1e-2, 1e-1], "eps": 1e-8, "val_acc": [0.90, 0.95, 0.95],
                            "val_loss": [0.3, 0.2, 0.1], "test_acc": [0.99, 0.5, 0.5]})
-    best = fair.best_trial(trials)
+    best = sweeps.best_trial(trials)
     assert best["lr"] == 1e-1  # tie on accuracy broken by the lower validation loss; test accuracy ignored
     overrides = fair.tuned_overrides("mnist_adam", 8, best)
     assert "data.val_size=0" in overrides and "lr=0.1" in overrides and "optimizer.eps=1e-08" in overrides
     with pytest.raises(ValueError, match="never selects on the test set"):
-        fair.best_trial(trials, "test_acc")
+        sweeps.best_trial(trials, "test_acc")
 
 
 def test_the_curve_fit_selects_on_its_held_out_draw_at_the_judged_epoch_never_a_diverged_trial(tmp_path):
@@ -256,10 +256,10 @@ def test_the_curve_fit_selects_on_its_held_out_draw_at_the_judged_epoch_never_a_
     for k, (lr, losses) in enumerate([(1e-3, [0.5, 0.05, 0.01]), (1e-2, [0.4, 0.03, 0.02]), (1e-1, [0.3, np.nan])]):
         write_csv(pd.DataFrame({"epoch": range(1, len(losses) + 1), "lr": lr, "val_loss": losses}),
                   tmp_path / f"{k}" / "metrics.csv")
-    assert fair.best_trial(fair.trials_of(tmp_path, 2), "val_loss")["lr"] == 1e-2  # the judged epoch, 2
-    assert fair.best_trial(fair.trials_of(tmp_path), "val_loss")["lr"] == 1e-3     # the last
+    assert sweeps.best_trial(sweeps.trials_of(tmp_path, 2), "val_loss")["lr"] == 1e-2  # the judged epoch, 2
+    assert sweeps.best_trial(sweeps.trials_of(tmp_path), "val_loss")["lr"] == 1e-3     # the last
     accuracies = pd.DataFrame({"lr": [1e-3, 1e-2], "val_acc": [np.nan, 0.2], "val_loss": [np.nan, 3.0]})
-    assert fair.best_trial(accuracies)["lr"] == 1e-2
+    assert sweeps.best_trial(accuracies)["lr"] == 1e-2
 
 
 def test_the_curve_fits_held_out_draw_is_another_noise_draw_at_the_same_inputs():

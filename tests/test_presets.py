@@ -101,4 +101,4 @@ def test_every_figure_and_sweep_is_reachable():
     """The reproduction runs every figure preset, and the fair comparisons every sweep preset."""
     assert set(conf_presets.load_settings().figures) == set(presets("figure"))
     fair = OmegaConf.load(Path(CONF) / "fair.yaml")
-    assert {s for c in fair.comparisons.values() for s in c.sweeps} == set(presets("sweep"))
+    assert {s for c in fair.comparisons.values() for s in (c.ayla, *c.baselines)} == set(presets("sweep"))

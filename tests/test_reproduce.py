@@ -515,7 +515,8 @@ def test_each_hidden_size_of_an_lr_grid_is_judged_against_its_own_best(tmp_path)
         assert f"### sens_mnist, H = {hidden}" in section
     assert section.count("| Adam | 0.001 | 0.001 | 3 |") == 2 and section.count("| AYLA | 0.01 | 0.01 | 3 |") == 2
     assert section.count("**Verdict:** AYLA works at 1 lr(s), Adam at 1, SGD at 1; near its own best: AYLA at 1 "
-                         "lr(s), Adam at 1, SGD at 1: AYLA does not widen") == 2
+                         "lr(s), Adam at 1, SGD at 1: AYLA's range of lrs that work is not wider than Adam and "
+                         "SGD's") == 2
     assert "best median 0.9 − 0.01" in section and "best median 0.98 − 0.01" in section
 
 

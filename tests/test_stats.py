@@ -123,3 +123,53 @@ def test_no_share_without_a_gain_to_share():
     losses = stats.share(pd.Series([0.5, 0.6], index=[1, 2]), pd.Series([0.4, 0.5], index=[1, 2]),
                          pd.Series([0.7, 0.8], index=[1, 2]), lower_is_better=True)
     assert losses.value == pytest.approx(2 / 3) and losses.ayla_gain.better
+
+
+def test_holm_equals_the_reference_library_and_the_textbook_step_down():
+    from statsmodels.stats.multitest import multipletests
+    pvalues = [0.01, 0.04, 0.03, 0.005, 0.2, 0.0001]
+    adjusted, rejected = stats.holm(pvalues, 0.05)
+    reference = multipletests(pvalues, alpha=0.05, method="holm")
+    assert adjusted.tolist() == pytest.approx(reference[1].tolist()) and rejected.tolist() == reference[0].tolist()
+    # by hand: sorted 0.0001, 0.005, 0.01, 0.03, 0.04, 0.2 times 6, 5, 4, 3, 2, 1, running maximum, capped at 1
+    assert adjusted.tolist() == pytest.approx([0.04, 0.09, 0.09, 0.025, 0.2, 0.0006])
+    assert rejected.tolist() == [True, False, False, True, False, True]
+    assert stats.holm([], 0.05)[0].size == 0
+
+
+def test_the_paired_p_value_is_scipys_and_the_detectable_effect_its_power():
+    a = pd.Series([0.91, 0.93, 0.92, 0.95, 0.90, 0.94, 0.92, 0.93, 0.91, 0.94], index=range(42, 52))
+    b = a - pd.Series([0.004, -0.002, 0.006, 0.001, 0.003, -0.001, 0.005, 0.002, 0.000, 0.004], index=a.index)
+    result = stats.paired(a, b, False, "AYLA", "Adam", True)
+    assert result.p == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    # the smallest true mean difference a two-sided paired t-test on 10 seeds detects with power 0.8 at 0.05:
+    # Cohen's d = 0.9957 (statsmodels; G*Power gives 0.996) times the standard deviation of the differences
+    sd = (a - b).std(ddof=1)
+    assert stats.detectable(a - b, 0.05, 0.8) == pytest.approx(0.9957 * sd, rel=1e-3)
+    noncentral = 0.9957 * math.sqrt(10)  # its power, from the noncentral t, is 0.8
+    critical = sps.t.ppf(0.975, 9)
+    assert sps.nct.sf(critical, 9, noncentral) + sps.nct.cdf(-critical, 9, noncentral) == pytest.approx(0.8, abs=1e-3)
+    assert math.isnan(stats.detectable(pd.Series([0.1]), 0.05, 0.8))
+
+
+@pytest.mark.parametrize("experiment,accs,stalled,collapsed", [
+    ("cifar100", [0.010, 0.015, 0.024], True, False),   # learns a little, ends at 2.4 % < 2.5 × 1 %
+    ("cifar100", [0.010, 0.020, 0.028], False, False),  # 2.8 %: the weakest run that learned
+    ("mnist", [0.11, 0.15, 0.21], True, False),         # SGD at a small lr: 21 % < 25 %
+    ("mnist", [0.50, 0.80, 0.90], False, False),
+    ("mnist", [0.10, 0.10, 0.10], False, True),         # at chance with the loss at ln 10: collapsed, not stalled
+])
+def test_the_stall_rule_on_hand_made_curves(experiment, accs, stalled, collapsed):
+    classes = 100 if experiment == "cifar100" else 10
+    flat = math.log(classes) * 1.001
+    losses = [flat] * 3 if collapsed else [flat, flat * 0.95, flat * 0.9]
+    frame = metrics_frame(losses, accs, experiment).assign(test_acc=accs)
+    summary = stats.run_summary(frame)
+    assert bool(summary["stalled"].iloc[0]) is stalled and bool(summary["collapsed"].iloc[0]) is collapsed
+    assert stats.collapse_note("SGD", summary["collapsed"], summary["stalled"]) == (
+        "SGD stalled on 1/1 seeds" if stalled else "SGD collapsed on 1/1 seeds" if collapsed else "")
+
+
+def test_the_area_under_a_curve_is_its_mean_over_epochs():
+    assert stats.area_under(pd.Series([0.2, 0.4, 0.9])) == pytest.approx(0.5)
+    assert math.isnan(stats.area_under(pd.Series([], dtype=float)))

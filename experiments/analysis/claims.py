@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import CONF
 from experiments.analysis import stats
 from experiments.runs import load_figure, lower_is_better
+from experiments.sweeps import method_of
 
 CONFIRMED, PARTLY, NOT, NO_DATA = "confirmed", "partly confirmed", "not confirmed", "no data"
 NO_TUNED = "no tuned baseline yet"
@@ -126,24 +127,19 @@ def without_collapsed(a: pd.Series, b: pd.Series, flags: pd.Series, column: str,
 
 
 def fair_comparison(experiment: str) -> DictConfig:
-    """conf/fair.yaml's comparison of one experiment (mnist, cifar100, curvefit)."""
+    """conf/fair.yaml's comparison of one experiment (mnist, cifar100, curvefit, polynomial)."""
     return OmegaConf.load(CONF / "fair.yaml").comparisons[experiment]
 
 
-def tuned_names(experiment: str = "mnist") -> dict[str, str]:
-    """Sweep preset → the arm name its tuned runs carry (conf/sweep/<preset>.yaml, sweep.method)."""
-    return {name: OmegaConf.load(CONF / "sweep" / f"{name}.yaml").sweep.method
-            for name in fair_comparison(experiment).sweeps}
-
-
 def equal_budget_pair(experiment: str) -> tuple[str, str]:
-    """The arm names of the equal-budget pair: AYLA with its settings tuned, the baseline with its lr tuned."""
-    names, budget = tuned_names(experiment), fair_comparison(experiment).equal_budget
-    return names[budget.ayla], names[budget.baseline]
+    """The arm names of a comparison's tuned AYLA and its first baseline (Adam; SGD for the polynomial), each
+    tuned over its own knobs with the same budget."""
+    comparison = fair_comparison(experiment)
+    return method_of(comparison.ayla), method_of(comparison.baselines[0])
 
 
 def tuned_runs(out: Path, experiment: str = "mnist") -> pd.DataFrame:
-    return load_figure(out, fair_comparison(experiment).tuned)
+    return load_figure(out, fair_comparison(experiment).runs)
 
 
 def grid_values(out: Path, figure: str) -> pd.DataFrame:
@@ -349,10 +345,17 @@ def path(metrics: pd.DataFrame, arm: str) -> np.ndarray:
     return np.append(rows["x"].to_numpy(), rows["x"].iloc[-1] - rows["signed_step"].iloc[-1])
 
 
+def who(ctx: Context, arm: str | None) -> str:
+    """An entry's `arm`: a name, "baseline" (the context's baseline: the tuned one on make fair's runs), or AYLA's
+    arm when unset."""
+    return ctx.baseline if arm == "baseline" else arm or ctx.arm
+
+
 @kind
 def path_end(ctx: Context, value: float, tolerance: float, arm: str | None = None, label: str = ""):
     """`arm` ends within `tolerance` of `value`."""
-    arm, x = arm or ctx.arm, path(ctx.metrics, arm or ctx.arm)
+    arm = who(ctx, arm)
+    x = path(ctx.metrics, arm)
     return [Check(f"{arm} ends within {tolerance:g} of {label or value} (x after {len(x) - 1} steps = {x[-1]:.4f})",
                   abs(x[-1] - value) < tolerance)], []
 
@@ -365,7 +368,7 @@ def reached(x: np.ndarray, value: float, tolerance: float) -> int | None:
 @kind
 def path_reaches(ctx: Context, value: float, tolerance: float, steps: int, arm: str | None = None):
     """`arm` gets within `tolerance` of `value` in at most `steps` steps."""
-    arm = arm or ctx.arm
+    arm = who(ctx, arm)
     first = reached(path(ctx.metrics, arm), value, tolerance)
     return [Check(f"{arm} gets within {tolerance:g} of {value:g} in at most {steps} steps (first after {first} "
                   "steps)", first is not None and first <= steps)], []
@@ -374,7 +377,8 @@ def path_reaches(ctx: Context, value: float, tolerance: float, steps: int, arm: 
 @kind
 def path_stays(ctx: Context, value: float, tolerance: float, arm: str | None = None):
     """Once within `tolerance` of `value`, `arm` stays there (small oscillations)."""
-    arm, x = arm or ctx.arm, path(ctx.metrics, arm or ctx.arm)
+    arm = who(ctx, arm)
+    x = path(ctx.metrics, arm)
     first = reached(x, value, tolerance)
     largest = np.abs(x[first:] - value).max() if first is not None else np.inf
     return [Check(f"{arm} stays within {tolerance:g} of {value:g} after that, small oscillations (largest "
@@ -476,10 +480,8 @@ def tuned_checks(claim: Claim, spec: DictConfig, out: Path) -> None:
         if metrics.empty:
             return
         ayla, base = equal_budget_pair(spec.comparison)
-        if "ayla" in spec:
-            ayla = tuned_names(spec.comparison)[spec.ayla]
-        ctx = Context(claim, fair_comparison(spec.comparison).tuned, metrics, ayla, base, tuned=True, out=out)
-        measured = " and ".join(what_at(ctx, entry) for entry in spec.checks)
+        ctx = Context(claim, fair_comparison(spec.comparison).runs, metrics, ayla, base, tuned=True, out=out)
+        measured = " and ".join(what_at(ctx, entry) for entry in spec.checks if "metric" in entry) or "the path of x"
         claim.tuned_pair = f"{ayla} vs {base}, {measured}"
     claim.tuned_checks, claim.tuned_measured = evaluate(spec.checks, spec.get("measured"), ctx)
 

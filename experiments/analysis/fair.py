@@ -1,5 +1,7 @@
-"""REPORT.md's fair comparisons (`make fair`'s runs): every arm a comparison of conf/fair.yaml sets side by side,
-paired seed by seed, with its verdicts and the time each arm takes to reach a target; every number from the CSVs."""
+"""REPORT.md's fair comparisons in detail (`make fair`'s runs, conf/fair.yaml): per comparison, how each optimizer
+was tuned (its grid, the extensions its choice forced, the trials that stalled), then its evaluation runs (final
+value, area under the curve, time-to-target counting the seeds that never get there, collapsed and stalled seeds)
+and the secondary paired verdicts. The primary verdicts are analysis/verdict.py's; every number from the CSVs."""
 
 from pathlib import Path
 
@@ -7,194 +9,206 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from experiments.analysis import stats
-from experiments.analysis.claims import compare, describe
+from experiments.analysis import stats, verdict
 from experiments.presets import compose_run, load_settings
-from experiments.runs import load_figure
+from experiments.runs import lower_is_better
+from experiments.sweeps import (
+    base_grid,
+    best_trial,
+    column_of,
+    edges,
+    extend,
+    extensions,
+    method_of,
+    sweeps_of,
+    trials_of,
+    tuning_folder,
+)
+
+NAMES = verdict.METRIC_NAMES
 
 
-def time_to_target(metrics: pd.DataFrame, column: str, target: float) -> tuple[pd.Series, pd.Series]:
-    """Per seed: the first epoch that reaches the target, and this arm's share of the wall seconds until then
-    (a fused epoch's seconds divided by the arms trained in it). NaN where it never does."""
-    epochs, seconds = {}, {}
-    for seed, part in metrics.sort_values("epoch").groupby("seed"):
-        reached = part[column] >= target if column.endswith("acc") else part[column] <= target
-        cumulative = (part["seconds"] / part["arms_fused"]).cumsum()
+def time_to_target(runs: pd.DataFrame, column: str, target: float) -> pd.Series:
+    """Per seed: the first epoch that reaches the target; NaN where it never does (censored at the last epoch)."""
+    epochs = {}
+    for seed, part in runs.sort_values("epoch").groupby("seed"):
+        reached = part[column] >= target if not lower_is_better(column) else part[column] <= target
         epochs[seed] = part["epoch"][reached].iloc[0] if reached.any() else np.nan
-        seconds[seed] = cumulative[reached].iloc[0] if reached.any() else np.nan
-    return pd.Series(epochs), pd.Series(seconds)
+    return pd.Series(epochs, dtype=float)
 
 
-def steps_to_target(metrics: pd.DataFrame, column: str, target: float) -> pd.Series:
-    """Per seed: the optimizer steps taken by the end of the first epoch that reaches the target (NaN: never)."""
-    if "step" not in metrics.columns:
-        return pd.Series(dtype=float)
-    steps = {}
-    for seed, part in metrics.sort_values("epoch").groupby("seed"):
-        reached = part[column] >= target if column.endswith("acc") else part[column] <= target
-        steps[seed] = part["step"][reached].iloc[0] if reached.any() else np.nan
-    return pd.Series(steps)
+def reached_text(epochs: pd.Series, last: int) -> str:
+    """'7/10 seeds, median 12' (the median counts a seed that never reaches the target as later than any epoch:
+    '> 40' when fewer than half reach it); 'never' when no seed does."""
+    hit = epochs.dropna()
+    if hit.empty:
+        return f"0/{len(epochs)} seeds (never by epoch {last})"
+    ordered = np.sort(epochs.fillna(np.inf).to_numpy())
+    median = ordered[(len(ordered) - 1) // 2] if len(ordered) % 2 else ordered[len(ordered) // 2 - 1:][:2].mean()
+    shown = f"> {last}" if not np.isfinite(median) else f"{median:g}"
+    return f"{len(hit)}/{len(epochs)} seeds, median {shown}"
 
 
-def comparison_arms(out: Path, comparison: DictConfig) -> pd.DataFrame:
-    """Every arm a comparison sets side by side, labelled: its tuned arms, the paper figures' arms, the controls."""
-    frames = [load_figure(out, comparison.tuned)]
-    for figure, labels in comparison.paper_arms.items():
-        metrics = load_figure(out, figure)
-        if not metrics.empty:
-            metrics = metrics[metrics["arm"].isin(list(labels))]
-            frames.append(metrics.assign(arm=metrics["arm"].map(dict(labels))))
-    for control, suffix in comparison.controls.items():
-        metrics = load_figure(out, control)
-        if not metrics.empty:
-            frames.append(metrics.assign(arm=metrics["arm"] + suffix))
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def setting_text(row: pd.Series, keys: list[str]) -> str:
+    """The swept settings of a trial or run: 'lr 0.003, eps 1e-06'."""
+    return ", ".join(f"{column_of(k)} {float(row[column_of(k)]):g}" for k in keys)
 
 
-def selected_setting(row: pd.Series) -> str:
-    text = f"lr {row['lr']:g}"
-    if bool(row["ayla"]):
-        text += f", N {row['N1']:g}" if row["N1"] == row["N2"] else f", N1 {row['N1']:g}, N2 {row['N2']:g}"
-    if row.get("eps", 1e-8) not in (1e-8,) and not pd.isna(row.get("eps")):
-        text += f", eps {row['eps']:g}"
-    if row.get("grad_scale", 1) != 1:
-        text += f", gradient × {row['grad_scale']:.3g}"
-    return text
+def edge_text(best: pd.Series, grid: dict, base: dict, axes: dict, most: int) -> str:
+    """Whether the chosen trial still lies on an edge of its (extended) grid, and why it was not extended."""
+    notes = []
+    for key, end in edges(best, grid, axes):
+        if extend(grid[key], axes[key], end) is None:
+            notes.append(f"{column_of(key)} at its bound")
+        elif extensions(grid[key], base[key], end) >= most:
+            notes.append(f"{column_of(key)} on the {end} edge after {most} extensions")
+    return "; ".join(notes) or "inside"
 
 
-def fused(rows: pd.DataFrame) -> int | None:
-    """How many arm-seeds were trained together in this arm's runs (None if that differs between its runs)."""
-    values = rows["arms_fused"].dropna().unique() if "arms_fused" in rows.columns else []
-    return int(values[0]) if len(values) == 1 else None
+def tuning_table(out: Path, comparison: DictConfig, settings: DictConfig) -> list[str]:
+    select = comparison.select
+    lines = [f"| optimizer | H | trials | grid (extensions in bold) | chosen | its {NAMES[select.metric]} | "
+             "edge | stalled / collapsed / diverged trials |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for sweep in sweeps_of(comparison):
+        base, axes = base_grid(sweep), dict(compose_run([f"sweep={sweep}"]).sweep.axes)
+        for hidden in comparison.hidden:
+            trials = trials_of(tuning_folder(out, sweep, hidden), select.epoch)
+            if trials.empty:
+                continue
+            grid = {k: sorted(trials[column_of(k)].astype(float).unique()) for k in base}
+            shown = "; ".join(f"{column_of(k)} " + ", ".join(
+                f"**{v:g}**" if not any(np.isclose(v, b, rtol=1e-6) for b in base[k]) else f"{v:g}" for v in values)
+                for k, values in grid.items())
+            best = best_trial(trials, select.metric)
+            value = best[select.metric]
+            value_text = f"{100 * value:.2f} %" if not lower_is_better(select.metric) else f"{value:.4g}"
+            edge = edge_text(best, grid, base, axes, int(settings.max_extensions))
+            where = hidden if hidden is not None else "–"
+            lines.append(f"| {method_of(sweep)} | {where} | {len(trials)} | {shown} | {setting_text(best, list(base))} "
+                         f"| {value_text} | {edge} | {trial_flags(out, sweep, hidden)} |")
+    return lines
 
 
-COLUMN_NAMES = {"test_acc": "test accuracy", "train_loss": "train loss", "train_acc": "train accuracy",
-                "test_loss": "test loss"}
+def trial_flags(out: Path, sweep: str, hidden) -> str:
+    """'2 / 0 / 1': the trials of one tuning folder that stalled, collapsed, diverged."""
+    frames = []
+    for number, csv in enumerate(sorted(tuning_folder(out, sweep, hidden).glob("*/metrics.csv"))):
+        frames.append(pd.read_csv(csv).assign(arm=csv.parent.name, seed=number))
+    summary = stats.run_summary(pd.concat(frames, ignore_index=True)) if frames else pd.DataFrame()
+    if summary.empty:
+        return "–"
+    return f"{int(summary['stalled'].sum())} / {int(summary['collapsed'].sum())} / {int(summary['diverged'].sum())}"
+
+
+def arm_table(runs: pd.DataFrame, comparison: DictConfig, hidden, epoch: int) -> list[str]:
+    """Per arm: its setting, the primary metric at the endpoint, the area under the test-accuracy curve, the time
+    to each target, and its collapsed, stalled and diverged seeds."""
+    metric = comparison.primary.metric
+    part = runs if hidden is None else runs[runs["hidden"] == hidden]
+    summary = stats.run_summary(part)
+    last = int(part["epoch"].max())
+    curve = "test_acc" if "test_acc" in part and part["test_acc"].notna().any() else None
+    targets = dict(comparison.targets)
+    header = ["arm", "setting", f"{NAMES[metric]} at epoch {epoch}"]
+    header += [f"mean {NAMES[curve]} over epochs 1–{last} (AUC)"] if curve else []
+    header += [f"epoch reaching {target_text(c, t)}" for c, t in targets.items()]
+    header += ["collapsed", "stalled", "diverged"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    keys = ["lr", "eps", "N1", "N2", "momentum", "grad_scale"]
+    for arm, rows in part.groupby("arm", sort=False):
+        first = rows.iloc[0]
+        setting = ", ".join(f"{k} {first[k]:g}" for k in keys if k in rows and pd.notna(first[k])
+                            and not (k == "grad_scale" and first[k] == 1) and not (k in ("N1", "N2")
+                                                                                   and not first["ayla"]
+                                                                                   and not arm.endswith("eps"))
+                            and not (k == "momentum" and first["optimizer"] != "sgd")
+                            and not (k == "eps" and first["optimizer"] == "sgd"))
+        values = verdict.value_at(rows, arm, metric, epoch)
+        cells = [arm, setting, describe(values, not lower_is_better(metric))]
+        if curve:
+            auc = rows.sort_values("epoch").groupby("seed")[curve].apply(stats.area_under)
+            cells.append(describe(auc, True))
+        cells += [reached_text(time_to_target(rows, c, t), last) for c, t in targets.items()]
+        flags = summary[summary["arm"] == arm]
+        cells += [f"{int(flags['collapsed'].sum())}/{len(flags)}", f"{int(flags['stalled'].sum())}/{len(flags)}",
+                  f"{int(flags['diverged'].sum())}/{len(flags)}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def describe(values: pd.Series, percent: bool) -> str:
+    """'92.41 ± 0.13 % (n = 10)': mean ± sample standard deviation over seeds."""
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    scale, tail = (100, " %") if percent else (1, "")
+    sd = f" ± {scale * values.std(ddof=1):.2g}" if len(values) > 1 else ""
+    return f"{scale * values.mean():.4g}{sd}{tail} (n = {len(values)})"
 
 
 def target_text(column: str, target: float) -> str:
-    return (f"{100 * target:g} % {COLUMN_NAMES[column]}" if column.endswith("acc")
-            else f"{COLUMN_NAMES[column]} ≤ {target:g}")
+    return f"{100 * target:g} % {NAMES[column]}" if not lower_is_better(column) else f"{NAMES[column]} ≤ {target:g}"
+
+
+def secondary_lines(runs: pd.DataFrame, comparison: DictConfig, rows: list, hidden) -> list[str]:
+    """Uncorrected, secondary: the controls against AYLA, and AYLA against each baseline on the area under the
+    test-accuracy curve and (where the endpoint is not the last epoch) at the last epoch."""
+    lines = [f"- control: {r.a} − AYLA = {r.numbers()}, {r.verdict} ({r.paired.wins}/{r.paired.n} seeds)"
+             for r in rows if r.kind == "control" and r.hidden == hidden]
+    part = runs if hidden is None else runs[runs["hidden"] == hidden]
+    ayla = method_of(comparison.ayla)
+    last = int(part["epoch"].max())
+    for sweep in comparison.baselines:
+        base = method_of(sweep)
+        if "test_acc" in part and part["test_acc"].notna().any():
+            a, b = (part[part["arm"] == arm].sort_values("epoch").groupby("seed")["test_acc"].apply(stats.area_under)
+                    for arm in (ayla, base))
+            result = stats.paired(a, b, False, "AYLA", verdict.short(base), True)
+            lines.append(f"- AUC of test accuracy: {result.text}")
+        metric = comparison.primary.metric
+        if comparison.primary.epoch != "last" and int(comparison.primary.epoch) < last:
+            a, b = (verdict.value_at(part, arm, metric, last) for arm in (ayla, base))
+            lower = lower_is_better(metric)
+            result = stats.paired(a, b, lower, "AYLA", verdict.short(base), not lower)
+            lines.append(f"- {NAMES[metric]} at epoch {last}: {result.text}")
+    return lines
+
+
+def comparison_section(out: Path, name: str, comparison: DictConfig, settings: DictConfig, rows: list) -> list[str]:
+    lines = [f"### {comparison.title}", ""]
+    runs = verdict.evaluation_runs(out, comparison)
+    select, primary = comparison.select, comparison.primary
+    lines += [f"Tuning: seed {settings.tuning_seed}; each trial judged by its {NAMES[select.metric]} at "
+              f"{'the last epoch' if select.epoch == 'last' else f'epoch {select.epoch}'}. Evaluation: "
+              f"{comparison.training_set}; primary endpoint: {NAMES[primary.metric]} at "
+              f"{'the last epoch' if primary.epoch == 'last' else f'epoch {primary.epoch}'}.", ""]
+    lines += tuning_table(out, comparison, settings) + [""]
+    if runs.empty:
+        return lines + [f"No evaluation runs yet: `make fair EXPERIMENTS={name}`.", ""]
+    epoch = verdict.endpoint_epoch(runs, primary.epoch)
+    mine = [r for r in rows if r.experiment == name]
+    for hidden in verdict.hiddens(runs):
+        lines += [f"#### {comparison.title}{f', H = {hidden}' if hidden is not None else ''}", ""]
+        lines += arm_table(runs, comparison, hidden, epoch) + [""]
+        lines += [f"- primary: AYLA − {verdict.short(r.b)} = {verdict.primary_cell(r)}"
+                  for r in mine if r.kind == "primary" and r.hidden == hidden]
+        if int(comparison.get("seeds", 2)) >= 2:
+            lines += ["", "Secondary (uncorrected):", ""] + secondary_lines(runs, comparison, mine, hidden)
+        lines += [""]
+    return lines
 
 
 def fair_section(out: Path) -> list[str]:
-    """REPORT.md's fair-comparison sections, one per experiment, every number computed from the CSVs."""
+    """REPORT.md's fair comparisons in detail, one subsection per comparison of conf/fair.yaml."""
     settings = load_settings("fair")
-    lines = ["## Beyond the paper: fair comparisons", "",
-             "Every arm below was trained as the paper figures are (full training set, the figure's epochs and "
-             "batch size) over the same seeds, so arms pair seed by seed (same initial weights, same batch order). "
-             "The tuned arms are the best of an equal budget of trials per optimizer (conf/fair.yaml, "
-             "conf/sweep/), each trial one seed (42); the classifiers' trials are chosen by validation accuracy on "
-             "10,000 training rows held out for it, the curve fit's (a claim about training) by final training "
-             "loss; never by the test set. Verdicts compare the final value (and where listed, earlier epochs) by "
-             "the paired rule (stats.py).", "",
-             "Time-to-target: the first epoch that reaches each target, as epochs and optimizer steps (mean over "
-             "the seeds that reach it). Seconds are this arm's share of its population's wall time (an epoch's "
-             "seconds ÷ the arm-seeds trained fused in it); they compare only between arms timed under the same "
-             "fusion, so they are given only for the arms trained as the tuned arms were (the same number of "
-             "arm-seeds fused) and left out (–) for the others.", ""]
-    for comparison in settings.comparisons.values():
-        lines += comparison_section(out, comparison)
+    rows = verdict.study_rows(out, settings)
+    lines = ["## The fair comparisons in detail", "",
+             f"Each optimizer's grid over its own two knobs (conf/sweep/), the same number of trials each, trained on "
+             f"tuning seed {settings.tuning_seed}; a choice on a grid's edge extended that axis by the edge's own step "
+             f"(at most {settings.max_extensions} values per end; extensions in bold). The chosen trials were "
+             f"retrained over the evaluation seeds ({settings.first_seed}–{settings.first_seed + settings.seeds - 1}), "
+             "fused, with the controls at AYLA's choice: Adam fed the gradient × c (c: AYLA's mean factor over "
+             "its runs) and the dynamic-eps Adam. Trial counts, choices and edges below are read from the runs.", ""]
+    for name, comparison in settings.comparisons.items():
+        lines += comparison_section(out, name, comparison, settings, rows)
     return lines
-
-
-def comparison_section(out: Path, comparison: DictConfig) -> list[str]:
-    arms = comparison_arms(out, comparison)
-    title, metric = comparison.title, comparison.metric
-    lines = [f"### {title}", ""]
-    tuned = load_figure(out, comparison.tuned)
-    if tuned.empty:
-        return lines + [f"No tuned runs yet for {title}: `make fair` (sweeps {', '.join(comparison.sweeps)}).", ""]
-    epochs = int(arms["epoch"].max())
-    reference = fused(tuned)
-    targets = dict(comparison.targets)
-    columns = [metric] + [c for c in ("train_loss",) if c != metric]
-    for hidden in sorted(arms["hidden"].unique()):
-        part = arms[arms["hidden"] == hidden]
-        runs = stats.run_summary(part, comparison.tuned)
-        header = ["arm", "setting", *[f"final {COLUMN_NAMES[c]}" for c in columns],
-                  *[f"epochs (steps) to {target_text(c, t)}" for c, t in targets.items()],
-                  f"seconds to {target_text(*next(iter(targets.items())))}", "collapsed seeds", "diverged seeds"]
-        lines += [f"#### {title}, H = {hidden}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        for arm, rows in part.groupby("arm", sort=False):
-            final = rows[rows["epoch"] == rows.groupby("seed")["epoch"].transform("max")].set_index("seed")
-            reach = {c: time_to_target(rows, c, t) for c, t in targets.items()}
-            first_seconds = next(iter(reach.values()))[1]
-            same = fused(rows) == reference
-            flags = stats.collapsed_seeds(runs, arm)
-            cells = [arm, selected_setting(rows.iloc[0]),
-                     *[describe(final[c], c.endswith("acc")) for c in columns],
-                     *[reached_steps(reach[c][0], steps_to_target(rows, c, t)) for c, t in targets.items()],
-                     reached(first_seconds, 1) if same else f"– (fused ×{fused(rows)})",
-                     f"{int(flags.sum())}/{len(flags)}", f"{int(rows['diverged'].sum())}"]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += [""] + [f"- {v}" for v in fair_verdicts(part, comparison, epochs, runs)] + [""]
-    if comparison.controls:
-        lines += [f"The control arms above ({', '.join(comparison.controls)}) are set beside the others as "
-                  "trained; what share of AYLA's gain each reproduces is in the controls section. None is picked "
-                  "as the best: they have no validation runs.", ""]
-    return lines
-
-
-def reached(values: pd.Series, digits: int = 0) -> str:
-    hit = values.dropna()
-    if hit.empty:
-        return "never"
-    text = f"{hit.mean():.{digits}f}"
-    return text if len(hit) == len(values) else f"{text} ({len(hit)} of {len(values)} seeds)"
-
-
-def reached_steps(epochs: pd.Series, steps: pd.Series) -> str:
-    """'4 (936 steps)', or with 'k of n seeds' when only some seeds reach it; 'never' when none does."""
-    if steps.empty:  # runs that do not record their step count
-        return reached(epochs)
-    hit = steps.dropna()
-    if hit.empty:
-        return "never"
-    text = f"{round(epochs.dropna().mean(), 1):g} ({hit.mean():.0f} steps)"
-    return text if len(hit) == len(steps) else f"{text}, {len(hit)} of {len(steps)} seeds"
-
-
-def value_at(arms: pd.DataFrame, arm: str, column: str, epoch: int) -> pd.Series:
-    """Per seed, `column` at `epoch` (or the last epoch reached, for a run that diverged before it)."""
-    rows = arms[(arms["arm"] == arm) & (arms["epoch"] <= epoch)].sort_values("epoch").groupby("seed").tail(1)
-    return rows.set_index("seed")[column]
-
-
-def versus(arms, a: str, b: str, column: str, epoch: int, runs: pd.DataFrame | None = None) -> str:
-    """A paired verdict on `column` at `epoch`, with the collapsed seeds of either arm counted."""
-    x, y = value_at(arms, a, column, epoch), value_at(arms, b, column, epoch)
-    if x.empty or y.empty:
-        return f"{a} vs {b}: no data"
-    result = compare(x, y, column, a, b)
-    notes = [] if runs is None or runs.empty else [
-        note for note in (stats.collapse_note(arm, stats.collapsed_seeds(runs, arm)) for arm in (a, b)) if note]
-    tail = f" ({COLUMN_NAMES[column]} at epoch {epoch}: {result.text}{''.join(f'; {n}' for n in notes)})"
-    if result.n < 2:
-        return f"{a} and {b}: **no verdict**{tail}"
-    if result.better:
-        return f"{a} **beats** {b}{tail}"
-    if result.worse:
-        return f"{a} **loses to** {b}{tail}"
-    return f"{a} and {b}: **no difference shown**{tail}"
-
-
-def method_names(comparison: DictConfig) -> dict[str, str]:
-    """Sweep preset → the arm name its tuned runs carry (sweep.method)."""
-    return {s: compose_run([f"sweep={s}"]).sweep.method for s in comparison.sweeps}
-
-
-def fair_verdicts(arms: pd.DataFrame, comparison: DictConfig, last: int, runs: pd.DataFrame | None = None
-                  ) -> list[str]:
-    methods = method_names(comparison)
-    ayla, baseline = methods[comparison.equal_budget.ayla], methods[comparison.equal_budget.baseline]
-    metric = comparison.metric
-    verdicts = []
-    for epoch in [*comparison.get("verdict_epochs", []), last]:
-        verdicts.append(f"Equal tuning budget: {versus(arms, ayla, baseline, metric, epoch, runs)}")
-        verdicts += [versus(arms, method, baseline, metric, epoch, runs) for method in methods.values()
-                     if method not in (ayla, baseline)]
-        verdicts += [f"Matched control: {versus(arms, methods[a], methods[b], metric, epoch, runs)}"
-                     for a, b in comparison.get("pairs", [])]
-    return verdicts

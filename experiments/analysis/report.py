@@ -1,9 +1,10 @@
-"""results/REPORT.md: each claim of the paper beside our numbers over seeds, with verdicts computed by rules.
+"""results/REPORT.md: the study's answer on its first screen (analysis/verdict.py), then each claim of the paper
+beside our numbers over seeds, with verdicts computed by rules.
 
-The rules (RULES below, printed in the report) are those of analysis/stats.py: paired comparisons seed by seed,
-collapsed runs counted, and two verdicts per claim, against the paper's own baseline and against a baseline tuned
-with the same budget where one exists. build_report also writes `<out>/runs.csv`, one row per run with its final
-numbers and whether it collapsed, the table every verdict here is computed from.
+The definitions (DEFINITIONS below, printed in the report) are the rules of analysis/stats.py: paired comparisons
+seed by seed, Holm across the declared primary endpoints, collapsed and stalled runs counted, and two verdicts per
+claim, against the paper's own baseline and against the tuned baseline of make fair. build_report also writes
+`<out>/runs.csv`, one row per run with its final numbers and whether it collapsed, stalled or diverged.
 """
 
 import itertools
@@ -14,23 +15,19 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from experiments import CONF
-from experiments.analysis import stats
+from experiments.analysis import stats, verdict
 from experiments.analysis.claims import (
-    NO_TUNED,
     Check,
     Claim,
     at,
     build_claims,
     compare,
     describe,
-    equal_budget_pair,
-    fair_comparison,
     figure_spec,
     grid_values,
     lower_is_better,
     lr_count,
     near_own_best,
-    tuned_runs,
     working_lrs,
 )
 from experiments.analysis.compare import populations, run_configs
@@ -38,23 +35,40 @@ from experiments.io import write_atomic, write_csv
 from experiments.presets import CONTROL_SETS, matched_arms, source_of
 from experiments.runs import load_figure
 
-RULES = [
-    "Comparisons are paired. Every arm of one seed starts from the same weights and sees the same batches in the "
-    "same order, so A against B is judged on the per-seed differences A − B over the seeds both have: their mean "
-    "with a 95 % paired-t interval (scipy.stats), the seeds A wins (k/n) and n. \"A better than B\" only when the "
-    "interval excludes 0 on A's side; with one seed there is no interval and no verdict (\"n = 1, no verdict\"). "
-    "Ranges over seeds (min–max) describe the spread and decide nothing.",
-    "A classifier run is collapsed when it ends at chance level (final train loss within "
+DEFINITIONS = [
+    "**train loss, train accuracy**: running means over each epoch's mini-batches, taken while the weights change "
+    "during the epoch (what the paper plots); **test** and **validation** (held-out) metrics: the whole set, scored "
+    "at the end of each epoch.",
+    "**± s**: the sample standard deviation over seeds (n given); **min–max**: the range over seeds. Both describe "
+    "the spread and decide nothing.",
+    "**Paired difference** A − B: every arm of one seed starts from the same weights and sees the same batches in the "
+    "same order, so A and B are compared seed by seed; shown as the mean difference with its **95 % interval** "
+    "[low, high] (paired t, scipy.stats.ttest_rel), the seeds A wins (k/n) and n. With one seed there is no interval "
+    "and no verdict.",
+    "**Primary comparisons** (make fair): each comparison's endpoint declared in conf/fair.yaml before any run, AYLA "
+    "− each tuned baseline; their p-values are corrected together by **Holm**'s step-down method (statsmodels' "
+    "multipletests) at the family's α. \"AYLA better / worse\" only when Holm rejects; otherwise \"no difference "
+    "shown\", with the smallest true difference the seeds would detect (**detectable**: two-sided paired t at α, "
+    "power 0.8, statsmodels' TTestPower, times the observed standard deviation of the differences).",
+    "**Secondary** comparisons (the controls at AYLA's setting, the area under the curve, the claims' checks, the lr "
+    "grids, the controls of the paper figures) are uncorrected, each judged by its own 95 % interval (\"better\" when "
+    "it excludes 0).",
+    "**Collapsed**: a classifier run that ends at chance (final train loss within "
     f"{100 * stats.CHANCE_LOSS_TOL:g} % of ln C and final train accuracy within ±{100 * stats.CHANCE_ACC_TOL:g} % of "
-    "1/C, C "
-    "classes: 10 for MNIST, 100 for CIFAR-100) or its final train loss is not below its first epoch's. Collapsed "
-    "runs stay in the paired comparisons (a seed is a seed) and every verdict that uses them counts them; they are "
-    "listed in runs.csv and drawn as thin marked lines, never averaged into a band.",
-    "A claim made of several checks is \"confirmed\" when every check passes, \"not confirmed\" when none does, and "
-    "\"partly confirmed\" otherwise. A claim with no runs yet is \"no data\".",
-    "Two verdicts per claim: against the paper's own baseline (its untuned Adam or SGD at the paper's settings), "
-    "and against a baseline tuned with the same budget as AYLA (make fair). A claim confirmed "
-    "only against a collapsed or an untuned baseline says so.",
+    "1/C; C = 10 for MNIST, 100 for CIFAR-100) or whose final train loss is not below its first epoch's. **Stalled**: "
+    f"not collapsed, but a final accuracy (test, else validation, else train) below {stats.STALL_FACTOR:g} / C. Both "
+    "stay in the paired comparisons (a seed is a seed), are counted wherever an arm's seeds are, and are drawn as thin "
+    "marked lines, never averaged into a band. **Diverged**: a non-finite loss; the run stops there.",
+    "**AUC**: the area under the per-epoch test-accuracy curve divided by the epochs, i.e. its mean over epochs 1…E. "
+    "**Time-to-target**: the first epoch whose value reaches the target; a seed that never does is counted (k/n "
+    "reach it) and ranks after every epoch in the median (\"> E\" when fewer than half reach it).",
+    "**Tuned** arms (make fair): each optimizer tuned over its own two knobs with the same number of trials on the "
+    "tuning seed, never an evaluation seed; chosen on data training never sees (classifiers: 10,000 held-out training "
+    "rows; curve fit: a second noise draw at epoch 100; the polynomial has none: f(x)); retrained on the whole "
+    "training set over the evaluation seeds.",
+    "A claim made of several checks is \"confirmed\" when every check passes, \"not confirmed\" when none does and "
+    "\"partly confirmed\" otherwise; \"no data\" without runs. Two verdicts per claim: against the paper's own "
+    "baseline (its untuned Adam or SGD at the paper's settings) and against the tuned baseline of make fair.",
 ]
 
 
@@ -79,9 +93,9 @@ def classifier_rows(metrics: pd.DataFrame, figure: str) -> list[str]:
     return rows
 
 
-def rule_lines() -> list[str]:
-    """The rules, as markdown bullets."""
-    return [f"- {rule}" for rule in RULES]
+def definition_lines() -> list[str]:
+    """The definitions, as markdown bullets."""
+    return [f"- {line}" for line in DEFINITIONS]
 
 
 def sensitivity_figures() -> list[str]:
@@ -309,40 +323,6 @@ def classifier_figures(experiment: str | None = None) -> list[str]:
     return found
 
 
-def closing_notes(out: Path) -> list[str]:
-    """Per experiment: does AYLA beat an equally tuned baseline, and what share of its gain a constant scale
-    reproduces (markdown bullets)."""
-    _, _, scaled = ablation_section(out)
-    mnist, cifar, curve = (equal_budget_text(out, name) for name in ("mnist", "cifar100", "curvefit"))
-
-    def control(figures: list[str], suffix: str = "", run_set: str = "ablation") -> str:
-        found = [f"{figure} {text}" for figure in figures for text in scaled.get(figure + suffix, [])]
-        missing = [f"{figure}_{run_set}" for figure in figures
-                   if figure in ablation_figures() and figure + suffix not in scaled]
-        return "; ".join(found) + (f" ({', '.join(missing)} not run yet)" if missing else "") if found else (
-            "no control run yet")
-
-    def dynamic(figures: list[str]) -> str:
-        return control(figures, " dynamic eps", "dynamic_eps")
-
-    mnist_figures, cifar_figures = classifier_figures("mnist"), classifier_figures("cifar100")
-
-    return [f"- Polynomial: equal tuning budget: {NO_TUNED}; lr sensitivity (x within 0.1 of 2.25 after 50 "
-            f"steps, sens_polynomial): {sensitivity_text(out, 'sens_polynomial')}.",
-            f"- Curve fit: equal tuning budget: {curve}. Share of each AYLA setting's train-loss gain over the "
-            f"paper's Adam (lr 0.01, Fig. 5) that Adam × c reproduces: {control(['fig05'])}; that the dynamic-eps "
-            f"Adam reproduces: {dynamic(['fig05'])}.",
-            f"- MNIST: equal tuning budget: {mnist}. lr sensitivity (final test accuracy within 1 point of the "
-            f"grid's best, sens_mnist): {sensitivity_text(out, 'sens_mnist')}. Share of AYLA's gain over the "
-            "paper's Adam (lr 0.1, Fig. 7) "
-            f"that Adam × c reproduces: {control(mnist_figures)}; that the dynamic-eps Adam reproduces: "
-            f"{dynamic(mnist_figures)}.",
-            f"- CIFAR-100: equal tuning budget: {cifar}. lr sensitivity (sens_cifar100): "
-            f"{sensitivity_text(out, 'sens_cifar100')}. Share of AYLA's gain over the paper's Adam (lr 0.01, "
-            f"Fig. 9; lr 0.1, Fig. 10) that Adam × c reproduces: {control(cifar_figures)}; that the "
-            f"dynamic-eps Adam reproduces: {dynamic(cifar_figures)}."]
-
-
 def grid_verdicts(values: pd.DataFrame, works) -> list[tuple]:
     """Per hidden size of an lr grid: (hidden, its rows, the lrs each optimizer works at, its own good range)."""
     return [(hidden, grid, working_lrs(grid), own_range(grid, works))
@@ -355,58 +335,27 @@ def own_range(grid: pd.DataFrame, works) -> dict[str, str]:
 
 
 def sensitivity_verdict(good: dict[str, str], own: dict[str, str] | None = None) -> str:
-    """Does AYLA work at more lrs of the grid than every other optimizer? From working_lrs' text per optimizer
-    (the bar: the grid's best), and where given near_own_best's (the bar: each optimizer's own best). An optimizer
-    with the higher peak alone clears the first bar at one lr or more, so AYLA widens the range only when it
-    leads on both."""
+    """Does AYLA work at more lrs of the grid than each other optimizer? From working_lrs' text per optimizer (the
+    bar: the grid's best), and where given near_own_best's (the bar: each optimizer's own best). An optimizer with
+    the higher peak alone clears the first bar at one lr or more, so AYLA's range is wider than another's only when
+    it is wider on both counts; the verdict names each optimizer, so that one of them does not decide for all."""
     def counts(texts: dict[str, str]) -> tuple[int, dict[str, int]]:
         count = {name: lr_count(text) for name, text in texts.items()}
         return count.get("AYLA", 0), {name: n for name, n in count.items() if name != "AYLA"}
 
     ayla, others = counts(good)
-    wider = ayla > max(others.values(), default=0)
     text = f"AYLA works at {ayla} lr(s), " + ", ".join(f"{k} at {v}" for k, v in others.items())
+    wider = {k: ayla > v for k, v in others.items()}
     if own:
         ayla_own, others_own = counts(own)
-        wider = wider and ayla_own > max(others_own.values(), default=0)
+        wider = {k: wider[k] and ayla_own > others_own.get(k, 0) for k in wider}
         text += (f"; near its own best: AYLA at {ayla_own} lr(s), "
                  + ", ".join(f"{k} at {v}" for k, v in others_own.items()))
-    return text + f": AYLA {'widens' if wider else 'does not widen'} the range of lrs that work"
-
-
-def sensitivity_text(out: Path, figure: str) -> str:
-    """Per hidden size, the lrs at which each optimizer works on every seed and the verdict; or "not run yet"."""
-    values = grid_values(out, figure)
-    if values.empty:
-        return "not run yet"
-    parts = []
-    for hidden, _, good, own in grid_verdicts(values, figure_spec(figure).works):
-        lrs = "; ".join(f"{name} works at lr {text}" for name, text in good.items())
-        where = "" if pd.isna(hidden) else f"H = {hidden:g}: "
-        parts.append(f"{where}{lrs} ({sensitivity_verdict(good, own)})")
-    return "; ".join(parts)
-
-
-def equal_budget_text(out: Path, experiment: str) -> str:
-    """AYLA with its settings tuned minus the baseline with its lr tuned, on the comparison's metric at each
-    verdict epoch, per hidden size (or why there is none)."""
-    tuned = tuned_runs(out, experiment)
-    if tuned.empty:
-        return f"{NO_TUNED} (make fair)"
-    ayla, base = equal_budget_pair(experiment)
-    comparison = fair_comparison(experiment)
-    column, last = comparison.metric, int(tuned["epoch"].max())
-    what = {"test_acc": "test accuracy", "train_loss": "train loss"}[column]
-    parts = []
-    for hidden in sorted(tuned["hidden"].unique()):
-        for epoch in [*comparison.get("verdict_epochs", []), last]:
-            result = compare(at(tuned, ayla, epoch, column, hidden), at(tuned, base, epoch, column, hidden),
-                             column, ayla, base)
-            word = "AYLA better" if result.better else "AYLA worse" if result.worse else "no difference shown"
-            when = "final" if epoch == last else f"epoch-{epoch}"
-            parts.append(f"H = {hidden}: {result.numbers()} in {when} {what}, {word}, AYLA ahead on "
-                         f"{result.wins}/{result.n} seeds")
-    return f"{ayla} − {base}: " + "; ".join(parts)
+    wins = [k for k, w in wider.items() if w]
+    losses = [k for k, w in wider.items() if not w]
+    parts = ([f"wider than {' and '.join(wins)}'s"] if wins else []) + (
+        [f"not wider than {' and '.join(losses)}'s"] if losses else [])
+    return text + ": AYLA's range of lrs that work is " + ", ".join(parts)
 
 
 def share_text(result: stats.Share) -> str:
@@ -422,14 +371,15 @@ def write_run_summary(out: Path) -> Path | None:
     for figure in OmegaConf.load(CONF / "reproduce.yaml").figures:
         if source_of(figure) == figure:  # a figure drawn from another's runs adds no runs of its own
             names += [figure, f"{figure}_ablation"]
-    names += [c.tuned for c in OmegaConf.load(CONF / "fair.yaml").comparisons.values()]
+    names += [name for c in OmegaConf.load(CONF / "fair.yaml").comparisons.values()
+              for name in (c.runs, f"{c.runs}_controls")]
     frames = [stats.run_summary(load_figure(out, name), name) for name in names]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return None
     table = pd.concat(frames, ignore_index=True)
     order = ["figure", "experiment", "hidden", "arm", "seed", "epochs", "steps", *stats.SUMMARY_METRICS,
-             "first_train_loss", "classes", "collapsed", "diverged"]
+             "first_train_loss", "classes", "collapsed", "stalled", "diverged"]
     table = table[[c for c in order if c in table.columns]]
     for column in ("hidden", "steps", "classes"):
         if column in table.columns:
@@ -484,6 +434,11 @@ def mark(check: Check, smoke: bool) -> str:
     return "–" if smoke else "✅" if check.passed else "❌"
 
 
+def check_table(checks: list[Check], smoke: bool) -> list[str]:
+    """One row per check: its mark and its text with the rule's numbers."""
+    return ["| | check |", "| --- | --- |", *[f"| {mark(c, smoke)} | {c.text} |" for c in checks], ""]
+
+
 def claim_section(claim: Claim, out: Path, smoke: bool = False) -> list[str]:
     heading = (f"### {claim.title}" if smoke else f"### {claim.title} — **{claim.verdict}** against the paper's "
                f"baseline; **{claim.tuned_verdict}** against a tuned one")
@@ -497,14 +452,13 @@ def claim_section(claim: Claim, out: Path, smoke: bool = False) -> list[str]:
                                         for line in claim.measured]
         lines.append("")
     if claim.checks:
-        lines += [f"*Checks against the paper's baseline ({claim.baseline}):*", ""]
-        lines += [f"- {mark(c, smoke)} {c.text}" for c in claim.checks] + [""]
+        lines += [f"*Checks against the paper's baseline ({claim.baseline}):*", ""] + check_table(claim.checks, smoke)
     if claim.tuned_measured:
         lines += ["*Measured against a tuned baseline:*", ""] + [f"- {line}" for line in claim.tuned_measured] + [""]
     if claim.tuned_checks:
-        lines += ["*Checks against a tuned baseline (make fair: each tuned arm the best of the same budget of "
-                  "trials, chosen on validation rows; see the fair comparison below):*", ""]
-        lines += [f"- {mark(c, smoke)} {c.text}" for c in claim.tuned_checks] + [""]
+        lines += ["*Checks against a tuned baseline (make fair: AYLA and the baseline each tuned over its own knobs "
+                  "with the same budget on the tuning seed, chosen on held-out data as the fair comparisons below "
+                  "state, evaluated on other seeds):*", ""] + check_table(claim.tuned_checks, smoke)
     else:
         lines += [f"*Against a tuned baseline:* {claim.tuned_missing}.", ""]
     lines += [f"![{f}](figures/{f}.png)" for f in claim.figures] + [""]
@@ -540,21 +494,21 @@ def figures_not_run(out: Path) -> list[str]:
 def build_report(out: Path, wall_seconds: float | None = None, extra_sections: list[str] = (),
                  smoke: bool = False) -> str:
     """REPORT.md's text; also writes `<out>/runs.csv`, the per-run table its verdicts are computed from.
-    `smoke` (make reproduce-quick): a banner says so and every verdict word and check mark is withheld."""
+    The first screen is the study's answer (analysis/verdict.py), then the definitions, the paper's claims,
+    provenance, the claims in detail, the grids and controls, and `extra_sections` (the fair comparisons in
+    detail). `smoke` (make reproduce-quick): a banner says so and every verdict word and check mark is withheld."""
     write_run_summary(out)
     claims = build_claims(out)
     info = provenance_summary(out)
     controls, _, _ = ablation_section(out)
-    lines = ["# AYLA reproduction report" + (" (smoke test)" if smoke else ""), "",
-             *([SMOKE_BANNER, ""] if smoke else []),
-             f"Generated by `make reproduce{'-quick' if smoke else ''}` (scripts/reproduce.py) from the CSVs under "
-             "this folder; every number below is computed from them by experiments/analysis/report.py and "
-             "experiments/analysis/stats.py. runs.csv holds one row per run (final numbers, collapsed, diverged).", "",
-             "## Verdicts", "", *verdict_table(claims, smoke), "",
-             "Per experiment, does AYLA beat an equally tuned baseline, and how much of its gain does a constant "
-             "gradient scale reproduce? (numbers: mean paired difference [95 % paired-t interval])", "",
-             *([f"- {WITHHELD}"] if smoke else closing_notes(out)), "",
-             *([] if smoke else ["Rules:", "", *rule_lines(), ""]),
+    answer = [f"{WITHHELD}", ""] if smoke else verdict.first_screen(out)
+    lines = ["# AYLA benchmark report" + (" (smoke test)" if smoke else ""), "",
+             *([SMOKE_BANNER, ""] if smoke else []), *answer,
+             f"Generated by `make reproduce{'-quick' if smoke else ''}` / `make fair` from the CSVs under this folder "
+             "(experiments/analysis/); runs.csv holds one row per run (final numbers, collapsed, stalled, diverged). "
+             "Wall times: [BENCH.md](BENCH.md).", "",
+             "## Definitions", "", *definition_lines(), "",
+             "## The paper's claims", "", *verdict_table(claims, smoke), "",
              "## How this was produced", "",
              f"- {info['runs']} run folders (one per figure, hidden size and seed), {info['populations']} fused "
              f"training populations, {info['train_seconds'] / 60:.1f} minutes of training in all",
@@ -571,7 +525,7 @@ def build_report(out: Path, wall_seconds: float | None = None, extra_sections: l
     if wall_seconds is not None:
         lines.append(f"- this invocation of `make reproduce` took {wall_seconds / 60:.1f} minutes of wall time "
                      "(runs already complete are skipped, so a resumed run takes less)")
-    lines += ["", "## The claims", ""]
+    lines += ["", "## The claims in detail", ""]
     for claim in claims:
         lines += claim_section(claim, out, smoke)
     lines += ["## Final numbers of the classifier figures", ""] + final_table(out) + [""]
@@ -579,9 +533,6 @@ def build_report(out: Path, wall_seconds: float | None = None, extra_sections: l
     lines += controls
     lines += variants_section(out)
     lines += list(extra_sections)
-    if (Path(out) / "BENCH.md").exists():
-        lines += ["## Speed", "", "How fast the suite trains, and a whole reproduction's wall time: "
-                  "[BENCH.md](BENCH.md).", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -594,20 +545,21 @@ def verdict_table(claims: list[Claim], smoke: bool = False) -> list[str]:
 README_START, README_END = "<!-- results: generated by `make figures` from results/ -->", "<!-- /results -->"
 
 
-README_FIGURE = "fig09"  # the figure the README shows beside the verdicts
-
-
 def readme_results(out: Path) -> list[str]:
-    """The README's results block: a short summary (the verdict table) with one figure and a link to REPORT.md."""
+    """The README's results block: the primary comparisons of make fair, the forest plot, the paper's claims."""
     claims = build_claims(out)
     info = provenance_summary(out)
+    rows = verdict.study_rows(out)
     lines = [f"From {info['runs']} run folders under `results/` ({info['train_seconds'] / 60:.0f} minutes of "
-             f"training on {'; '.join(info['devices']) or 'no machine yet'}). Verdicts are paired over seeds (the "
-             "95 % paired-t interval of the per-seed differences must exclude 0); collapsed runs are counted. "
-             "Every number, the controls, the lr grids and the rules: [results/REPORT.md](results/REPORT.md).", "",
-             *verdict_table(claims), ""]
-    if (Path(out) / "figures" / f"{README_FIGURE}.png").exists():
-        lines.append(f"![{README_FIGURE}](results/figures/{README_FIGURE}.png)")
+             f"training on {'; '.join(info['devices']) or 'no machine yet'}). AYLA against Adam and SGD, each tuned "
+             "with the same budget over its own knobs on a tuning seed, evaluated on other seeds; AYLA − baseline "
+             f"paired by seed, Holm-corrected over the {verdict.family_size(rows)} primary comparisons. The answer in "
+             "a sentence per experiment, the definitions and every number: [results/REPORT.md](results/REPORT.md).",
+             "", *verdict.primary_table(rows), ""]
+    if (Path(out) / "figures" / "forest.png").exists():
+        lines += ["![The paired differences](results/figures/forest.png)", ""]
+    lines += ["The paper's own claims, against its baselines and against the tuned ones:", "",
+              *verdict_table(claims)]
     return lines
 
 

@@ -8,7 +8,13 @@ description of the spread; they decide nothing.
 
 A classifier run is collapsed when it ends at chance level (train loss ≈ ln C and train accuracy ≈ 1/C, C the
 number of classes), or when its final train loss is not below its first epoch's: it learned nothing a mean over
-seeds should hide.
+seeds should hide. It is stalled when, without collapsing, it ends near chance all the same: its final accuracy
+(test, else validation, else train) below STALL_FACTOR / C. Stalled runs are counted as collapsed ones are.
+
+A family of comparisons (the primary endpoints of make fair) is corrected by Holm's step-down method
+(statsmodels' multipletests); where an interval straddles 0, the smallest true mean difference the paired t-test
+would detect with the family's alpha and power 0.8 is stated (statsmodels' TTestPower, in units of the observed
+standard deviation of the differences).
 """
 
 import math
@@ -18,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
 
 CONFIDENCE = 0.95
 METHOD = "paired t, 95 %"
@@ -31,6 +39,10 @@ MINUS = "\u2212"
 # set (MNIST 9.0–11.2 %, CIFAR-100 1 %), hence ±50 % of 1/C for the accuracy.
 CHANCE_LOSS_TOL = 0.01
 CHANCE_ACC_TOL = 0.5
+# Stalled: a final accuracy below 2.5 × chance (MNIST 25 %, CIFAR-100 2.5 %) without the loss test of collapse;
+# it holds the near-chance runs collapse misses (a CIFAR-100 trial at 2.4 %, MNIST SGD at small lrs at 15–21 %)
+# and leaves out the weakest run that learned (Fig. 9 Adam, H = 8, seed 45: 2.8 % on 100 classes).
+STALL_FACTOR = 2.5
 
 
 def signed(value: float, decimals: int) -> str:
@@ -58,6 +70,7 @@ class Paired:
     low: float = math.nan            # the 95 % interval of the mean difference (NaN with n < 2)
     high: float = math.nan
     percent: bool = False            # values are fractions, shown as percentage points
+    p: float = math.nan              # two-sided paired-t p-value (NaN with n < 2; 0 when every seed agrees)
 
     @property
     def n(self) -> int:
@@ -122,16 +135,37 @@ def paired(a: pd.Series, b: pd.Series, lower_is_better: bool, a_name: str = "A",
                      join="inner")
     both = both[np.isfinite(both["a"]) & np.isfinite(both["b"])].sort_index()
     differences = both["a"] - both["b"]
-    low = high = math.nan
+    low = high = p = math.nan
     if len(differences) >= 2:
         if differences.std(ddof=1) == 0:  # every seed gives the same difference: the interval is that value
             low = high = float(differences.iloc[0])
+            p = 1.0 if low == 0 else 0.0
         else:
             with warnings.catch_warnings():  # near-identical differences warn about precision; the CI is fine
                 warnings.simplefilter("ignore", RuntimeWarning)
-                interval = sps.ttest_rel(both["a"], both["b"]).confidence_interval(CONFIDENCE)
-            low, high = float(interval.low), float(interval.high)
-    return Paired(a_name, b_name, differences, lower_is_better, low, high, percent)
+                test = sps.ttest_rel(both["a"], both["b"])
+                interval = test.confidence_interval(CONFIDENCE)
+            low, high, p = float(interval.low), float(interval.high), float(test.pvalue)
+    return Paired(a_name, b_name, differences, lower_is_better, low, high, percent, p)
+
+
+def holm(pvalues, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down correction of a family of p-values: (adjusted p-values, rejected at alpha)."""
+    pvalues = np.asarray(pvalues, dtype=float)
+    if not len(pvalues):
+        return pvalues, pvalues.astype(bool)
+    rejected, adjusted, _, _ = multipletests(pvalues, alpha=alpha, method="holm")
+    return adjusted, rejected
+
+
+def detectable(differences: pd.Series, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided paired t-test on these seeds detects with `power` at
+    `alpha`: Cohen's d solved for n (statsmodels) × the observed standard deviation of the differences."""
+    n = len(differences)
+    if n < 2:
+        return math.nan
+    d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
+    return float(d * differences.std(ddof=1))
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,6 +226,25 @@ def is_collapsed(final_loss: float, final_acc: float, first_loss: float, classes
     return bool(np.isfinite(first_loss) and final_loss >= first_loss)
 
 
+def is_stalled(final_acc: float, classes: int | None, collapsed: bool = False) -> bool:
+    """Ends near chance without collapsing: a final accuracy below STALL_FACTOR / C."""
+    return bool(classes and not collapsed and np.isfinite(final_acc) and final_acc < STALL_FACTOR / classes)
+
+
+def final_accuracy(row) -> float:
+    """The accuracy the stall rule reads: test, else validation, else train."""
+    for column in ("test_acc", "val_acc", "train_acc"):
+        value = row.get(column, math.nan)
+        if value is not None and np.isfinite(value):
+            return float(value)
+    return math.nan
+
+
+def area_under(curve: pd.Series) -> float:
+    """The area under a per-epoch curve divided by its epochs: its mean over epochs 1…E (in the curve's unit)."""
+    return float(curve.mean()) if len(curve) else math.nan
+
+
 SUMMARY_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
 
@@ -214,6 +267,7 @@ def run_summary(metrics: pd.DataFrame, figure: str = "") -> pd.DataFrame:
         row["classes"] = classes
         row["collapsed"] = is_collapsed(float(last.get("train_loss", math.nan)), float(last.get("train_acc", math.nan)),
                                         float(row["first_train_loss"]), classes)
+        row["stalled"] = is_stalled(final_accuracy(row), classes, row["collapsed"])
         row["diverged"] = bool(run["diverged"].any()) if "diverged" in run.columns else False
         rows.append(row)
     summary = pd.DataFrame(rows)
@@ -223,15 +277,20 @@ def run_summary(metrics: pd.DataFrame, figure: str = "") -> pd.DataFrame:
                                ignore_index=True)
 
 
-def collapsed_seeds(summary: pd.DataFrame, arm: str, hidden=None) -> pd.Series:
-    """Per seed: whether this arm's run collapsed (from run_summary)."""
+def collapsed_seeds(summary: pd.DataFrame, arm: str, hidden=None, column: str = "collapsed") -> pd.Series:
+    """Per seed: whether this arm's run collapsed (or, with column="stalled", stalled), from run_summary."""
     part = summary[summary["arm"] == arm]
     if hidden is not None and "hidden" in part.columns:
         part = part[part["hidden"] == hidden]
-    return part.set_index("seed")["collapsed"].astype(bool)
+    if column not in part.columns:
+        return pd.Series(False, index=part["seed"].to_numpy(), dtype=bool)
+    return part.set_index("seed")[column].astype(bool)
 
 
-def collapse_note(arm: str, flags: pd.Series) -> str:
-    """'Adam collapsed on 3/5 seeds', or '' when none did."""
+def collapse_note(arm: str, flags: pd.Series, stalled: pd.Series | None = None) -> str:
+    """'Adam collapsed on 3/5 seeds', '… and stalled on 1/5', or '' when none did."""
     k = int(flags.sum())
-    return f"{arm} collapsed on {k}/{len(flags)} seeds" if k else ""
+    s = 0 if stalled is None else int(stalled.sum())
+    parts = ([f"collapsed on {k}/{len(flags)} seeds"] if k else []) + (
+        [f"stalled on {s}/{len(stalled)} seeds"] if s else [])
+    return f"{arm} {' and '.join(parts)}" if parts else ""
