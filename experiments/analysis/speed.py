@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.analysis.compare import render_times
+from experiments.analysis.compare import render_times, wall_times
+from experiments.presets import load_settings
+from experiments.sweeps import sweeps_of, tuning_folder
 
 
 def bench_section(path: Path) -> list[str]:
@@ -140,10 +142,53 @@ def reproduce_time_section(out: Path) -> list[str]:
             *render_times(times), ""]
 
 
+def tuning_seconds(folder: Path) -> tuple[float, int]:
+    """The wall seconds of a tuning folder's populations (each trial's epochs' seconds ÷ the trials fused with it,
+    summed over its trials) and its trial count."""
+    seconds, trials = 0.0, 0
+    for csv in Path(folder).glob("*/metrics.csv"):
+        trial = pd.read_csv(csv, usecols=lambda c: c in ("seconds", "arms_fused"))
+        seconds += float((trial["seconds"] / trial.get("arms_fused", 1)).sum())
+        trials += 1
+    return seconds, trials
+
+
+def fair_time_section(out: Path) -> list[str]:
+    """`make fair`'s wall time per comparison and hidden size: its tuning (every sweep's trials), its evaluation
+    populations and its controls, from the seconds the runs recorded; and the whole protocol's total."""
+    settings = load_settings("fair")
+    times = wall_times(out)
+    rows, total = [], 0.0
+    for comparison in settings.comparisons.values():
+        for hidden in comparison.hidden:
+            tuned = [tuning_seconds(tuning_folder(out, sweep, hidden)) for sweep in sweeps_of(comparison)]
+            key = "" if hidden is None else str(hidden)
+            evaluation, controls = (float(times[(times["run_set"] == name) & (times["hidden"] == key)]["seconds"].sum())
+                                    for name in (comparison.runs, f"{comparison.runs}_controls"))
+            tuning = sum(seconds for seconds, _ in tuned)
+            if not tuning and not evaluation:
+                continue
+            total += tuning + evaluation + controls
+            parts = (tuning, evaluation, controls, tuning + evaluation + controls)
+            minutes = " | ".join(f"{m / 60:.1f}" for m in parts)
+            rows.append(f"| {comparison.title} | {hidden if hidden is not None else '–'} | "
+                        f"{sum(n for _, n in tuned)} | {minutes} |")
+    if not rows:
+        return []
+    return ["## The fair comparison's wall time (make fair)", "",
+            "Minutes of training as the runs recorded them (tuning: each trial's epoch seconds ÷ the trials fused "
+            "with it; evaluation and controls: each population's wall seconds), on the machine REPORT.md names; "
+            "loading data and writing files come on top.", "",
+            "| comparison | H | tuning trials | tuning | evaluation | controls | total |",
+            "| --- | --- | --- | --- | --- | --- | --- |", *rows,
+            f"| all | | | | | | {total / 60:.1f} |", ""]
+
+
 def build_bench(out: Path, bench: Path | None = None) -> str | None:
     """BENCH.md's text from `bench` (default `<out>/bench.csv`, with its `_steps.csv`) and
     `<out>/reproduce_times.csv`; None when neither has been measured."""
-    sections = bench_section(bench or Path(out) / "bench.csv") + reproduce_time_section(out)
+    sections = (bench_section(bench or Path(out) / "bench.csv") + fair_time_section(out)
+                + reproduce_time_section(out))
     if not sections:
         return None
     return "\n".join(["# Speed of the suite", "",
