@@ -254,7 +254,7 @@ def test_quick_reproduction_end_to_end(tmp_path):
         for ext in ("png", "pdf"):
             assert (tmp_path / "figures" / f"fig{n:02d}.{ext}").stat().st_size > 10_000
     text = (tmp_path / "REPORT.md").read_text()
-    assert report.SMOKE_BANNER in text and text.startswith("# AYLA reproduction report (smoke test)")
+    assert report.SMOKE_BANNER in text and text.startswith("# AYLA benchmark report (smoke test)")
     withheld = re.findall(r"^\| [^|]+ \| – \(smoke test\) \| – \(smoke test\) \|$", text, re.M)
     assert len(withheld) == 5  # the verdict table's rows, both columns withheld
     verdict_words = r"\bconfirmed\b|✅|❌|\*\*(AYLA|Adam|SGD) better\*\*|AYLA worse|no difference shown"

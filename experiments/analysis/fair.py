@@ -86,7 +86,7 @@ def tuning_table(out: Path, comparison: DictConfig, settings: DictConfig) -> lis
             where = hidden if hidden is not None else "–"
             lines.append(f"| {method_of(sweep)} | {where} | {len(trials)} | {shown} | {setting_text(best, list(base))} "
                          f"| {value_text} | {edge} | {trial_flags(out, sweep, hidden)} |")
-    return lines
+    return lines if len(lines) > 2 else ["Not tuned yet."]
 
 
 def trial_flags(out: Path, sweep: str, hidden) -> str:
