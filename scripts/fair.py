@@ -4,7 +4,7 @@ the controls at AYLA's choice, and rewrite REPORT.md with the verdicts.
 
     python scripts/fair.py                          # every comparison: results/
     python scripts/fair.py --experiments cifar100   # one of them
-    python scripts/fair.py --quick                  # small subsets, one seed: results/quick/
+    python scripts/fair.py --quick                  # small subsets, two seeds (a smoke test): results/quick/
     python scripts/fair.py --jobs 2                 # tuning trials two at a time (hydra-joblib-launcher)
 """
 
@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # experiments/ 
 
 from experiments.analysis.fair import fair_section
 from experiments.analysis.report import build_report
+from experiments.analysis.speed import build_bench
 from experiments.analysis.verdict import forest_plot
 from experiments.errors import AylaError
 from experiments.io import write_atomic
@@ -52,7 +53,9 @@ def main() -> None:
         except FailedUnits as error:  # the report is still written from what finished
             failed = error
         forest_plot(out)
-        write_atomic(out / "REPORT.md", build_report(out, extra_sections=fair_section(out)))
+        if bench := build_bench(out):  # make fair's wall time beside the speed rows
+            write_atomic(out / "BENCH.md", bench)
+        write_atomic(out / "REPORT.md", build_report(out, extra_sections=fair_section(out), smoke=args.quick))
         if failed:
             raise failed
     except AylaError as error:

@@ -115,16 +115,24 @@ def test_no_committed_seed_both_tunes_and_evaluates():
 
 @pytest.mark.slow
 def test_every_committed_sweep_ran_its_whole_grid():
+    """Every comparison and hidden size with evaluation runs was tuned on every sweep's whole preset grid, the same
+    number of trials for each optimizer (extensions come on top and are reported)."""
     from experiments.sweeps import base_grid, grid_trials, present, trials_of, tuning_folder
+    evaluated = 0
     for comparison in FAIR.comparisons.values():
         for hidden in comparison.hidden:
+            prefix = f"H{hidden}_" if hidden is not None else ""
+            if not list((RESULTS / comparison.runs).glob(f"{prefix}seed*/metrics.csv")):
+                continue
+            evaluated += 1
             counts = {}
             for sweep in sweeps_of(comparison):
                 trials = trials_of(tuning_folder(RESULTS, sweep, hidden))
                 base = grid_trials(base_grid(sweep))
                 assert all(present(trial, trials) for trial in base), (sweep, hidden)
                 counts[sweep] = len(base)
-            assert len(set(counts.values())) == 1, counts  # the same budget before extensions
+            assert len(set(counts.values())) == 1, counts
+    assert evaluated, "no make fair runs committed"
 
 
 @pytest.mark.slow
@@ -140,3 +148,36 @@ def test_the_committed_first_screen_recomputes_from_the_csvs():
     for name, comparison in FAIR.comparisons.items():
         assert verdict.experiment_sentence(name, comparison, rows, RESULTS) in head
     assert (RESULTS / "figures" / "forest.png").exists() and (RESULTS / "figures" / "forest.pdf").exists()
+
+
+@pytest.mark.slow
+def test_make_fair_quick_end_to_end(tmp_path):
+    """`make fair-quick`: tuning with its extensions, evaluation on two seeds, the controls, REPORT.md opening with
+    the answer, the forest plot and BENCH.md's wall time, from real runs of the committed code."""
+    import subprocess
+    import sys
+
+    from conftest import real_data
+    real_data("mnist")
+    result = subprocess.run([sys.executable, str(Path(PROJECT) / "scripts" / "fair.py"), "--quick", "--out",
+                             str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (tmp_path / "REPORT.md").read_text()
+    assert text.startswith("# AYLA benchmark report (smoke test)")  # a smoke test: no answer on its first screen
+    assert "### MNIST" in text and "| Adam, lr × eps tuned | 8 |" in text and "Secondary (uncorrected)" in text
+    assert "## The fair comparison's wall time (make fair)" in (tmp_path / "BENCH.md").read_text()
+    rows = verdict.study_rows(tmp_path, FAIR)
+    assert {(r.a, r.b, r.hidden) for r in rows if r.kind == "primary"} == {
+        (AYLA, base, h) for base in (ADAM, SGD) for h in (8, 256)}
+    assert all(r.paired.n == 2 for r in rows)  # the quick mode's two evaluation seeds
+    assert (tmp_path / "figures" / "forest.png").stat().st_size > 10_000
+    for sweep in sweeps_of(MNIST):  # every preset grid ran whole, on the tuning seed alone
+        from experiments.sweeps import base_grid, trials_of, tuning_folder
+        trials = trials_of(tuning_folder(tmp_path, sweep, 8))
+        assert len(trials) >= np.prod([len(v) for v in base_grid(sweep).values()])
+        assert set(trials["seed"]) == {FAIR.tuning_seed}
+    assert committed_like_seeds(tmp_path / "fair" / "mnist") == {42, 43}
+
+
+def committed_like_seeds(folder: Path) -> set[int]:
+    return {int(p.parent.name.rpartition("seed")[2]) for p in folder.glob("*/config.yaml")}
