@@ -109,7 +109,7 @@ def arm_table(runs: pd.DataFrame, comparison: DictConfig, hidden, epoch: int) ->
     last = int(part["epoch"].max())
     curve = "test_acc" if "test_acc" in part and part["test_acc"].notna().any() else None
     targets = dict(comparison.targets)
-    header = ["arm", "setting", f"{NAMES[metric]} at epoch {epoch}"]
+    header = ["arm", "setting", f"{comparison.primary.get('label') or NAMES[metric]} at epoch {epoch}"]
     header += [f"mean {NAMES[curve]} over epochs 1–{last} (AUC)"] if curve else []
     header += [f"epoch reaching {target_text(c, t)}" for c, t in targets.items()]
     header += ["collapsed", "stalled", "diverged"]
@@ -180,7 +180,7 @@ def comparison_section(out: Path, name: str, comparison: DictConfig, settings: D
     select, primary = comparison.select, comparison.primary
     lines += [f"Tuning: seed {settings.tuning_seed}; each trial judged by its {NAMES[select.metric]} at "
               f"{'the last epoch' if select.epoch == 'last' else f'epoch {select.epoch}'}. Evaluation: "
-              f"{comparison.training_set}; primary endpoint: {NAMES[primary.metric]} at "
+              f"{comparison.training_set}; primary endpoint: {primary.get('label') or NAMES[primary.metric]} at "
               f"{'the last epoch' if primary.epoch == 'last' else f'epoch {primary.epoch}'}.", ""]
     lines += tuning_table(out, comparison, settings) + [""]
     if runs.empty:

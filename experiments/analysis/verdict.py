@@ -73,6 +73,7 @@ class Row:
     metric: str
     epoch: int
     paired: stats.Paired
+    what: str = ""             # the endpoint's name ("test accuracy"; the polynomial's "f(x)")
     p_holm: float = math.nan
     rejected: bool = False
     detectable: float = math.nan
@@ -118,6 +119,7 @@ def comparison_rows(out: Path, name: str, comparison: DictConfig) -> list[Row]:
     epoch = endpoint_epoch(runs, comparison.primary.epoch)
     lower = lower_is_better(metric)
     deterministic = int(comparison.get("seeds", 2)) < 2
+    what = comparison.primary.get("label") or METRIC_NAMES[metric]
     rows = []
     for hidden in hiddens(runs):
         def pair(a, b, kind, hidden=hidden):
@@ -125,7 +127,7 @@ def comparison_rows(out: Path, name: str, comparison: DictConfig) -> list[Row]:
             if x.empty or y.empty:
                 return None
             return Row(name, comparison.title, hidden, kind, a, b, metric, epoch,
-                       stats.paired(x, y, lower, a, b, not lower), deterministic=deterministic)
+                       stats.paired(x, y, lower, a, b, not lower), what, deterministic=deterministic)
         rows += [r for r in (pair(ayla, method_of(b), "primary") for b in comparison.baselines) if r]
         if comparison.controls:
             rows += [r for r in (pair(c, ayla, "control") for c in CONTROLS) if r]
@@ -184,9 +186,10 @@ def control_text(rows: list[Row]) -> str:
         parts.append(f"{control} − AYLA {shown} ({word})")
     if not parts:
         return ""
-    matches = all(r.verdict == "matches AYLA" for r in rows if r.kind == "control")
-    tail = (": at AYLA's setting a constant gradient scale and a loss-dependent eps do what AYLA does" if matches
-            else "")
+    verdicts = {r.verdict for r in rows if r.kind == "control"}
+    tail = {"matches AYLA": ": at AYLA's setting a constant gradient scale and a loss-dependent eps do what AYLA does",
+            "worse than AYLA": ": neither a constant gradient scale nor a loss-dependent eps reproduces AYLA there",
+            }.get(verdicts.pop(), "") if len(verdicts) == 1 else ""
     return "Controls at AYLA's chosen setting: " + ", ".join(parts) + tail + "."
 
 
@@ -196,7 +199,7 @@ def experiment_sentence(name: str, comparison: DictConfig, rows: list[Row], out:
     if not mine:
         return f"- **{comparison.title}**: not run yet (`make fair EXPERIMENTS={name}`)."
     primary = [r for r in mine if r.kind == "primary"]
-    head = f"- **{comparison.title}** ({METRIC_NAMES[primary[0].metric]} at epoch {primary[0].epoch}"
+    head = f"- **{comparison.title}** ({primary[0].what} at epoch {primary[0].epoch}"
     if primary[0].deterministic:
         runs = evaluation_runs(out, comparison)
         ends = []
@@ -220,7 +223,7 @@ def primary_table(rows: list[Row]) -> list[str]:
     for r in rows:
         if r.kind != "primary":
             continue
-        endpoint = f"{METRIC_NAMES[r.metric]}, epoch {r.epoch}"
+        endpoint = f"{r.what}, epoch {r.epoch}"
         lines.append(f"| {r.title} | {r.where} | {endpoint} | {short(r.b)} | {primary_cell(r)} |")
     return lines
 
@@ -270,7 +273,7 @@ def forest_plot(out: Path, settings: DictConfig | None = None, name: str = "fore
         ax.set_yticklabels([f"{r.where}  {short(r.a) if r.kind == 'control' else 'AYLA'} − "
                             f"{short(r.b) if r.kind == 'primary' else 'AYLA'}" for r in mine], fontsize=8)
         first = mine[0]
-        ax.set_title(f"{first.title}: {METRIC_NAMES[first.metric]} at epoch {first.epoch}"
+        ax.set_title(f"{first.title}: {first.what} at epoch {first.epoch}"
                      f"{' (points)' if first.percent else ''}, {first.paired.n} seeds", fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
     fig.suptitle("Paired differences, 95 % CI (filled: primary, dark: Holm-significant; hollow: controls at "
