@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from experiments.errors import OutputError
+from experiments.fingerprint import fingerprint
 
 PROJECT = Path(__file__).resolve().parent.parent
 UMASK = os.umask(0)
@@ -76,9 +77,11 @@ def device_name(device: torch.device) -> str:
 
 
 def provenance(device: torch.device) -> dict:
-    """What produced a result: code version, library versions, hardware, time and command line."""
+    """What produced a result: code version and fingerprint (experiments/fingerprint.py), library versions,
+    hardware, time and command line."""
     import numpy
-    return {**git_state(), "python": sys.version.split()[0], "torch": str(torch.__version__),
-            "numpy": numpy.__version__, "pandas": pd.__version__, "platform": platform.platform(),
+    return {**git_state(), "fingerprint": fingerprint(), "python": sys.version.split()[0],
+            "torch": str(torch.__version__), "numpy": numpy.__version__, "pandas": pd.__version__,
+            "platform": platform.platform(),
             "device": str(device), "device_name": device_name(device),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": " ".join(sys.argv)}

@@ -8,6 +8,7 @@ claim, against the paper's own baseline and against the tuned baseline of make f
 """
 
 import itertools
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from experiments.analysis.claims import (
     working_lrs,
 )
 from experiments.analysis.compare import populations, run_configs
+from experiments.fingerprint import stamped
 from experiments.io import write_atomic, write_csv
 from experiments.presets import CONTROL_SETS, matched_arms, source_of
 from experiments.runs import load_figure
@@ -403,12 +405,19 @@ def provenance_summary(out: Path) -> dict:
             single += float((trial["seconds"] / trial.get("arms_fused", 1)).sum())
     fused = populations(out, records)
     provenance = [record.get("provenance") or {} for record in records.values()]
+    prints = Counter()
+    for record in records.values():
+        try:
+            prints[stamped(dict(record)) or "none (a dirty tree)"] += 1
+        except ValueError:  # a commit this clone does not have
+            prints["unknown (commit not in this clone)"] += 1
     return {"runs": len(records),
             "commits": sorted({f"{p.get('commit')}{' (dirty)' if p.get('dirty') else ''}" for p in provenance}),
             "torch": sorted({str(p.get("torch")) for p in provenance}),
             "devices": sorted({str(p.get("device_name")) for p in provenance}),
             "python": sorted({str(p.get("python")) for p in provenance}),
-            "train_seconds": sum(seconds for seconds, _ in fused.values()) + single, "populations": len(fused)}
+            "train_seconds": sum(seconds for seconds, _ in fused.values()) + single, "populations": len(fused),
+            "fingerprints": prints}
 
 
 def diverged_runs(out: Path, figures: list[str]) -> list[str]:
@@ -513,6 +522,8 @@ def build_report(out: Path, wall_seconds: float | None = None, extra_sections: l
              f"- {info['runs']} run folders (one per figure, hidden size and seed), {info['populations']} fused "
              f"training populations, {info['train_seconds'] / 60:.1f} minutes of training in all",
              f"- code: commit {', '.join(info['commits'])}",
+             "- code fingerprints (experiments/fingerprint.py: the sources that turn a config into numbers): "
+             + ", ".join(f"{value} ({n} run folders)" for value, n in info["fingerprints"].most_common()),
              f"- hardware: {'; '.join(info['devices'])}",
              f"- software: Python {', '.join(info['python'])}, torch {', '.join(info['torch'])}",
              "- data: real MNIST and CIFAR-100 from the suite's array format. The CIFAR-100 copy (see its "

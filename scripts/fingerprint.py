@@ -1,0 +1,43 @@
+"""The code fingerprint (experiments/fingerprint.py): print this checkout's, list those a results folder holds, or
+stamp the runs of a folder that were trained on a clean commit but before runs recorded it.
+
+    python scripts/fingerprint.py                   # this checkout's fingerprint
+    python scripts/fingerprint.py --list results    # fingerprint → run folders holding it
+    python scripts/fingerprint.py --stamp results/fair   # give clean-commit runs their commit's fingerprint
+"""
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # experiments/ runs from this checkout
+
+import yaml
+
+from experiments.fingerprint import fingerprint, stamped
+from experiments.io import write_atomic
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", metavar="FOLDER", help="count the run folders under FOLDER by fingerprint")
+    parser.add_argument("--stamp", metavar="FOLDER", help="stamp the clean-commit runs under FOLDER")
+    args = parser.parse_args()
+    if not args.list and not args.stamp:
+        print(fingerprint())
+        return
+    counts = Counter()
+    for config in sorted(Path(args.list or args.stamp).glob("**/config.yaml")):
+        record = yaml.safe_load(config.read_text())
+        had = (record.get("provenance") or {}).get("fingerprint")
+        value = stamped(record)
+        if args.stamp and value and not had:
+            write_atomic(config, yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
+        counts[value or "none (trained on a dirty tree)"] += 1
+    for value, n in counts.most_common():
+        print(f"{value}: {n} run folder(s)")
+
+
+if __name__ == "__main__":
+    main()
