@@ -228,9 +228,11 @@ def primary_table(rows: list[Row]) -> list[str]:
     return lines
 
 
-def first_screen(out: Path, settings: DictConfig | None = None, figure: str = "figures/forest.png") -> list[str]:
+def first_screen(out: Path, settings: DictConfig | None = None, figure: str = "figures/forest.png",
+                 paper_controls: str = "") -> list[str]:
     """REPORT.md's opening (at most 40 lines): per experiment AYLA against each equally tuned baseline, Holm-
-    adjusted, and what the controls say; then the forest plot."""
+    adjusted, and what the controls say (at AYLA's tuned setting; `paper_controls`: at the paper's settings);
+    then the forest plot."""
     settings = settings or load_settings("fair")
     rows = study_rows(out, settings)
     seeds = f"{settings.first_seed}–{settings.first_seed + settings.seeds - 1}"
@@ -243,7 +245,8 @@ def first_screen(out: Path, settings: DictConfig | None = None, figure: str = "f
     if not rows:
         return lines + ["No runs of `make fair` yet.", ""]
     lines += primary_table(rows) + [""]
-    lines += [experiment_sentence(name, c, rows, out) for name, c in settings.comparisons.items()] + [""]
+    lines += [experiment_sentence(name, c, rows, out) for name, c in settings.comparisons.items()]
+    lines += ([f"- **Why, at the paper's settings**: {paper_controls}"] if paper_controls else []) + [""]
     if (Path(out) / figure).exists():
         lines += [f"![The paired differences, primary and controls]({figure})", ""]
     return lines
