@@ -276,8 +276,8 @@ def forest_plot(out: Path, settings: DictConfig | None = None, name: str = "fore
         ax.set_yticklabels([f"{r.where}  {short(r.a) if r.kind == 'control' else 'AYLA'} − "
                             f"{short(r.b) if r.kind == 'primary' else 'AYLA'}" for r in mine], fontsize=8)
         first = mine[0]
-        ax.set_title(f"{first.title}: {first.what} at epoch {first.epoch}"
-                     f"{' (points)' if first.percent else ''}, {first.paired.n} seeds", fontsize=9)
+        ax.set_title(f"{first.title}: {first.what} at epoch {first.epoch}{' (points)' if first.percent else ''}, "
+                     f"{first.paired.n} seeds; AYLA − X {'>' if first.percent else '<'} 0 favours AYLA", fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
     fig.suptitle("Paired differences, 95 % CI (filled: primary, dark: Holm-significant; hollow: controls at "
                  "AYLA's setting)", fontsize=8)
