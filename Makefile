@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+GUARD = $(if $(MIX),--mix-fingerprints) $(if $(DIRTY),--allow-dirty)   # make reproduce/fair: see pipelines/guard.py
 # The data root has one rule, in experiments/__init__.py (default_data_root): $AYLA_DATA when set, else
 # ../shared/data when it holds the data (this project's CI), else data/ (filled by `make data`).
 
@@ -14,6 +15,8 @@ help: ## list the targets
 	@echo "             when it holds the data, else data/)"
 	@echo "             LAUNCHER=local|slurm (conf/launcher/: populations as submitit jobs),"
 	@echo "             FIGURES=fig06,fig07 (a subset of conf/reproduce.yaml's figures)"
+	@echo "             MIX=1: add runs to a folder holding another code version's; DIRTY=1: write results/ from"
+	@echo "             uncommitted changes (both refused by default: experiments/pipelines/guard.py)"
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -43,7 +46,7 @@ clean: ## remove outputs/ and multirun/ (never results/)
 	rm -rf outputs multirun
 
 reproduce: $(VENV)/.installed ## every paper figure over SEEDS seeds (default 5) into OUT (default results/), resumable
-	$(PY) scripts/reproduce.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(FIGURES),--figures $(FIGURES))
+	$(PY) scripts/reproduce.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(FIGURES),--figures $(FIGURES)) $(GUARD)
 
 reproduce-quick: $(VENV)/.installed ## the whole pipeline in a few minutes: few epochs, 1 seed, data subsets
 	$(PY) scripts/reproduce.py --quick $(if $(OUT),--out $(OUT)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(FIGURES),--figures $(FIGURES))
@@ -56,7 +59,7 @@ figures: $(VENV)/.installed ## redraw figures, REPORT.md, BENCH.md and the READM
 	$(PY) scripts/reproduce.py --draw-only $(if $(OUT),--out $(OUT))
 
 fair: $(VENV)/.installed ## tuned baselines vs AYLA with equal budgets (MNIST, CIFAR-100, curve fit), after make reproduce; JOBS=2 trials side by side
-	$(PY) scripts/fair.py $(if $(OUT),--out $(OUT)) $(if $(JOBS),--jobs $(JOBS)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
+	$(PY) scripts/fair.py $(if $(OUT),--out $(OUT)) $(if $(JOBS),--jobs $(JOBS)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS)) $(GUARD)
 
 fair-quick: $(VENV)/.installed ## the fair-comparison pipeline on small subsets, one seed
 	$(PY) scripts/fair.py --quick $(if $(OUT),--out $(OUT)) $(if $(LAUNCHER),--launcher $(LAUNCHER))

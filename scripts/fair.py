@@ -20,6 +20,7 @@ from experiments.analysis.speed import build_bench
 from experiments.analysis.verdict import forest_plot
 from experiments.errors import AylaError
 from experiments.io import write_atomic
+from experiments.pipelines import guard
 from experiments.pipelines.fair import run_fair
 from experiments.pipelines.launch import FailedUnits
 from experiments.presets import load_settings
@@ -34,7 +35,12 @@ def main() -> None:
                         "--quick: its quick list)")
     parser.add_argument("--launcher", help="where the retrained populations run: a name in conf/launcher/ "
                         "(default in-process; local: submitit jobs on this machine; slurm)")
+    parser.add_argument("--mix-fingerprints", action="store_true", help="add runs to a folder holding runs of "
+                        "another code version (the report lists the fingerprints it mixes)")
+    parser.add_argument("--allow-dirty", action="store_true", help="write into results/ from a tree with "
+                        "uncommitted changes")
     args = parser.parse_args()
+    guard.allow(mix=args.mix_fingerprints or args.quick, dirty=args.allow_dirty)  # a smoke test mixes freely
     settings = load_settings("fair")
     mode = settings.quick if args.quick else settings
     names = args.experiments.split(",") if args.experiments else (list(settings.quick.comparisons) if args.quick

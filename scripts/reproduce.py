@@ -19,6 +19,7 @@ from experiments.analysis.speed import build_bench
 from experiments.analysis.verdict import forest_plot
 from experiments.errors import AylaError
 from experiments.io import write_atomic
+from experiments.pipelines import guard
 from experiments.pipelines.launch import FailedUnits
 from experiments.pipelines.reproduce import run_figures
 from experiments.presets import compose_run, load_settings
@@ -35,7 +36,12 @@ def main() -> None:
     parser.add_argument("--draw-only", action="store_true", help="no training: figures and report from the CSVs")
     parser.add_argument("--launcher", help="where each population trains: a name in conf/launcher/ (default "
                         "in-process; local: submitit jobs on this machine; slurm: a cluster)")
+    parser.add_argument("--mix-fingerprints", action="store_true", help="add runs to a folder holding runs of "
+                        "another code version (the report lists the fingerprints it mixes)")
+    parser.add_argument("--allow-dirty", action="store_true", help="write into results/ from a tree with "
+                        "uncommitted changes")
     args = parser.parse_args()
+    guard.allow(mix=args.mix_fingerprints or args.quick, dirty=args.allow_dirty)  # a smoke test mixes freely
     if args.seeds is not None and args.seeds < 1:
         sys.exit(f"error: SEEDS (--seeds) must be a whole number >= 1, got {args.seeds}; leave it out for "
                  "conf/reproduce.yaml's default")

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from experiments import PROJECT
 from experiments.errors import AylaError
+from experiments.pipelines import guard
 from experiments.pipelines.launch import load_launcher, raise_failures, train_units
 from experiments.pipelines.progress import Progress
 from experiments.pipelines.runner import run_population, write_run
@@ -89,6 +90,8 @@ def run_tuning(sweep: str, hidden: int | None, out: Path, settings: DictConfig, 
     while True:
         done = trials_of(folder, select.epoch)
         missing = [trial for trial in grid_trials(grid) if not present(trial, done)]
+        if missing:
+            guard.check(out)
         if missing and done.empty and (jobs > 1 or launcher):
             log(f"tuning {sweep} H={hidden}: {len(missing)} trials through Hydra multirun into {folder}")
             multirun_tuning(sweep, common, folder, jobs, launcher)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import CONF, share_project_path
 from experiments.errors import AylaError
+from experiments.pipelines import guard
 from experiments.pipelines.units import is_complete, run_unit
 
 IN_PROCESS = "inprocess"
@@ -118,6 +119,8 @@ def run_units(units: list, seeds: list[int], out: Path, settings: DictConfig, pr
             progress.log(f"{unit_label(unit)}: seeds {unit.seeds(seeds)} complete, skipped")
         else:
             todo.append(unit)
+    if todo:
+        guard.check(out)
     folder = Path(out) / "logs" / "submitit"
     share_project_path()  # a job unpickles its unit from experiments/, which runs from this checkout
     executor = submitit.AutoExecutor(folder=folder, cluster=settings.executor)

@@ -13,6 +13,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.engine.config import arm_from_config
+from experiments.pipelines import guard
 from experiments.pipelines.runner import run_population, write_run
 from experiments.presets import compose_run, figure_arms
 from experiments.runs import load_figure
@@ -120,6 +121,7 @@ def run_unit(unit: Unit, seeds: list[int], out: Path, log=print, epoch_log=None)
     if not todo:
         log(f"{label}: seeds {seeds} complete, skipped")
         return False
+    guard.check(out)
     log(f"{label}: training {len(unit.names)} arm(s) × seeds {todo}")
     started = time.perf_counter()
     metrics, snapshots = run_population(unit.cfgs, todo, unit.names, log=epoch_log or log)

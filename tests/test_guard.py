@@ -1,0 +1,63 @@
+"""One code version per results folder, and results/ only from a clean tree (experiments/pipelines/guard.py)."""
+
+import pytest
+import yaml
+from conftest import PROJECT
+
+from experiments.errors import AylaError
+from experiments.fingerprint import fingerprint
+from experiments.pipelines import guard, units
+from experiments.pipelines.units import Unit
+from experiments.presets import compose_run
+
+
+@pytest.fixture(autouse=True)
+def fresh_policy():
+    guard.allow()
+    yield
+    guard.allow()
+
+
+def run_folder(folder, **provenance):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"provenance": provenance, "arms": {"Adam": {"lr": 0.1}}}))
+
+
+def test_a_folder_of_another_code_version_is_refused_unless_mixing_is_asked_for(tmp_path):
+    run_folder(tmp_path / "fig01" / "seed42", fingerprint="0123456789ab")
+    with pytest.raises(AylaError, match=r"other code versions \(0123456789ab: 1 run folder\(s\)\).*--mix-fingerprints"):
+        guard.check(tmp_path)
+    guard.allow(mix=True)
+    guard.check(tmp_path)
+
+
+def test_a_run_from_a_dirty_tree_counts_as_another_version_the_same_one_does_not(tmp_path):
+    run_folder(tmp_path / "a" / "seed42", fingerprint=fingerprint())
+    guard.check(tmp_path)  # the same code version: allowed
+    guard.allow()
+    run_folder(tmp_path / "b" / "seed42", commit="HEAD", dirty=True)
+    with pytest.raises(AylaError, match=r"none \(a dirty tree\): 1 run folder"):
+        guard.check(tmp_path)
+
+
+def test_results_from_a_dirty_tree_is_refused_elsewhere_or_with_the_flag_allowed(tmp_path, monkeypatch):
+    monkeypatch.setattr(guard, "git_state", lambda: {"commit": "abc", "dirty": True})
+    monkeypatch.setattr(guard, "fingerprints_in", lambda out: {})
+    with pytest.raises(AylaError, match="uncommitted changes outside results/.*--allow-dirty"):
+        guard.check(PROJECT / "results")
+    guard.check(tmp_path)  # another folder: allowed
+    guard.allow(dirty=True)
+    guard.check(PROJECT / "results")
+
+
+def test_the_pipeline_asks_before_training_and_never_for_a_complete_unit(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(guard, "check", lambda out: asked.append(out))
+    monkeypatch.setattr(units, "run_population", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("trained")))
+    unit = Unit("fig01", None, ["SGD"], [compose_run(["figure=fig01", "optimizer=sgd"])])
+    monkeypatch.setattr(units, "is_complete", lambda unit, folder: True)
+    assert units.run_unit(unit, [42], tmp_path, log=lambda line: None) is False and asked == []
+    monkeypatch.setattr(units, "is_complete", lambda unit, folder: False)
+    with pytest.raises(RuntimeError, match="trained"):
+        units.run_unit(unit, [42], tmp_path, log=lambda line: None)
+    assert asked == [tmp_path]
