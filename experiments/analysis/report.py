@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from omegaconf import OmegaConf
 
 from experiments import CONF
@@ -365,6 +366,24 @@ def share_text(result: stats.Share) -> str:
     return f"{stats.signed(100 * result.value, 0).lstrip('+')} %"
 
 
+def with_fingerprints(summary: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """The run summary with each run's code fingerprint (its config.yaml's, else its clean commit's; "none" for a
+    dirty tree's run), matched by hidden size and seed from the run folder's name (H<h>_seed<s>)."""
+    if summary.empty:
+        return summary
+    prints = {}
+    for config in Path(folder).glob("*seed*/config.yaml"):
+        hidden, _, seed = config.parent.name.rpartition("seed")
+        try:
+            value = stamped(yaml.safe_load(config.read_text()) or {})
+        except ValueError:  # a commit this clone does not have
+            value = "unknown"
+        prints[(hidden.strip("H_") or None, int(seed))] = value or "none"
+    keys = zip(summary["hidden"] if "hidden" in summary else [None] * len(summary), summary["seed"])
+    return summary.assign(fingerprint=[prints.get((None if pd.isna(h) else str(int(h)), int(s)), "none")
+                                       for h, s in keys])
+
+
 def write_run_summary(out: Path) -> Path | None:
     """`<out>/runs.csv`: one row per run of every figure, ablation and tuned arm, with its final numbers and
     whether it collapsed or diverged (written whole)."""
@@ -374,13 +393,13 @@ def write_run_summary(out: Path) -> Path | None:
             names += [figure, f"{figure}_ablation"]
     names += [name for c in OmegaConf.load(CONF / "fair.yaml").comparisons.values()
               for name in (c.runs, f"{c.runs}_controls")]
-    frames = [stats.run_summary(load_figure(out, name), name) for name in names]
+    frames = [with_fingerprints(stats.run_summary(load_figure(out, name), name), Path(out) / name) for name in names]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return None
     table = pd.concat(frames, ignore_index=True)
     order = ["figure", "experiment", "hidden", "arm", "seed", "epochs", "steps", *stats.SUMMARY_METRICS,
-             "first_train_loss", "classes", "collapsed", "stalled", "diverged"]
+             "first_train_loss", "classes", "collapsed", "stalled", "diverged", "fingerprint"]
     table = table[[c for c in order if c in table.columns]]
     for column in ("hidden", "steps", "classes"):
         if column in table.columns:
