@@ -35,7 +35,7 @@ from experiments.analysis.claims import (
 from experiments.analysis.compare import populations, run_configs
 from experiments.fingerprint import stamped
 from experiments.io import write_atomic, write_csv
-from experiments.presets import CONTROL_SETS, matched_arms, source_of
+from experiments.presets import CONTROL_SETS, load_settings, matched_arms, source_of
 from experiments.runs import load_figure
 
 DEFINITIONS = [
@@ -606,7 +606,7 @@ def readme_results(out: Path) -> list[str]:
     lines = [f"From {info['runs']} run folders under `results/` ({info['train_seconds'] / 60:.0f} minutes of "
              f"training on {'; '.join(info['devices']) or 'no machine yet'}). AYLA against Adam and SGD, each tuned "
              "with the same budget over its own knobs on a tuning seed, evaluated on other seeds; AYLA − baseline "
-             f"paired by seed, Holm-corrected over the {verdict.family_size(rows)} primary comparisons. The answer in "
+             f"paired by seed, Holm-corrected over {verdict.family_text(rows, load_settings('fair'))}. The answer in "
              "a sentence per experiment, the definitions and every number: [results/REPORT.md](results/REPORT.md).",
              "", *verdict.primary_table(rows), ""]
     if (Path(out) / "figures" / "forest.png").exists():

@@ -152,6 +152,18 @@ def family_size(rows: list[Row]) -> int:
     return sum(r.kind == "primary" and not r.deterministic and np.isfinite(r.p_holm) for r in rows)
 
 
+def declared_size(settings: DictConfig) -> int:
+    """The primary comparisons conf/fair.yaml declares: per comparison with seeds, hidden sizes × baselines."""
+    return sum(len(c.hidden) * len(c.baselines) for c in settings.comparisons.values() if int(c.get("seeds", 2)) >= 2)
+
+
+def family_text(rows: list[Row], settings: DictConfig) -> str:
+    """'the 10 primary comparisons', or while some have not run: 'the 4 primary comparisons run so far (10
+    declared)'."""
+    run, declared = family_size(rows), declared_size(settings)
+    return f"the {run} primary comparisons" + (f" run so far ({declared} declared)" if run < declared else "")
+
+
 def short(method: str) -> str:
     """'Adam, lr × eps tuned' → 'Adam (lr × eps)'."""
     head, _, rest = method.partition(", ")
@@ -210,6 +222,8 @@ def experiment_sentence(name: str, comparison: DictConfig, rows: list[Row], out:
         return head + ", one deterministic path each; the minimum: x = 2.25, f = −6.54): " + "; ".join(ends) + "."
     seeds = primary[0].paired.n
     parts = []
+    for hidden in [h for h in comparison.hidden if h not in {r.hidden for r in primary}]:
+        parts.append(f"H = {hidden}: not run yet")
     for hidden in dict.fromkeys(r.hidden for r in primary):
         versus = [f"vs {short(r.b)} {r.numbers()} (Holm p = {r.p_holm:.2g}, **{r.verdict}**)"
                   for r in primary if r.hidden == hidden]
@@ -240,8 +254,8 @@ def first_screen(out: Path, settings: DictConfig | None = None, figure: str = "f
              f"Does AYLA beat Adam and SGD when each is tuned with the same budget over its own knobs (Adam lr × eps, "
              f"AYLA lr × N on Adam at eps 1e-8, SGD lr × momentum; 20-trial grids, edges extended, on seed "
              f"{settings.tuning_seed}), then retrained on seeds {seeds}? Differences are AYLA − baseline, paired by "
-             f"seed: mean [95 % CI], seeds AYLA wins, Holm-adjusted p over the {family_size(rows)} primary "
-             f"comparisons (α = {settings.alpha:g}). Definitions below; every number from the CSVs.", ""]
+             f"seed: mean [95 % CI], seeds AYLA wins, Holm-adjusted p over {family_text(rows, settings)} (α = "
+             f"{settings.alpha:g}). Definitions below; every number from the CSVs.", ""]
     if not rows:
         return lines + ["No runs of `make fair` yet.", ""]
     lines += primary_table(rows) + [""]
