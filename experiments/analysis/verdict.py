@@ -27,6 +27,7 @@ from experiments.analysis.figures import save  # noqa: E402
 from experiments.presets import load_settings  # noqa: E402
 from experiments.runs import load_figure, lower_is_better  # noqa: E402
 from experiments.sweeps import method_of  # noqa: E402
+from experiments.tasks import polynomial  # noqa: E402
 
 METRIC_NAMES = {"test_acc": "test accuracy", "train_loss": "train loss", "train_acc": "train accuracy",
                 "test_loss": "test loss", "val_acc": "validation accuracy", "val_loss": "held-out loss"}
@@ -218,8 +219,10 @@ def experiment_sentence(name: str, comparison: DictConfig, rows: list[Row], out:
         for arm in [primary[0].a] + [r.b for r in primary]:
             last = runs[runs["arm"] == arm].sort_values("epoch").iloc[-1]
             x = last["x"] - last["signed_step"]  # after the last step
-            ends.append(f"{short(arm)} ends at x = {x:.4g}, f(x) = {x ** 4 - 3 * x ** 3 + 2:.4g}")
-        return head + ", one deterministic path each; the minimum: x = 2.25, f = −6.54): " + "; ".join(ends) + "."
+            ends.append(f"{short(arm)} ends at x = {x:.4g}, f(x) = {float(polynomial.f(np.float64(x))):.4g}")
+        low = polynomial.MINIMUM
+        return (head + f", one deterministic path each; the global minimum: x = {low:g}, f = "
+                f"{float(polynomial.f(np.float64(low))):.3g}): " + "; ".join(ends) + ".")
     seeds = primary[0].paired.n
     parts = []
     for hidden in [h for h in comparison.hidden if h not in {r.hidden for r in primary}]:
