@@ -77,7 +77,7 @@ def tuning_table(out: Path, comparison: DictConfig, settings: DictConfig) -> lis
                 continue
             grid = {k: sorted(trials[column_of(k)].astype(float).unique()) for k in base}
             shown = "; ".join(f"{column_of(k)} " + ", ".join(
-                f"**{v:g}**" if not any(np.isclose(v, b, rtol=1e-6) for b in base[k]) else f"{v:g}" for v in values)
+                f"{v:g}" if any(np.isclose(v, b, rtol=1e-6, atol=0) for b in base[k]) else f"**{v:g}**" for v in values)
                 for k, values in grid.items())
             best = best_trial(trials, select.metric)
             value = best[select.metric]
