@@ -234,7 +234,8 @@ def better(ctx: Context, metric: str, epoch="last", arm: str | None = None, base
             continue
         result = compare(a, b, metric, arm, baseline)
         flags = stats.collapsed_seeds(summary, baseline, h) if h is not None else pd.Series(dtype=bool)
-        note = stats.collapse_note(baseline, flags)
+        stalled = stats.collapsed_seeds(summary, baseline, h, "stalled") if h is not None else None
+        note = stats.collapse_note(baseline, flags, stalled)
         text = f"{ctx.where(h)}, {what} at epoch {epoch}: {arm} better than {baseline}: {result.text}"
         checks.append(Check(text + (f"; {note}" if note else ""), result.better))
         if note and not ctx.tuned:

@@ -76,8 +76,9 @@ DEFINITIONS = [
 
 
 def collapsed_note(runs: pd.DataFrame, arm: str, hidden, where: str) -> str:
-    """'Adam collapsed on 1/5 seeds (fig07, H = 8)', or ''."""
-    note = stats.collapse_note(arm, stats.collapsed_seeds(runs, arm, hidden))
+    """'Adam collapsed on 1/5 seeds (fig07, H = 8)' (and its stalled seeds, counted alike), or ''."""
+    note = stats.collapse_note(arm, stats.collapsed_seeds(runs, arm, hidden),
+                               stats.collapsed_seeds(runs, arm, hidden, "stalled"))
     return f"{note} ({where})" if note else ""
 
 
@@ -89,10 +90,12 @@ def classifier_rows(metrics: pd.DataFrame, figure: str) -> list[str]:
     for hidden in sorted(metrics["hidden"].unique()):
         for arm in dict.fromkeys(metrics["arm"]):
             flags = stats.collapsed_seeds(runs, arm, hidden)
+            stalled = stats.collapsed_seeds(runs, arm, hidden, "stalled")
             part = runs[(runs["arm"] == arm) & (runs["hidden"] == hidden)]
             rows.append(f"| {figure} | {hidden} | {arm} | {describe(at(metrics, arm, last, 'train_loss', hidden))} | "
                         f"{describe(at(metrics, arm, last, 'test_acc', hidden), True)} | "
-                        f"{int(flags.sum())}/{len(flags)} | {int(part['diverged'].sum())} |")
+                        f"{int(flags.sum())}/{len(flags)} | {int(stalled.sum())}/{len(stalled)} | "
+                        f"{int(part['diverged'].sum())} |")
     return rows
 
 
@@ -493,8 +496,8 @@ def claim_section(claim: Claim, out: Path, smoke: bool = False) -> list[str]:
 
 
 def final_table(out: Path) -> list[str]:
-    lines = ["| figure | H | arm | final train loss | final test accuracy | collapsed seeds | diverged seeds |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| figure | H | arm | final train loss | final test accuracy | collapsed seeds | stalled seeds | "
+             "diverged seeds |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for figure in classifier_figures():
         metrics = load_figure(out, figure)
         if not metrics.empty:
