@@ -20,7 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import CONF
-from experiments.analysis import stats
+from experiments.analysis import stats, verdict
 from experiments.runs import load_figure, lower_is_better
 from experiments.sweeps import method_of
 
@@ -189,6 +189,7 @@ class Context:
     tuned: bool = False
     grid: pd.DataFrame | None = None
     out: Path | None = None
+    primary: dict = field(default_factory=dict)  # (hidden, metric, epoch) → make fair's Holm-corrected row
 
     def epoch(self, value) -> int:
         return int(self.metrics["epoch"].max()) if value == "last" else int(value)
@@ -237,7 +238,12 @@ def better(ctx: Context, metric: str, epoch="last", arm: str | None = None, base
         stalled = stats.collapsed_seeds(summary, baseline, h, "stalled") if h is not None else None
         note = stats.collapse_note(baseline, flags, stalled)
         text = f"{ctx.where(h)}, {what} at epoch {epoch}: {arm} better than {baseline}: {result.text}"
-        checks.append(Check(text + (f"; {note}" if note else ""), result.better))
+        passed = result.better
+        row = ctx.primary.get((h, metric, epoch)) if (arm, baseline) == (ctx.arm, ctx.baseline) else None
+        if row is not None:  # a primary endpoint of make fair: judged as the first screen judges it, by Holm
+            passed = bool(row.rejected and result.better)
+            text += f"; a primary endpoint: Holm-adjusted p = {row.p_holm:.2g}"
+        checks.append(Check(text + (f"; {note}" if note else ""), passed))
         if note and not ctx.tuned:
             ctx.claim.collapsed.setdefault((baseline, ctx.name), {})[h] = f"{int(flags.sum())}/{len(flags)}"
             if not flags.all():
@@ -465,7 +471,7 @@ def what_at(ctx: Context, entry: DictConfig) -> str:
     return f"{'final ' if final else ''}{METRIC_NAMES[entry.metric]}{'' if final else f' at epoch {epoch}'}"
 
 
-def tuned_checks(claim: Claim, spec: DictConfig, out: Path) -> None:
+def tuned_checks(claim: Claim, spec: DictConfig, out: Path, rows: list | None = None) -> None:
     """The checks of a preset's `tuned` block: on an lr grid, or on make fair's tuned runs of one comparison."""
     if "grid" in spec:
         grid = grid_values(out, spec.grid)
@@ -481,13 +487,16 @@ def tuned_checks(claim: Claim, spec: DictConfig, out: Path) -> None:
         if metrics.empty:
             return
         ayla, base = equal_budget_pair(spec.comparison)
-        ctx = Context(claim, fair_comparison(spec.comparison).runs, metrics, ayla, base, tuned=True, out=out)
+        primary = {(r.hidden, r.metric, r.epoch): r for r in rows or [] if r.kind == "primary"
+                   and r.experiment == spec.comparison and (r.a, r.b) == (ayla, base)}
+        ctx = Context(claim, fair_comparison(spec.comparison).runs, metrics, ayla, base, tuned=True, out=out,
+                      primary=primary)
         measured = " and ".join(what_at(ctx, entry) for entry in spec.checks if "metric" in entry) or "the path of x"
         claim.tuned_pair = f"{ayla} vs {base}, {measured}"
     claim.tuned_checks, claim.tuned_measured = evaluate(spec.checks, spec.get("measured"), ctx)
 
 
-def build_claim(name: str, out: Path) -> Claim:
+def build_claim(name: str, out: Path, rows: list | None = None) -> Claim:
     """One claim: its figures' checks on their runs, and its tuned checks."""
     figures = claim_figures()[name]
     specs = {figure: figure_spec(figure).claim for figure in figures}
@@ -503,9 +512,10 @@ def build_claim(name: str, out: Path) -> Claim:
         claim.checks += found
         claim.measured += lines
     if "tuned" in head:
-        tuned_checks(claim, head.tuned, out)
+        tuned_checks(claim, head.tuned, out, verdict.study_rows(out) if rows is None else rows)
     return claim
 
 
 def build_claims(out: Path) -> list[Claim]:
-    return [build_claim(name, out) for name in claim_figures()]
+    rows = verdict.study_rows(out)  # make fair's primary family, Holm-corrected once for every claim
+    return [build_claim(name, out, rows) for name in claim_figures()]
