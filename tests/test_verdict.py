@@ -181,3 +181,17 @@ def test_make_fair_quick_end_to_end(tmp_path):
 
 def committed_like_seeds(folder: Path) -> set[int]:
     return {int(p.parent.name.rpartition("seed")[2]) for p in folder.glob("*/config.yaml")}
+
+
+def test_a_claims_tuned_check_on_a_primary_endpoint_is_judged_by_holm(tmp_path):
+    """The claims' table and the first screen never disagree: a tuned check at a declared endpoint passes only
+    where Holm rejects, whatever the raw interval says."""
+    from experiments.analysis import claims
+    hand_made(tmp_path, GAINS)
+    rows = verdict.study_rows(tmp_path, FAIR)
+    (check,) = claims.build_claim("mnist_high_lr", tmp_path, rows).tuned_checks
+    assert check.passed and "a primary endpoint: Holm-adjusted p = " in check.text
+    for row in rows:
+        row.rejected = False  # as if the family were larger: the raw interval still excludes 0
+    (check,) = claims.build_claim("mnist_high_lr", tmp_path, rows).tuned_checks
+    assert not check.passed and "AYLA, lr × N tuned better on 10/10 seeds" in check.text
