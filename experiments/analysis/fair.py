@@ -100,6 +100,17 @@ def trial_flags(out: Path, sweep: str, hidden) -> str:
     return f"{int(summary['stalled'].sum())} / {int(summary['collapsed'].sum())} / {int(summary['diverged'].sum())}"
 
 
+def run_setting(row: pd.Series, arm: str) -> str:
+    """'lr 0.01, eps 1e-08, N1 1e-07, N2 1e-07': the hyperparameters a run's update reads. eps for Adam's rule,
+    momentum for SGD's, N1 and N2 for AYLA and the dynamic-eps Adam, a gradient scale other than 1."""
+    keys = ["lr", "eps" if row["optimizer"] != "sgd" else None, "momentum" if row["optimizer"] == "sgd" else None]
+    if row["ayla"] or arm.endswith("eps"):
+        keys += ["N1", "N2"]
+    if row.get("grad_scale", 1) != 1:
+        keys.append("grad_scale")
+    return ", ".join(f"{k} {row[k]:g}" for k in keys if k and k in row and pd.notna(row[k]))
+
+
 def arm_table(runs: pd.DataFrame, comparison: DictConfig, hidden, epoch: int) -> list[str]:
     """Per arm: its setting, the primary metric at the endpoint, the area under the test-accuracy curve, the time
     to each target, and its collapsed, stalled and diverged seeds."""
@@ -114,15 +125,8 @@ def arm_table(runs: pd.DataFrame, comparison: DictConfig, hidden, epoch: int) ->
     header += [f"epoch reaching {target_text(c, t)}" for c, t in targets.items()]
     header += ["collapsed", "stalled", "diverged"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    keys = ["lr", "eps", "N1", "N2", "momentum", "grad_scale"]
     for arm, rows in part.groupby("arm", sort=False):
-        first = rows.iloc[0]
-        setting = ", ".join(f"{k} {first[k]:g}" for k in keys if k in rows and pd.notna(first[k])
-                            and not (k == "grad_scale" and first[k] == 1) and not (k in ("N1", "N2")
-                                                                                   and not first["ayla"]
-                                                                                   and not arm.endswith("eps"))
-                            and not (k == "momentum" and first["optimizer"] != "sgd")
-                            and not (k == "eps" and first["optimizer"] == "sgd"))
+        setting = run_setting(rows.iloc[0], arm)
         values = verdict.value_at(rows, arm, metric, epoch)
         cells = [arm, setting, describe(values, not lower_is_better(metric))]
         if curve:
