@@ -4,7 +4,8 @@ SOURCES lists them: the add-on's method (ayla/*.py, not its integrations), the e
 runner that trains a population, and the configs a run config is composed from (conf/config.yaml, the experiment
 and optimizer presets). The presets that only choose runs (figures, sweeps, fair.yaml, reproduce.yaml) are not
 in it: every run records its resolved config. Python files are hashed as their syntax tree without docstrings, so
-a comment or a docstring changes nothing; YAML files as their parsed content, so a comment changes nothing either.
+a comment or a docstring changes nothing; YAML files as their parsed content without their `about` keys (prose the
+report quotes, e.g. an experiment's data source), so neither a comment nor that prose changes anything.
 Two runs with the same fingerprint, config, seed and platform give the same numbers.
 
 The fingerprint of a committed version is computed from git alone (at_commit), so a run recorded at a clean
@@ -27,6 +28,9 @@ SOURCES = ("ayla/*.py", "experiments/engine/*.py", "experiments/models/*.py", "e
            "experiments/pipelines/runner.py", "conf/config.yaml", "conf/experiment/*.yaml", "conf/optimizer/*.yaml")
 
 
+PROSE = "about"
+
+
 def selected(path: str) -> bool:
     """Whether a project-relative path is one of SOURCES (a pattern's folder exactly, not its subfolders)."""
     path = PurePosixPath(path)
@@ -44,7 +48,16 @@ def normalized(path: str, text: str) -> str:
                     and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
                 node.body = body[1:] or [ast.Pass()]
         return ast.dump(tree, include_attributes=False)
-    return json.dumps(yaml.safe_load(text), sort_keys=True)
+    return json.dumps(without_prose(yaml.safe_load(text)), sort_keys=True)
+
+
+def without_prose(data):
+    """Parsed YAML without its `about` keys, at any depth: prose for the report, never a training setting."""
+    if isinstance(data, dict):
+        return {k: without_prose(v) for k, v in data.items() if k != PROSE}
+    if isinstance(data, list):
+        return [without_prose(v) for v in data]
+    return data
 
 
 def fingerprint_of(files: dict[str, str]) -> str:

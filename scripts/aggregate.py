@@ -11,8 +11,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # experiments/ runs from this checkout
 
-from experiments.analysis.report import summarize_seeds
 from experiments.io import write_csv
+from experiments.runs import summarize_seeds
 
 
 def main() -> None:

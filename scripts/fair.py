@@ -14,12 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # experiments/ runs from this checkout
 
-from experiments.analysis.fair import fair_section
-from experiments.analysis.report import build_report
-from experiments.analysis.speed import build_bench
-from experiments.analysis.verdict import forest_plot
+from experiments.analysis.report import write_outputs
 from experiments.errors import AylaError
-from experiments.io import write_atomic
 from experiments.pipelines import guard
 from experiments.pipelines.fair import run_fair
 from experiments.pipelines.launch import FailedUnits
@@ -58,10 +54,7 @@ def main() -> None:
                      names=names, launcher=args.launcher)
         except FailedUnits as error:  # the report is still written from what finished
             failed = error
-        forest_plot(out)
-        if bench := build_bench(out):  # make fair's wall time beside the speed rows
-            write_atomic(out / "BENCH.md", bench)
-        write_atomic(out / "REPORT.md", build_report(out, extra_sections=fair_section(out), smoke=args.quick))
+        write_outputs(out, smoke=args.quick)  # forest plot, REPORT.md, BENCH.md (make fair's wall time), README block
         if failed:
             raise failed
     except AylaError as error:

@@ -12,19 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # experiments/ runs from this checkout
 
-from experiments.analysis.fair import fair_section
 from experiments.analysis.figures import draw_figures
-from experiments.analysis.report import build_report, update_readme
-from experiments.analysis.speed import build_bench
-from experiments.analysis.verdict import forest_plot
+from experiments.analysis.report import write_outputs
 from experiments.errors import AylaError
-from experiments.io import write_atomic
 from experiments.pipelines import guard
 from experiments.pipelines.launch import FailedUnits
 from experiments.pipelines.reproduce import run_figures
 from experiments.presets import compose_run, load_settings
-
-PROJECT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -59,13 +53,7 @@ def main() -> None:
             except FailedUnits as error:  # drawn from what finished; the exit status says it is incomplete
                 failed = error
         drawn = draw_figures(out, figures, lambda name: compose_run([f"figure={name}"]).figure)
-        drawn += forest_plot(out)  # the fair comparisons' paired differences (make fair's runs, when there)
-        fair = fair_section(out)
-        if bench := build_bench(out):  # speed apart from the results: BENCH.md
-            write_atomic(out / "BENCH.md", bench)
-        write_atomic(out / "REPORT.md", build_report(out, wall, fair, smoke=args.quick))
-        if out.resolve() == (PROJECT / "results").resolve():  # the committed results: refresh the README too
-            update_readme(PROJECT / "README.md", out)
+        drawn += write_outputs(out, wall, smoke=args.quick)  # forest plot, REPORT.md, BENCH.md, README block
         if failed:
             raise failed
     except AylaError as error:

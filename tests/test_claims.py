@@ -9,7 +9,7 @@ from conftest import PROJECT
 from omegaconf import OmegaConf
 
 from experiments import presets, runs
-from experiments.analysis import claims, report
+from experiments.analysis import claims, sensitivity
 from experiments.io import write_csv
 from experiments.pipelines import reproduce
 from experiments.pipelines.units import figure_units
@@ -139,11 +139,11 @@ def test_a_higher_peak_alone_does_not_widen_the_range_of_lrs():
     good, own = claims.working_lrs(values), claims.near_own_best(values, 0.01)
     assert good == {"AYLA": "0.01", "Adam": "none"}
     assert own == {"AYLA": "0.01", "Adam": "0.001, 0.01, 0.1"}
-    verdict = report.sensitivity_verdict(good, own)
+    verdict = sensitivity.sensitivity_verdict(good, own)
     assert verdict.endswith("near its own best: AYLA at 1 lr(s), Adam at 3: AYLA's range of lrs that work is not "
                             "wider than Adam's")
-    assert report.sensitivity_verdict({"AYLA": "0.01", "Adam": "none"}, {"AYLA": "0.01, 0.1", "Adam": "0.01"}
+    assert sensitivity.sensitivity_verdict({"AYLA": "0.01", "Adam": "none"}, {"AYLA": "0.01, 0.1", "Adam": "0.01"}
                                       ).endswith("is wider than Adam's")
     # each baseline named: wider than Adam's range, not than SGD's (one optimizer does not decide for both)
-    three = report.sensitivity_verdict({"AYLA": "0.01", "Adam": "none", "SGD": "0.1, 1"})
+    three = sensitivity.sensitivity_verdict({"AYLA": "0.01", "Adam": "none", "SGD": "0.1, 1"})
     assert three.endswith("AYLA's range of lrs that work is wider than Adam's, not wider than SGD's")

@@ -33,6 +33,18 @@ def test_yaml_is_hashed_as_its_data():
     assert fp.normalized("conf/config.yaml", text) != fp.normalized("conf/config.yaml", "lr: 0.01\nepochs: 40\n")
 
 
+def test_an_experiments_about_prose_leaves_it_unchanged_its_settings_do_not():
+    """`about` (prose REPORT.md quotes, e.g. where the data came from) is not a training setting."""
+    path = "conf/experiment/mnist.yaml"
+    text = (PROJECT / path).read_text()
+    assert "about:" in text  # the presets carry prose, so this checks something real
+    reworded = text.replace("Real MNIST", "The real MNIST, reworded,")
+    assert reworded != text and fp.normalized(path, reworded) == fp.normalized(path, text)
+    bare = "\n".join(line for line in text.splitlines() if not line.startswith(("  about:", "    data:", "      ")))
+    assert "about" not in bare and fp.normalized(path, bare) == fp.normalized(path, text)
+    assert fp.normalized(path, text.replace("init_std: 0.01", "init_std: 0.02")) != fp.normalized(path, text)
+
+
 @pytest.mark.parametrize("path,inside", [
     ("ayla/transform.py", True), ("ayla/integrations/lightning.py", False), ("experiments/engine/trainer.py", True),
     ("experiments/tasks/curvefit.py", True), ("experiments/pipelines/runner.py", True),

@@ -14,7 +14,7 @@ from conftest import PROJECT, real_data
 from omegaconf import OmegaConf
 
 from experiments import presets, runs
-from experiments.analysis import claims, figures, report, speed
+from experiments.analysis import claims, controls, figures, provenance, report, sensitivity, speed, verdict
 from experiments.engine.config import arm_from_config
 from experiments.io import write_csv
 from experiments.pipelines import reproduce, units
@@ -113,7 +113,7 @@ def test_collapsed_baseline_is_counted_in_the_verdict(tmp_path):
     assert claim.paper_cell() == ("partly confirmed, only against the paper's untuned Adam, which collapsed in fig07 "
                                   "on 1/5 seeds at H = 8")
     assert any("seeds on which Adam did not collapse" in line for line in claim.measured)
-    runs = report.write_run_summary(tmp_path)
+    runs = provenance.write_run_summary(tmp_path)
     table = pd.read_csv(runs)
     assert table[table["collapsed"]][["figure", "arm", "seed", "hidden"]].values.tolist() == [["fig07", "Adam", 46, 8]]
 
@@ -306,7 +306,7 @@ def test_hydra_job_configs_are_not_counted_as_runs(tmp_path):
     trial = tmp_path / "fair" / "tuning" / "mnist_adam_lr" / "H8" / "0_lr=0.1"
     (trial / ".hydra").mkdir(parents=True)
     (trial / ".hydra" / "config.yaml").write_text("lr: 0.1\n")
-    assert report.provenance_summary(tmp_path)["runs"] == 0
+    assert provenance.provenance_summary(tmp_path).runs == 0
 
 
 def test_report_names_the_figures_not_run_yet(tmp_path):
@@ -423,7 +423,7 @@ def test_polynomial_lr_sensitivity_grid(tmp_path):
     assert finals["AYLA", 0.03] == pytest.approx(2.25, abs=0.01)      # the paper's lr: AYLA escapes
     assert finals["SGD", 0.03] == pytest.approx(-0.06, abs=0.01)      # SGD stays at the saddle
     assert finals["AYLA", 0.02] < 0.1 and finals["SGD", 0.08] == pytest.approx(2.25, abs=0.1)
-    section = "\n".join(report.sensitivity_section(tmp_path))
+    section = "\n".join(sensitivity.sensitivity_section(tmp_path))
     assert "| AYLA | 0.03 | 11 |" in section and "| SGD | 0.08, 0.1 | 11 |" in section
 
 
@@ -441,7 +441,7 @@ def test_classifier_lr_sensitivity_grid_runs_as_two_populations(tmp_path):
     assert fused["Adam lr=0.001"] == fused["AYLA lr=0.1"] == 18 and fused["SGD lr=0.01"] == 9
     assert figures.draw_figures(tmp_path, ["sens_mnist"], lambda name: presets.compose_run(
         [f"figure={name}"]).figure)
-    section = "\n".join(report.sensitivity_section(tmp_path, ["sens_mnist"]))
+    section = "\n".join(sensitivity.sensitivity_section(tmp_path, ["sens_mnist"]))
     assert all(f"| {name} | " in section for name in ("Adam", "SGD", "AYLA")) and "best median" in section
 
 
@@ -493,10 +493,40 @@ def test_variant_sections_pair_each_arm_with_its_run_in_the_figure(tmp_path):
     bf16 = fp32.assign(test_acc=fp32["test_acc"] - 0.004 - 0.0005 * (fp32["seed"] - 42))  # lower on each seed
     write_figure(tmp_path, "fig07", fp32)
     write_figure(tmp_path, "fig07_bfloat16", bf16)
-    text = "\n".join(report.variants_section(tmp_path))
+    text = "\n".join(controls.variants_section(tmp_path))
     assert "| 8 | AYLA | −0.450 [" in text and "bf16 better on 0/3; **fp32 better**" in text
     assert "H = 256: AYLA vs Adam in final test accuracy: better in fp32, better in bf16 (the same verdict)" in text
     assert "fig09_bfloat16: not run yet" in text
+    variant = presets.load_settings().variants.bfloat16  # the section's prose is the YAML's
+    assert f"## {variant.heading}\n\n{variant.intro}\n" in text
+
+
+def test_a_report_reads_the_fair_family_and_the_run_configs_once(tmp_path, monkeypatch):
+    """Every section reads one Study: make fair's Holm-corrected rows and every run's config.yaml, computed once."""
+    write_figure(tmp_path, "fig07", classifier_frame(0.10, 0.01))
+    calls = {"rows": 0, "configs": 0}
+
+    def counted(name, real):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return call
+    monkeypatch.setattr(verdict, "study_rows", counted("rows", verdict.study_rows))
+    monkeypatch.setattr(provenance, "run_configs", counted("configs", provenance.run_configs))
+    report.write_outputs(tmp_path)
+    assert calls == {"rows": 1, "configs": 1}
+    assert (tmp_path / "REPORT.md").read_text().startswith("# AYLA benchmark report")
+    assert (tmp_path / "runs.csv").exists()
+
+
+def test_the_reports_prose_about_each_experiment_is_its_presets(tmp_path):
+    """The provenance's data line quotes each experiment preset's `about.data`, and nothing else."""
+    notes = {path.stem: OmegaConf.load(path).experiment.get("about", {}).get("data")
+             for path in (PROJECT / "conf" / "experiment").glob("*.yaml")}
+    assert notes["mnist"] and notes["cifar100"] and "not byte-identical" in notes["cifar100"]
+    assert report.data_notes() == [n for _, n in sorted(notes.items()) if n]
+    text = report.build_report(tmp_path)
+    assert f"- data: {' '.join(report.data_notes())}\n" in text
 
 
 def test_each_hidden_size_of_an_lr_grid_is_judged_against_its_own_best(tmp_path):
@@ -510,7 +540,7 @@ def test_each_hidden_size_of_an_lr_grid_is_judged_against_its_own_best(tmp_path)
                     rows.append(dict(arm=f"{name} lr={lr:g}", lr=lr, hidden=hidden, seed=seed, epoch=40,
                                      test_acc=acc, train_loss=1 - acc, diverged=False))
     write_figure(tmp_path, "sens_mnist", pd.DataFrame(rows))
-    section = "\n".join(report.sensitivity_section(tmp_path, ["sens_mnist"]))
+    section = "\n".join(sensitivity.sensitivity_section(tmp_path, ["sens_mnist"]))
     for hidden in (8, 256):
         assert f"### sens_mnist, H = {hidden}" in section
     assert section.count("| Adam | 0.001 | 0.001 | 3 |") == 2 and section.count("| AYLA | 0.01 | 0.01 | 3 |") == 2
@@ -540,7 +570,7 @@ def test_curvefit_controls_are_matched_to_their_own_ayla_setting(tmp_path):
         assert scaled["grad_scale"].iloc[0] == pytest.approx(c, rel=1e-5)
         follows = dynamic[dynamic["arm"] == f"Adam, dynamic eps (N1={n1})"]
         assert follows["dynamic_eps"].all() and follows["N1"].unique().tolist() == [n1]
-    lines, summary, shares = report.ablation_section(tmp_path)
+    lines, shares = controls.controls_section(tmp_path)
     text = "\n".join(lines)
     assert "AYLA N1=0.2's gain over Adam: train loss" in text and "share of its AYLA's train-loss gain" in text
     assert "**H = 128, epoch 100.**" in text and "**H = 128, epoch 300.**" in text  # 300: the last epoch reached

@@ -516,6 +516,8 @@ def build_claim(name: str, out: Path, rows: list | None = None) -> Claim:
     return claim
 
 
-def build_claims(out: Path) -> list[Claim]:
-    rows = verdict.study_rows(out)  # make fair's primary family, Holm-corrected once for every claim
+def build_claims(out: Path, rows: list | None = None) -> list[Claim]:
+    """Every claim of the figure presets, checked on out's runs (`rows`: verdict.study_rows, when the caller has
+    them: make fair's primary family, Holm-corrected once for every claim)."""
+    rows = verdict.study_rows(out) if rows is None else rows
     return [build_claim(name, out, rows) for name in claim_figures()]

@@ -202,10 +202,11 @@ def comparison_section(out: Path, name: str, comparison: DictConfig, settings: D
     return lines
 
 
-def fair_section(out: Path) -> list[str]:
-    """REPORT.md's fair comparisons in detail, one subsection per comparison of conf/fair.yaml."""
+def fair_section(out: Path, rows: list | None = None) -> list[str]:
+    """REPORT.md's fair comparisons in detail, one subsection per comparison of conf/fair.yaml (`rows`:
+    verdict.study_rows, when the caller has them)."""
     settings = load_settings("fair")
-    rows = verdict.study_rows(out, settings)
+    rows = verdict.study_rows(out, settings) if rows is None else rows
     lines = ["## The fair comparisons in detail", "",
              f"Each optimizer's grid over its own two knobs (conf/sweep/), the same number of trials each, trained on "
              f"tuning seed {settings.tuning_seed}; a choice on a grid's edge extended that axis by the edge's own step "

@@ -246,12 +246,12 @@ def primary_table(rows: list[Row]) -> list[str]:
 
 
 def first_screen(out: Path, settings: DictConfig | None = None, figure: str = "figures/forest.png",
-                 paper_controls: str = "") -> list[str]:
+                 paper_controls: str = "", rows: list[Row] | None = None) -> list[str]:
     """REPORT.md's opening (at most 40 lines): per experiment AYLA against each equally tuned baseline, Holm-
     adjusted, and what the controls say (at AYLA's tuned setting; `paper_controls`: at the paper's settings);
-    then the forest plot."""
+    then the forest plot. `rows`: study_rows(out, settings), when the caller has them."""
     settings = settings or load_settings("fair")
-    rows = study_rows(out, settings)
+    rows = study_rows(out, settings) if rows is None else rows
     seeds = f"{settings.first_seed}–{settings.first_seed + settings.seeds - 1}"
     lines = ["## The answer", "",
              f"Does AYLA beat Adam and SGD when each is tuned with the same budget over its own knobs (Adam lr × eps, "
@@ -269,11 +269,12 @@ def first_screen(out: Path, settings: DictConfig | None = None, figure: str = "f
     return lines
 
 
-def forest_plot(out: Path, settings: DictConfig | None = None, name: str = "forest") -> list[Path]:
+def forest_plot(out: Path, settings: DictConfig | None = None, name: str = "forest",
+                rows: list[Row] | None = None) -> list[Path]:
     """One panel per experiment with seeds: each paired difference with its 95 % interval, the primary rows
-    filled (dark when Holm rejects), the controls hollow; PNG and PDF under <out>/figures/."""
+    filled (dark when Holm rejects), the controls hollow; PNG and PDF under <out>/figures/. `rows`: as first_screen."""
     settings = settings or load_settings("fair")
-    rows = [r for r in study_rows(out, settings) if not r.deterministic and r.paired.n >= 2]
+    rows = [r for r in (study_rows(out, settings) if rows is None else rows) if not r.deterministic and r.paired.n >= 2]
     if not rows:
         return []
     experiments = list(dict.fromkeys(r.experiment for r in rows))
