@@ -1,13 +1,39 @@
 """results/BENCH.md: how fast the suite trains (`make bench`'s CSVs) and how long a whole reproduction took, kept
 apart from REPORT.md, whose numbers do not depend on speed."""
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from experiments.analysis.compare import render_times, wall_times
 from experiments.presets import load_settings
+from experiments.runs import load_figure
 from experiments.sweeps import sweeps_of, tuning_folder
+from experiments.tasks import DATASETS
+
+STUDY_HOURS = 4.0  # the target for the whole study on one 2-core machine, on the one science path (issue 31)
+
+
+def sample_flops(inputs: int, hidden: int, classes: int) -> int:
+    """Matmul FLOPs of one training sample of the MLP D-H-C: forward 2(DH + HC), backward 2DH + 4HC (no input
+    gradient). make bench counts an epoch with it, and the study's efficiency below counts every run's steps."""
+    return 4 * inputs * hidden + 6 * hidden * classes
+
+
+def training_flops(metrics: pd.DataFrame) -> float:
+    """The matmul FLOPs of every training step these metrics.csv rows record (each run's last `step` × its batch ×
+    sample_flops), summed over arms, seeds and hidden sizes; NaN for an experiment that is no image classifier
+    (the polynomial, the curve fit: a few GEMMs of width 1, their seconds are overhead)."""
+    if metrics.empty or not metrics["experiment"].isin(list(DATASETS)).all():
+        return math.nan
+    total = 0.0
+    for (experiment, hidden, batch), runs in metrics.groupby(["experiment", "hidden", "batch_size"]):
+        spec = DATASETS[experiment]
+        inputs = math.prod(spec.image_shape)
+        steps = float(runs.groupby(["arm", "seed"])["step"].max().sum())
+        total += steps * float(batch) * sample_flops(inputs, int(hidden), spec.num_classes)
+    return total
 
 
 def bench_section(path: Path) -> list[str]:
@@ -33,15 +59,16 @@ def bench_section(path: Path) -> list[str]:
              "epoch ÷ its time ÷ the real peak. The kernel column says which GEMM kernel the row ran on (numpy: "
              "its BLAS, from threadpoolctl). Bare GEMMs: the matmuls of the row's training step alone, timed on its "
              "kernels at its shapes, against the same peak: the most that row could reach (the test-set evaluation "
-             "aside) if everything else in a step took no time (fp32 rows of the suite).", "",
-             "| data | H | variant | optimizer | kernel | s / arm-epoch | × vs numpy | × vs DataLoader | GEMM peak "
-             "| bare GEMMs |", "|" + " --- |" * 10]
+             "aside) if everything else in a step took no time (fp32 rows of the suite); the share of its ceiling is "
+             "the row's rate ÷ that ceiling.", "",
+             "| data | H | variant | optimizer | kernel | s / arm-epoch | × vs numpy | × vs DataLoader | share of the "
+             "real peak | its ceiling (bare GEMMs) | share of its ceiling |", "|" + " --- |" * 11]
     if "gemm_ceiling" not in bench:  # a benchmark from before the bare GEMMs were timed per row
         bench = bench.assign(gemm_ceiling=float("nan"))
     for r in bench.itertuples():
         lines.append(f"| {r.dataset} | {r.hidden} | {r.variant} | {r.optimizer} | {r.gemm} | "
                      f"{r.seconds_per_arm_epoch:.3f} | {r.speedup_vs_numpy:.2f} | {r.speedup_vs_loader:.2f} | "
-                     f"{r.gemm_fraction:.0%} | {percent(r.gemm_ceiling)} |")
+                     f"{r.gemm_fraction:.0%} | {percent(r.gemm_ceiling)} | {percent(own_ceiling(r))} |")
     return lines + [""] + bench_targets(bench) + step_lines(path.with_name(f"{path.stem}_steps.csv"))
 
 
@@ -86,43 +113,33 @@ def percent(fraction: float) -> str:
     return "–" if pd.isna(fraction) else f"{fraction:.0%}"
 
 
+CEILING_TARGET = 0.85  # every fp32 suite row at ≥ 85 % of its own bare-GEMM ceiling (issue 31)
+
+
+def own_ceiling(row) -> float:
+    """A row's rate as a share of its own ceiling: its GEMM fraction ÷ its bare GEMMs' (NaN where not timed)."""
+    return row.gemm_fraction / row.gemm_ceiling if pd.notna(row.gemm_ceiling) and row.gemm_ceiling else math.nan
+
+
 def bench_targets(bench: pd.DataFrame) -> list[str]:
-    """The speed targets (issue: the real CPU limit), each with the ratio this benchmark reached (fastest kernel)
-    and, where the benchmark timed it, the ceiling that row's bare GEMMs set."""
-    fp32 = bench[bench["gemm"] != "bfloat16"]  # the targets are fp32's; bf16's GEMMs run on another peak
-    if "gemm_ceiling" not in fp32:
-        fp32 = fp32.assign(gemm_ceiling=float("nan"))
-
-    def best(dataset, hidden, prefix, column="gemm_fraction"):
-        rows = fp32[(fp32["dataset"] == dataset) & (fp32["hidden"] == hidden)
-                    & fp32["variant"].str.startswith(prefix) & (fp32["variant"] != "d suite, 10 arms × 1 seed")]
-        return rows.loc[rows[column].idxmax()] if rows[column].notna().any() else None
-
-    def reached(row, speedup=False) -> str:
-        """`57% (its bare GEMMs: 86%)`; as a speed-up, the bare GEMMs' time in place of the epoch's: the ratios
-        scale as the rates do."""
-        if row is None:
-            return "nan"
-        value, limit = row["gemm_fraction"], row["gemm_ceiling"]
-        if speedup:
-            value, limit = row["speedup_vs_numpy"], row["speedup_vs_numpy"] * limit / value
-        text = f"{value:.2f}×" if speedup else f"{value:.0%}"
-        return text + ("" if pd.isna(limit) else f" (its bare GEMMs alone: {limit:.2f}×)" if speedup
-                       else f" (its bare GEMMs: {limit:.0%})")
-    fused = fp32[fp32["variant"].str.startswith("d suite") & (fp32["hidden"] >= 128)]
-    lines = ["| target | reached |", "| --- | --- |",
-             f"| one arm, MNIST H = 256: ≥ 60 % of the real fp32 peak | {reached(best('mnist', 256, 'c suite'))} |",
-             "| fused populations at H ≥ 128: ≥ 80 % of the real peak | "
-             + ", ".join(f"{r['dataset']} H = {r['hidden']} {r['variant'][8:]} ({r['gemm']}): {reached(r)}"
-                         for _, r in fused.iterrows()) + " |",
-             f"| one arm, MNIST H = 8: ≥ 1.5× the NumPy yardstick | "
-             f"{reached(best('mnist', 8, 'c suite', 'speedup_vs_numpy'), speedup=True)} |"]
-    bf16 = bench[(bench["gemm"] == "bfloat16") & bench["variant"].str.startswith("d suite") & (bench["hidden"] >= 128)]
-    if len(bf16):  # no target: the opt-in, its matmul FLOPs against the fp32 peak
-        lines.append("| (no target) opt-in bfloat16, fused populations at H ≥ 128, against the fp32 peak | "
-                     + ", ".join(f"{r.dataset} H = {r.hidden} {r.variant[8:]}: {r.gemm_fraction:.0%}"
-                                 for r in bf16.itertuples()) + " |")
-    return lines + [""]
+    """The speed target of the fp32 suite rows: each at ≥ CEILING_TARGET of its own ceiling (the rate its step's
+    bare GEMMs reach at its shapes: what cutting everything else in a step could give). The earlier targets
+    against the real peak are withdrawn (issue 31: the fused CIFAR-100 step's own matmuls reach 77 % of the peak,
+    and H = 8 is bound by ~35 small kernels per step), so the shares of the peak stand as measurements."""
+    suite = bench[(bench["gemm"] != "bfloat16") & bench["variant"].str.contains("suite")
+                  & bench["gemm_ceiling"].notna()]
+    if suite.empty:
+        return []
+    shares = [(r, own_ceiling(r)) for r in suite.itertuples()]
+    below = [(r, v) for r, v in shares if v < CEILING_TARGET]
+    return ["| target | reached |", "| --- | --- |",
+            f"| every fp32 suite row: ≥ {CEILING_TARGET:.0%} of its own ceiling | "
+            f"{len(shares) - len(below)} of {len(shares)} rows"
+            + (": below it " + ", ".join(f"{r.dataset} H = {r.hidden} {r.variant} {r.optimizer} ({r.gemm}) {v:.0%}"
+                                          for r, v in below) if below else "") + " |",
+            "", "The shares of the real peak are measurements, not targets: the earlier targets against the peak "
+            "(one arm ≥ 60 %, fused ≥ 80 %, H = 8 ≥ 1.5× NumPy) were withdrawn, since the step's own GEMMs at "
+            "these shapes set a lower ceiling (the bare GEMMs column).", ""]
 
 
 def reproduce_time_section(out: Path) -> list[str]:
@@ -184,10 +201,62 @@ def fair_time_section(out: Path) -> list[str]:
             f"| all | | | | | | {total / 60:.1f} |", ""]
 
 
+def study_rows(out: Path) -> pd.DataFrame:
+    """Every run set under `out` with its wall seconds (its populations', as recorded; a tuning sweep's trials:
+    their epochs' seconds ÷ the trials fused with them) and its training FLOPs: columns run_set, seconds, flops."""
+    rows = []
+    for run_set, times in wall_times(out).groupby("run_set", sort=False):
+        rows.append((run_set, float(times["seconds"].sum()), training_flops(load_figure(out, run_set))))
+    settings = load_settings("fair")
+    for comparison in settings.comparisons.values():
+        for sweep in sweeps_of(comparison):
+            seconds, flops = 0.0, 0.0
+            for hidden in comparison.hidden:
+                folder = tuning_folder(out, sweep, hidden)
+                seconds += tuning_seconds(folder)[0]
+                flops += sum(training_flops(pd.read_csv(f)) for f in Path(folder).glob("*/metrics.csv"))  # per trial
+            if seconds:
+                rows.append((f"fair/tuning/{sweep}", seconds, flops))
+    return pd.DataFrame(rows, columns=["run_set", "seconds", "flops"])
+
+
+def study_time_section(out: Path, peak_gflops: float | None) -> list[str]:
+    """The whole study's wall time per run set and in all, against STUDY_HOURS, and its FLOP efficiency: the
+    training steps' matmul FLOPs ÷ the wall time ÷ the real fp32 peak of make bench (where it ran)."""
+    table = study_rows(out)
+    if table.empty:
+        return []
+
+    def share(flops: float, seconds: float) -> str:
+        if not peak_gflops or not math.isfinite(flops) or not seconds:
+            return "–"
+        return f"{flops / seconds / (peak_gflops * 1e9):.0%}"
+    lines = ["## The whole study's wall time and FLOP efficiency", "",
+             "Per run set: the wall seconds its runs recorded (populations; a tuning sweep's trials fused together "
+             "count once), the matmul FLOPs of its training steps (sample_flops: forward and backward of the MLP, "
+             "the evaluation passes not counted) and those FLOPs ÷ the wall time ÷ the real fp32 peak of the "
+             "benchmark above" + (f" ({peak_gflops:.0f} GFLOP/s)" if peak_gflops else " (not run: no share)")
+             + ". The polynomial and the curve fit have no such count (–). The run sets were trained on the "
+             "machines and code versions REPORT.md names.", "",
+             "| run set | minutes | training TFLOP | share of the real peak |", "| --- | --- | --- | --- |"]
+    for r in table.itertuples():
+        tflop = f"{r.flops / 1e12:.1f}" if math.isfinite(r.flops) else "–"
+        lines.append(f"| {r.run_set} | {r.seconds / 60:.1f} | {tflop} | {share(r.flops, r.seconds)} |")
+    seconds, counted = table["seconds"].sum(), table[table["flops"].notna()]
+    flops = counted["flops"].sum()
+    hours = seconds / 3600
+    lines += [f"| all | {seconds / 60:.1f} | {flops / 1e12:.1f} | {share(flops, counted['seconds'].sum())} |", "",
+              f"The whole study: {hours:.2f} h of training (target: ≤ {STUDY_HOURS:g} h on this 2-core machine: "
+              f"{'met' if hours <= STUDY_HOURS else 'not met'}); loading data and writing files come on top.", ""]
+    return lines
+
+
 def build_bench(out: Path, bench: Path | None = None) -> str | None:
     """BENCH.md's text from `bench` (default `<out>/bench.csv`, with its `_steps.csv`) and
     `<out>/reproduce_times.csv`; None when neither has been measured."""
-    sections = (bench_section(bench or Path(out) / "bench.csv") + fair_time_section(out)
+    bench = bench or Path(out) / "bench.csv"
+    peak = float(pd.read_csv(bench, usecols=["peak_gflops"])["peak_gflops"].iloc[0]) if bench.exists() else None
+    sections = (bench_section(bench) + study_time_section(out, peak) + fair_time_section(out)
                 + reproduce_time_section(out))
     if not sections:
         return None

@@ -30,6 +30,7 @@ import torch
 
 from ayla import AYLA
 from ayla.transform import ayla_factor
+from experiments.analysis.speed import sample_flops
 from experiments.engine.config import AUTOCAST, arm_from_config
 from experiments.engine.trainer import GradientScale, accumulate, grad_norms, population_update, train
 from experiments.io import device_name
@@ -118,8 +119,7 @@ def sync(device: torch.device) -> None:
 def step_gemm_flops(seeds: int, arms: int, sizes: tuple[int, int, int], batch: int = BATCH) -> float:
     """Matmul FLOPs of one training step of a population: forward 2(DH + HC), backward 2DH + 4HC per sample and
     arm (no input gradient)."""
-    D, H, C = sizes
-    return seeds * arms * batch * (4 * D * H + 6 * H * C)
+    return seeds * arms * batch * sample_flops(*sizes)
 
 
 def epoch_flops(n_train: int, n_test: int, sizes: tuple[int, int, int]) -> float:
