@@ -501,6 +501,7 @@ def test_variant_sections_pair_each_arm_with_its_run_in_the_figure(tmp_path):
     assert f"## {variant.heading}\n\n{variant.intro}\n" in text
 
 
+@pytest.mark.slow
 def test_a_report_reads_the_fair_family_and_the_run_configs_once(tmp_path, monkeypatch):
     """Every section reads one Study: make fair's Holm-corrected rows and every run's config.yaml, computed once."""
     write_figure(tmp_path, "fig07", classifier_frame(0.10, 0.01))
@@ -525,8 +526,8 @@ def test_the_reports_prose_about_each_experiment_is_its_presets(tmp_path):
              for path in (PROJECT / "conf" / "experiment").glob("*.yaml")}
     assert notes["mnist"] and notes["cifar100"] and "not byte-identical" in notes["cifar100"]
     assert report.data_notes() == [n for _, n in sorted(notes.items()) if n]
-    text = report.build_report(tmp_path)
-    assert f"- data: {' '.join(report.data_notes())}\n" in text
+    study = report.Study(tmp_path, False, [], [], provenance.provenance_summary(tmp_path), [], {})
+    assert f"- data: {' '.join(report.data_notes())}" in report.provenance(study)
 
 
 def test_each_hidden_size_of_an_lr_grid_is_judged_against_its_own_best(tmp_path):
