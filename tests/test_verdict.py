@@ -84,6 +84,17 @@ def test_the_first_screen_answers_in_at_most_40_lines_with_its_numbers(tmp_path)
     assert "| 5/10 seeds, median > 3 |" in section
 
 
+@pytest.mark.slow
+def test_each_classifier_comparison_draws_its_curves(tmp_path):
+    """fair_<name>: the evaluation runs and the controls, AYLA under its own name; the curve fit has none."""
+    hand_made(tmp_path, GAINS)
+    assert fair_report.comparison_figure(tmp_path, "curvefit", FAIR.comparisons.curvefit) == []  # no runs, no acc
+    drawn = fair_report.comparison_figure(tmp_path, "mnist", MNIST)
+    assert drawn == [tmp_path / "figures" / "fair_mnist.png", tmp_path / "figures" / "fair_mnist.pdf"]
+    assert all(p.stat().st_size > 10_000 for p in drawn)
+    assert "![MNIST: the evaluation runs](figures/fair_mnist.png)" in "\n".join(fair_report.fair_section(tmp_path))
+
+
 def test_time_to_target_counts_the_seeds_that_never_reach_it():
     rows = [dict(seed=s, epoch=e, test_acc=a) for s, accs in ((1, [0.5, 0.91, 0.95]), (2, [0.5, 0.6, 0.7]),
                                                               (3, [0.92, 0.93, 0.94])) for e, a in enumerate(accs, 1)]

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.analysis import stats, verdict
+from experiments.analysis.figures import draw, save
 from experiments.presets import compose_run, load_settings
 from experiments.runs import lower_is_better
 from experiments.sweeps import (
@@ -178,6 +179,26 @@ def secondary_lines(runs: pd.DataFrame, comparison: DictConfig, rows: list, hidd
     return lines
 
 
+def comparison_figure(out: Path, name: str, comparison: DictConfig) -> list[Path]:
+    """The curves of a classifier comparison's evaluation runs, the tuned arms and the controls at AYLA's setting:
+    train loss and test accuracy per hidden size, every seed a thin line and each arm's median over its seeds
+    (AYLA's thicker), a collapsed seed's end marked ×; PNG and PDF as <out>/figures/fair_<name>. None for a
+    comparison without test accuracy (the curve fit, the polynomial) or without runs yet."""
+    runs = verdict.evaluation_runs(out, comparison)
+    if comparison.primary.metric != "test_acc" or runs.empty:
+        return []
+    ayla = method_of(comparison.ayla)
+    runs = runs.assign(arm=runs["arm"].map(lambda arm: "AYLA" if arm == ayla else verdict.short(arm)))
+    spec = OmegaConf.create({"kind": "classifier_ablation", "title": f"{comparison.title}: AYLA and each baseline "
+                             "tuned with the same budget, and the controls at AYLA's setting"})
+    return save(draw(spec, runs), Path(out) / "figures", f"fair_{name}")
+
+
+def comparison_figures(out: Path) -> list[Path]:
+    """comparison_figure for every comparison of conf/fair.yaml."""
+    return [path for name, c in load_settings("fair").comparisons.items() for path in comparison_figure(out, name, c)]
+
+
 def comparison_section(out: Path, name: str, comparison: DictConfig, settings: DictConfig, rows: list) -> list[str]:
     lines = [f"### {comparison.title}", ""]
     runs = verdict.evaluation_runs(out, comparison)
@@ -189,6 +210,8 @@ def comparison_section(out: Path, name: str, comparison: DictConfig, settings: D
     lines += tuning_table(out, comparison, settings) + [""]
     if runs.empty:
         return lines + [f"No evaluation runs yet: `make fair EXPERIMENTS={name}`.", ""]
+    if (Path(out) / "figures" / f"fair_{name}.png").exists():
+        lines += [f"![{comparison.title}: the evaluation runs](figures/fair_{name}.png)", ""]
     epoch = verdict.endpoint_epoch(runs, primary.epoch)
     mine = [r for r in rows if r.experiment == name]
     for hidden in verdict.hiddens(runs):

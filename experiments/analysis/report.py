@@ -20,7 +20,7 @@ from experiments import CONF, PROJECT
 from experiments.analysis import stats, verdict
 from experiments.analysis.claims import Check, Claim, at, build_claims, describe, figure_spec
 from experiments.analysis.controls import controls_section, paper_controls, variants_section
-from experiments.analysis.fair import fair_section
+from experiments.analysis.fair import comparison_figures, fair_section
 from experiments.analysis.provenance import Provenance, provenance_summary, write_run_summary
 from experiments.analysis.sensitivity import sensitivity_section
 from experiments.analysis.speed import build_bench
@@ -174,6 +174,7 @@ def write_outputs(out: Path, wall_seconds: float | None = None, smoke: bool = Fa
     out = Path(out)
     s = study(out, smoke, wall_seconds)
     drawn = verdict.forest_plot(out, rows=s.rows)  # the fair comparisons' paired differences, when make fair ran
+    drawn += comparison_figures(out)  # and their curves
     if bench := build_bench(out):  # speed apart from the results
         write_atomic(out / "BENCH.md", bench)
     write_atomic(out / "REPORT.md", build_report(out, s=s))
