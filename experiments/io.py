@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from experiments.errors import OutputError
-from experiments.fingerprint import fingerprint
+from experiments.fingerprint import fingerprints
 
 PROJECT = Path(__file__).resolve().parent.parent
 UMASK = os.umask(0)
@@ -77,10 +77,11 @@ def device_name(device: torch.device) -> str:
 
 
 def provenance(device: torch.device) -> dict:
-    """What produced a result: code version and fingerprint (experiments/fingerprint.py), library versions,
-    hardware, time and command line."""
+    """What produced a result: code version and this code's fingerprint of every experiment
+    (experiments/fingerprint.py; a run's own is its experiment's), library versions, hardware, time and command
+    line."""
     import numpy
-    return {**git_state(), "fingerprint": fingerprint(), "python": sys.version.split()[0],
+    return {**git_state(), "fingerprints": fingerprints(), "python": sys.version.split()[0],
             "torch": str(torch.__version__), "numpy": numpy.__version__, "pandas": pd.__version__,
             "platform": platform.platform(),
             "device": str(device), "device_name": device_name(device),

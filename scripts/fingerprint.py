@@ -1,9 +1,9 @@
-"""The code fingerprint (experiments/fingerprint.py): print this checkout's, list those a results folder holds, or
-stamp the runs of a folder that were trained on a clean commit but before runs recorded it.
+"""The code fingerprint (experiments/fingerprint.py): print this checkout's for each experiment, list those a
+results folder holds, or stamp the runs of a folder that were trained on a clean commit with that commit's.
 
-    python scripts/fingerprint.py                   # this checkout's fingerprint
-    python scripts/fingerprint.py --list results    # fingerprint → run folders holding it
-    python scripts/fingerprint.py --stamp results/fair   # give clean-commit runs their commit's fingerprint
+    python scripts/fingerprint.py                   # this checkout's fingerprint of every experiment
+    python scripts/fingerprint.py --list results    # experiment and fingerprint → run folders holding it
+    python scripts/fingerprint.py --stamp results/fair   # write each clean-commit run's fingerprint into its config
 """
 
 import argparse
@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # experiments/ 
 
 import yaml
 
-from experiments.fingerprint import fingerprint, stamped
+from experiments.fingerprint import experiment_of, fingerprints, stamped
 from experiments.io import write_atomic
 
 
@@ -25,17 +25,20 @@ def main() -> None:
     parser.add_argument("--stamp", metavar="FOLDER", help="stamp the clean-commit runs under FOLDER")
     args = parser.parse_args()
     if not args.list and not args.stamp:
-        print(fingerprint())
+        for experiment, value in fingerprints().items():
+            print(f"{experiment}: {value}")
         return
     counts = Counter()
     for config in sorted(Path(args.list or args.stamp).glob("**/config.yaml")):
-        record = yaml.safe_load(config.read_text())
+        record = yaml.safe_load(config.read_text()) or {}
+        if "arms" not in record:  # not a run folder's config
+            continue
         had = (record.get("provenance") or {}).get("fingerprint")
         value = stamped(record)
-        if args.stamp and value and not had:
+        if args.stamp and value and value != had:
             write_atomic(config, yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
-        counts[value or "none (trained on a dirty tree)"] += 1
-    for value, n in counts.most_common():
+        counts[f"{experiment_of(record)} {value or 'none (trained on a dirty tree)'}"] += 1
+    for value, n in sorted(counts.items()):
         print(f"{value}: {n} run folder(s)")
 
 

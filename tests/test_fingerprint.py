@@ -22,9 +22,12 @@ def test_docstrings_and_comments_leave_it_unchanged_code_does_not():
     assert fp.normalized("m.py", same) == fp.normalized("m.py", CODE)
     assert fp.normalized("m.py", CODE.replace('"""A docstring."""\n', "")) == fp.normalized("m.py", CODE)
     assert fp.normalized("m.py", CODE.replace("x * 2", "x * 3")) != fp.normalized("m.py", CODE)
-    files = {"experiments/engine/trainer.py": CODE}
-    assert fp.fingerprint_of(files) == fp.fingerprint_of({"experiments/engine/trainer.py": same})
-    assert fp.fingerprint_of(files) != fp.fingerprint_of({"experiments/engine/trainer.py": CODE.replace("2", "3")})
+    preset = {"conf/experiment/toy.yaml": "experiment: {name: toy}\n"}
+    files = {"experiments/engine/trainer.py": CODE, **preset}
+    same_files = {"experiments/engine/trainer.py": same, **preset}
+    assert fp.fingerprint_of(files, "toy") == fp.fingerprint_of(same_files, "toy")
+    assert fp.fingerprint_of(files, "toy") != fp.fingerprint_of(
+        {"experiments/engine/trainer.py": CODE.replace("2", "3"), **preset}, "toy")
 
 
 def test_yaml_is_hashed_as_its_data():
@@ -48,11 +51,43 @@ def test_an_experiments_about_prose_leaves_it_unchanged_its_settings_do_not():
 @pytest.mark.parametrize("path,inside", [
     ("ayla/transform.py", True), ("ayla/integrations/lightning.py", False), ("experiments/engine/trainer.py", True),
     ("experiments/tasks/curvefit.py", True), ("experiments/pipelines/runner.py", True),
-    ("experiments/pipelines/fair.py", False), ("experiments/analysis/stats.py", False), ("conf/config.yaml", True),
-    ("conf/optimizer/adam.yaml", True), ("conf/figure/fig01.yaml", False), ("conf/fair.yaml", False),
+    ("experiments/tasks/__init__.py", False), ("experiments/pipelines/fair.py", False),
+    ("experiments/analysis/stats.py", False), ("conf/config.yaml", True), ("conf/optimizer/adam.yaml", True),
+    ("conf/experiment/mnist.yaml", True), ("conf/figure/fig01.yaml", False), ("conf/fair.yaml", False),
     ("README.md", False)])
-def test_it_covers_the_sources_that_turn_a_config_into_numbers(path, inside):
+def test_it_reads_the_sources_that_turn_a_config_into_numbers(path, inside):
     assert fp.selected(path) is inside
+
+
+def test_an_experiment_hashes_the_common_sources_and_its_own_followed_import_by_import():
+    files = fp.working_tree()
+    mnist = fp.own_sources(files, "mnist")
+    # MNIST: its preset, its module, the image task it builds on, the MLP and the data reader, nothing else's
+    assert mnist == {"conf/experiment/mnist.yaml", "experiments/tasks/mnist.py", "experiments/tasks/images.py",
+                     "experiments/models/mlp.py", "experiments/tasks/data.py"}
+    assert fp.own_sources(files, "polynomial") == {"conf/experiment/polynomial.yaml", "experiments/tasks/polynomial.py"}
+    # another experiment's files, or a new one's, leave MNIST's fingerprint as it was; its own and common ones do not
+    before = fp.fingerprint_of(files, "mnist")
+    assert fp.fingerprint_of(files | {"experiments/models/cnn.py": "x = 1\n"}, "mnist") == before
+    assert fp.fingerprint_of(files | {"experiments/tasks/curvefit.py": "x = 1\n"}, "mnist") == before
+    for changed in ("experiments/tasks/images.py", "experiments/models/mlp.py", "experiments/engine/trainer.py",
+                    "conf/optimizer/adam.yaml"):
+        text = files[changed] + ("\nx = 1\n" if changed.endswith(".py") else "\nextra: 1\n")
+        assert fp.fingerprint_of(files | {changed: text}, "mnist") != before, changed
+    assert fp.fingerprint("mnist") == before and fp.fingerprint("mnist") != fp.fingerprint("cifar100")
+
+
+def test_a_model_named_by_a_preset_is_its_experiments_own():
+    """A preset that names a shared task and a model (`experiment.task`, `experiment.model._target_`) hashes both
+    and what they import; relative imports are followed too."""
+    files = {"conf/experiment/toy.yaml": "experiment:\n  name: toy\n  task: vision\n  model:\n"
+                                         "    _target_: experiments.models.net.build\n",
+             "experiments/tasks/vision.py": "from experiments.models import stack\n",
+             "experiments/models/stack.py": "x = 1\n",
+             "experiments/models/net.py": "from .parts import block\n",
+             "experiments/models/parts.py": "def block(): pass\n",
+             "experiments/models/other.py": "y = 2\n"}
+    assert fp.own_sources(files, "toy") == set(files) - {"experiments/models/other.py"}
 
 
 def test_a_committed_versions_fingerprint_comes_from_git_alone():
@@ -60,16 +95,19 @@ def test_a_committed_versions_fingerprint_comes_from_git_alone():
                              text=True).stdout
     if changed.strip():
         pytest.skip(f"the fingerprinted sources differ from HEAD here: {changed.split()[:4]}")
-    assert fp.at_commit("HEAD") == fp.fingerprint()
-    record = {"provenance": {"commit": "HEAD", "dirty": False}}
-    assert fp.stamped(record) == fp.fingerprint() and record["provenance"]["fingerprint"] == fp.fingerprint()
-    assert fp.stamped({"provenance": {"commit": "HEAD", "dirty": True}}) is None  # its code is not in git
-    assert fp.stamped({"provenance": {"fingerprint": "abc", "dirty": True}}) == "abc"  # a recorded one is kept
+    assert fp.at_commit("HEAD", "mnist") == fp.fingerprint("mnist")
+    arms = {"arms": {"Adam": {"experiment": {"name": "mnist"}}}}
+    record = {"provenance": {"commit": "HEAD", "dirty": False, "fingerprint": "an old way's"}, **arms}
+    assert fp.stamped(record) == fp.fingerprint("mnist") == record["provenance"]["fingerprint"]  # git's, today's way
+    assert fp.stamped({"provenance": {"commit": "HEAD", "dirty": True}, **arms}) is None  # its code is in no commit
+    dirty = {"provenance": {"dirty": True, "fingerprints": {"mnist": "abc", "cifar100": "def"}}, **arms}
+    assert fp.stamped(dirty) == "abc"  # what it recorded for its experiment
 
 
 def test_every_new_run_records_it():
     import torch
 
     from experiments.io import provenance
-    assert provenance(torch.device("cpu"))["fingerprint"] == fp.fingerprint()
-    assert len(fp.fingerprint()) == 12
+    recorded = provenance(torch.device("cpu"))["fingerprints"]
+    assert recorded == {name: fp.fingerprint(name) for name in ("cifar100", "curvefit", "mnist", "polynomial")}
+    assert all(len(value) == 12 for value in recorded.values())

@@ -18,31 +18,34 @@ def fresh_policy():
     guard.allow()
 
 
-def run_folder(folder, **provenance):
+def run_folder(folder, experiment="polynomial", **provenance):
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump({"provenance": provenance, "arms": {"Adam": {"lr": 0.1}}}))
+    arms = {"SGD": {"lr": 0.1, "experiment": {"name": experiment}}}
+    (folder / "config.yaml").write_text(yaml.safe_dump({"provenance": provenance, "arms": arms}))
 
 
 def test_a_folder_of_another_code_version_is_refused_unless_mixing_is_asked_for(tmp_path):
-    run_folder(tmp_path / "fig01" / "seed42", fingerprint="0123456789ab")
-    with pytest.raises(AylaError, match=r"other code versions \(0123456789ab: 1 run folder\(s\)\).*--mix-fingerprints"):
+    run_folder(tmp_path / "fig01" / "seed42", dirty=True, fingerprints={"polynomial": "0123456789ab"})
+    with pytest.raises(AylaError, match=r"other code versions than this code's \(polynomial 0123456789ab: 1 run "
+                                        r"folder\(s\)\).*--mix-fingerprints"):
         guard.check(tmp_path)
     guard.allow(mix=True)
     guard.check(tmp_path)
 
 
 def test_a_run_from_a_dirty_tree_counts_as_another_version_the_same_one_does_not(tmp_path):
-    run_folder(tmp_path / "a" / "seed42", fingerprint=fingerprint())
-    guard.check(tmp_path)  # the same code version: allowed
+    run_folder(tmp_path / "a" / "seed42", dirty=True, fingerprints={"polynomial": fingerprint("polynomial")})
+    run_folder(tmp_path / "m" / "seed42", "mnist", dirty=True, fingerprints={"mnist": fingerprint("mnist")})
+    guard.check(tmp_path)  # the same code version of each experiment: allowed
     guard.allow()
     run_folder(tmp_path / "b" / "seed42", commit="HEAD", dirty=True)
-    with pytest.raises(AylaError, match=r"none \(a dirty tree\): 1 run folder"):
+    with pytest.raises(AylaError, match=r"polynomial none \(a dirty tree\): 1 run folder"):
         guard.check(tmp_path)
 
 
 def test_results_from_a_dirty_tree_is_refused_elsewhere_or_with_the_flag_allowed(tmp_path, monkeypatch):
     monkeypatch.setattr(guard, "git_state", lambda: {"commit": "abc", "dirty": True})
-    monkeypatch.setattr(guard, "fingerprints_in", lambda out: {})
+    monkeypatch.setattr(guard, "other_versions", lambda out: {})
     with pytest.raises(AylaError, match="uncommitted changes outside results/.*--allow-dirty"):
         guard.check(PROJECT / "results")
     guard.check(tmp_path)  # another folder: allowed

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from experiments import CONF
 from experiments.analysis import stats
 from experiments.analysis.compare import populations, run_configs
-from experiments.fingerprint import stamped
+from experiments.fingerprint import experiment_of, stamped
 from experiments.io import write_csv
 from experiments.presets import source_of
 from experiments.runs import load_figure
@@ -32,16 +32,18 @@ class Provenance:
     devices: list[str] = field(default_factory=list)
     python: list[str] = field(default_factory=list)
     prints: dict[Path, str | None] = field(default_factory=dict)  # run folder → its fingerprint (None: dirty)
+    experiments: dict[Path, str | None] = field(default_factory=dict)  # run folder → its experiment
 
     @property
     def fingerprints(self) -> Counter:
-        """How many run folders carry each fingerprint, named for the report."""
-        return Counter("none (a dirty tree)" if p is None else "unknown (commit not in this clone)" if p == UNKNOWN
-                       else p for p in self.prints.values())
+        """How many run folders carry each fingerprint, as "<experiment> <fingerprint>", named for the report."""
+        return Counter(f"{self.experiments.get(run)} " + ("none (a dirty tree)" if p is None else
+                                                          "unknown (commit not in this clone)" if p == UNKNOWN else p)
+                       for run, p in self.prints.items())
 
 
 def fingerprint_of_record(record: dict) -> str | None:
-    """A run's fingerprint (analysis/fingerprint.stamped), UNKNOWN when its commit is not in this clone."""
+    """A run's fingerprint (experiments/fingerprint.stamped), UNKNOWN when its commit is not in this clone."""
     try:
         return stamped(record)
     except ValueError:
@@ -69,7 +71,8 @@ def provenance_summary(out: Path) -> Provenance:
         torch=sorted({str(p.get("torch")) for p in provenance}),
         devices=sorted({str(p.get("device_name")) for p in provenance}),
         python=sorted({str(p.get("python")) for p in provenance}),
-        prints={path.parent: fingerprint_of_record(dict(record)) for path, record in records.items()})
+        prints={path.parent: fingerprint_of_record(dict(record)) for path, record in records.items()},
+        experiments={path.parent: experiment_of(record) for path, record in records.items()})
 
 
 def with_fingerprints(summary: pd.DataFrame, folder: Path, prints: dict[Path, str | None]) -> pd.DataFrame:

@@ -118,8 +118,9 @@ def provenance(s: Study) -> list[str]:
              f"- {info.runs} run folders (one per figure, hidden size and seed), {info.populations} fused "
              f"training populations, {info.train_seconds / 60:.1f} minutes of training in all",
              f"- code: commit {', '.join(info.commits)}",
-             "- code fingerprints (experiments/fingerprint.py: the sources that turn a config into numbers): "
-             + ", ".join(f"{value} ({n} run folders)" for value, n in info.fingerprints.most_common()),
+             "- code fingerprints per experiment (experiments/fingerprint.py: the sources that turn a run config "
+             "into numbers): " + ", ".join(f"{value} ({n} run folders)"
+                                           for value, n in sorted(info.fingerprints.items())),
              f"- hardware: {'; '.join(info.devices)}",
              f"- software: Python {', '.join(info.python)}, torch {', '.join(info.torch)}",
              "- data: " + " ".join(data_notes())]

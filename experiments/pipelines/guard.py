@@ -1,9 +1,10 @@
 """Where new runs may go: one code version per results folder, and the committed results/ only from a clean tree.
 
 Before a pipeline trains anything into a folder (make reproduce, make fair, their launchers) it asks `check`:
-- a folder that holds runs of another code fingerprint (experiments/fingerprint.py; a run trained on a dirty tree
-  has none that git can prove) is refused, so that no folder mixes code versions unnoticed; `--mix-fingerprints`
-  allows it, and REPORT.md then lists the fingerprints it mixes;
+- a folder that holds runs of another code fingerprint than this code's for their experiment
+  (experiments/fingerprint.py; a run trained on a dirty tree before fingerprints were recorded has none) is
+  refused, so that no folder mixes code versions unnoticed; `--mix-fingerprints` allows it, and REPORT.md then
+  lists the fingerprints it mixes;
 - the project's own results/ is refused from a tree with uncommitted changes outside results/ (their code is in no
   commit, so nobody could check them out and rerun them); writing elsewhere (OUT=<folder>) or `--allow-dirty`
   allows it.
@@ -18,7 +19,7 @@ import yaml
 
 from experiments import PROJECT
 from experiments.errors import AylaError
-from experiments.fingerprint import fingerprint, stamped
+from experiments.fingerprint import experiment_of, fingerprint, stamped
 from experiments.io import git_state
 
 
@@ -38,17 +39,25 @@ def allow(mix: bool = False, dirty: bool = False) -> None:
     POLICY = Policy(mix, dirty)
 
 
-def fingerprints_in(out: Path) -> Counter:
-    """The fingerprints of the run folders under `out` (a run's recorded one, else its clean commit's; None for a
-    dirty tree's run), counted."""
+def other_versions(out: Path) -> Counter:
+    """The run folders under `out` whose fingerprint is not this code's for their experiment, counted by
+    "<experiment> <fingerprint>" ("<experiment> none (a dirty tree)" for a run that recorded none)."""
     found = Counter()
     for config in Path(out).glob("**/config.yaml"):
         record = yaml.safe_load(config.read_text()) or {}
-        if "arms" in record:  # a run folder's config, not a launcher's file
-            try:
-                found[stamped(record)] += 1
-            except ValueError:  # a commit this clone does not have
-                found["unknown commit"] += 1
+        if "arms" not in record:  # a launcher's file or Hydra's copy, not a run folder's config
+            continue
+        experiment = experiment_of(record)
+        try:
+            value = stamped(record)
+        except ValueError:  # a commit this clone does not have
+            value = "unknown commit"
+        try:
+            ours = fingerprint(experiment) if experiment else None
+        except ValueError:  # an experiment this code has no preset of
+            ours = None
+        if value != ours or value is None:
+            found[f"{experiment} {value or 'none (a dirty tree)'}"] += 1
     return found
 
 
@@ -62,10 +71,10 @@ def check(out: Path) -> None:
                         "come from no commit: commit them first, or train into another folder (OUT=<folder>), or "
                         "pass --allow-dirty (DIRTY=1)")
     if not POLICY.mix:
-        others = {value: n for value, n in fingerprints_in(out).items() if value != fingerprint()}
+        others = other_versions(out)
         if others:
-            held = ", ".join(f"{value or 'none (a dirty tree)'}: {n} run folder(s)" for value, n in others.items())
-            raise AylaError(f"{out} holds runs of other code versions ({held}) and this code is {fingerprint()}: "
-                            "train into an empty folder (OUT=<folder>), or pass --mix-fingerprints (MIX=1) to add "
-                            "to it; the report then lists every fingerprint it mixes")
+            held = ", ".join(f"{value}: {n} run folder(s)" for value, n in others.items())
+            raise AylaError(f"{out} holds runs of other code versions than this code's ({held}): train into an "
+                            "empty folder (OUT=<folder>), or pass --mix-fingerprints (MIX=1) to add to it; the "
+                            "report then lists every fingerprint it mixes")
     POLICY.checked.add(out)
