@@ -104,7 +104,12 @@ def own_sources(files: dict[str, str], experiment: str) -> set[str]:
     if preset not in files:
         raise ValueError(f"no preset {preset} in this code version")
     about = (yaml.safe_load(files[preset]) or {}).get("experiment", {}) or {}
-    start = {module_path(f"experiments.tasks.{about.get('task') or experiment}")}
+    task = module_path(f"experiments.tasks.{about.get('task') or experiment}")
+    if task not in files:
+        raise ValueError(f"experiment {experiment}: no task module {task} in this code version")
+    start = {task}
+    if about.get("dataset"):  # a data set looked up by name (its SPEC and loader), not imported
+        start.add(module_path(f"experiments.tasks.{about['dataset']}"))
     target = str((about.get("model") or {}).get("_target_", ""))
     if target.startswith("experiments."):
         start.add(module_path(target.rpartition(".")[0]))

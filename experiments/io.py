@@ -47,17 +47,22 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def git_state() -> dict:
-    """Commit of the code and whether files outside results/ differ from it."""
+    """Commit of the code and whether it differs from it: a tracked file outside results/ changed, or an untracked
+    file that a fingerprint could hash (a new task, model or preset: its code is in no commit)."""
+    from experiments.fingerprint import selected
+
     def git(*args):
         return subprocess.run(["git", *args], cwd=PROJECT, capture_output=True, text=True, timeout=10)
     try:
         commit = git("rev-parse", "HEAD")
         status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
+        untracked = git("ls-files", "--others", "--exclude-standard", "--", ".", ":!results")
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
     if commit.returncode != 0:
         return {"commit": "unknown", "dirty": None}
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    new_sources = [p for p in untracked.stdout.splitlines() if selected(p)]
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip() or new_sources)}
 
 
 def cpu_name() -> str:

@@ -12,6 +12,12 @@ def lower_is_better(column: str) -> bool:
     return not column.endswith("acc")
 
 
+def aside(relative: Path) -> bool:
+    """Whether a path under a results folder is left out of comparisons and totals: quick runs (a `quick/` folder,
+    make reproduce-quick's) and hidden folders (Hydra's .hydra/)."""
+    return any(part == "quick" or part.startswith(".") for part in relative.parts)
+
+
 def load_figure(out: Path, figure: str, kind: str = "metrics") -> pd.DataFrame:
     """Every seed and hidden size of one figure's runs (or of the figure it draws from), as one tidy frame (empty
     if none yet)."""

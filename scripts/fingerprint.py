@@ -33,9 +33,14 @@ def main() -> None:
         record = yaml.safe_load(config.read_text()) or {}
         if "arms" not in record:  # not a run folder's config
             continue
-        had = (record.get("provenance") or {}).get("fingerprint")
-        value = stamped(record)
-        if args.stamp and value and value != had:
+        provenance = record.get("provenance") or {}
+        had, clean = provenance.get("fingerprint"), provenance.get("dirty") is False
+        try:
+            value = stamped(record)
+        except ValueError:  # a commit this clone does not have
+            counts[f"{experiment_of(record)} unknown (commit not in this clone)"] += 1
+            continue
+        if args.stamp and clean and value and value != had:
             write_atomic(config, yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
         counts[f"{experiment_of(record)} {value or 'none (trained on a dirty tree)'}"] += 1
     for value, n in sorted(counts.items()):

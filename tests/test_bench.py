@@ -201,7 +201,7 @@ def test_the_studys_wall_time_and_flop_efficiency_come_from_the_runs(tmp_path):
               60.0, fused=2)
     per_sample = 4 * 3072 * 8 + 6 * 8 * 100  # 103,104
     assert speed.sample_flops(3072, 8, 100) == per_sample
-    table = speed.study_rows(tmp_path).set_index("run_set")
+    table = speed.run_set_times(tmp_path).set_index("run_set")
     assert table.loc["fig08", "seconds"] == 120.0
     assert table.loc["fig08", "flops"] == pytest.approx(2 * 390 * 256 * per_sample)  # 2 arms × 390 steps
     assert np.isnan(table.loc["fig05", "flops"])  # the curve fit: no count

@@ -23,7 +23,7 @@ def test_docstrings_and_comments_leave_it_unchanged_code_does_not():
     assert fp.normalized("m.py", same) == fp.normalized("m.py", CODE)
     assert fp.normalized("m.py", CODE.replace('"""A docstring."""\n', "")) == fp.normalized("m.py", CODE)
     assert fp.normalized("m.py", CODE.replace("x * 2", "x * 3")) != fp.normalized("m.py", CODE)
-    preset = {"conf/experiment/toy.yaml": "experiment: {name: toy}\n"}
+    preset = {"conf/experiment/toy.yaml": "experiment: {name: toy}\n", "experiments/tasks/toy.py": "x = 1\n"}
     files = {"experiments/engine/trainer.py": CODE, **preset}
     same_files = {"experiments/engine/trainer.py": same, **preset}
     assert fp.fingerprint_of(files, "toy") == fp.fingerprint_of(same_files, "toy")
@@ -89,6 +89,8 @@ def test_a_model_named_by_a_preset_is_its_experiments_own():
              "experiments/models/parts.py": "def block(): pass\n",
              "experiments/models/other.py": "y = 2\n"}
     assert fp.own_sources(files, "toy") == set(files) - {"experiments/models/other.py"}
+    with pytest.raises(ValueError, match="no task module experiments/tasks/vision.py"):  # never hashed as absent
+        fp.own_sources({k: v for k, v in files.items() if k != "experiments/tasks/vision.py"}, "toy")
 
 
 def test_a_committed_versions_fingerprint_comes_from_git_alone():

@@ -64,3 +64,20 @@ def test_the_pipeline_asks_before_training_and_never_for_a_complete_unit(tmp_pat
     with pytest.raises(RuntimeError, match="trained"):
         units.run_unit(unit, [42], tmp_path, log=lambda line: None)
     assert asked == [tmp_path]
+
+
+def test_an_untracked_source_makes_the_tree_dirty_and_smoke_runs_are_not_counted(tmp_path, monkeypatch):
+    """A new task module not yet committed is code in no commit; make reproduce-quick's runs (results/quick) never
+    count as another version of results/."""
+    import subprocess
+
+    from experiments import io
+    calls = {"ls-files": "experiments/tasks/new_task.py\nnotes.txt\n", "status": "", "rev-parse": "abc\n"}
+    monkeypatch.setattr(subprocess, "run", lambda args, **kw: subprocess.CompletedProcess(
+        args, 0, calls[args[1]], ""))
+    assert io.git_state() == {"commit": "abc", "dirty": True}
+    calls["ls-files"] = "notes.txt\n"  # an untracked file no fingerprint reads
+    assert io.git_state() == {"commit": "abc", "dirty": False}
+    monkeypatch.undo()
+    run_folder(tmp_path / "quick" / "fig01" / "seed42", dirty=True, fingerprints={"polynomial": "0123456789ab"})
+    guard.check(tmp_path)

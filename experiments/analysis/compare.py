@@ -23,7 +23,7 @@ import pandas as pd
 import scipy.stats
 import yaml
 
-from experiments.runs import load_figure
+from experiments.runs import aside, load_figure
 
 METRICS = ("train_loss", "test_acc", "test_loss", "x")  # whichever a run set has
 SAME_RTOL, SAME_ATOL = 1e-4, 1e-6
@@ -38,12 +38,6 @@ class Row:
     seeds: str
     status: str
     detail: str
-
-
-def aside(relative: Path) -> bool:
-    """Whether a path under a results folder is left out of comparisons and totals: quick runs (a `quick/` folder,
-    make reproduce-quick's) and hidden folders (Hydra's .hydra/)."""
-    return any(part == "quick" or part.startswith(".") for part in relative.parts)
 
 
 def run_sets(folder: Path) -> list[str]:

@@ -197,7 +197,7 @@ def share_text(result: stats.Share) -> str:
 
 def paper_controls(scaled: dict) -> str:
     """One line: at the paper's own settings, the share of AYLA's gain over the paper's Adam that each control
-    reproduces, per figure and hidden size where that gain is shown (from ablation_section's entries
+    reproduces, per figure and hidden size where that gain is shown (from controls_section's entries
     "<where>: <share> (<standing>)")."""
     def listed(dynamic: bool) -> str:
         shown = []

@@ -161,9 +161,9 @@ SECTIONS = (title, answer, origin, definitions, claims_table, provenance, claims
 
 def build_report(out: Path, wall_seconds: float | None = None, smoke: bool = False,
                  s: Study | None = None) -> str:
-    """REPORT.md's text, SECTIONS in order (`s`: out's Study, when the caller has it); also writes
-    `<out>/runs.csv`, the per-run table its verdicts are computed from. `smoke` (make reproduce-quick): a banner
-    says so and every verdict word and check mark is withheld."""
+    """REPORT.md's text, SECTIONS in order (`s`: out's Study, when the caller has it; it then carries `smoke` and
+    the wall time itself); also writes `<out>/runs.csv`, the per-run table its verdicts are computed from.
+    `smoke` (make reproduce-quick): a banner says so and every verdict word and check mark is withheld."""
     s = s or study(out, smoke, wall_seconds)
     write_run_summary(out, s.info)
     return "\n".join(line for section in SECTIONS for line in section(s)) + "\n"
@@ -179,7 +179,7 @@ def write_outputs(out: Path, wall_seconds: float | None = None, smoke: bool = Fa
     if bench := build_bench(out):  # speed apart from the results
         write_atomic(out / "BENCH.md", bench)
     write_atomic(out / "REPORT.md", build_report(out, s=s))
-    if out.resolve() == (PROJECT / "results").resolve():
+    if out.resolve() == (PROJECT / "results").resolve() and not smoke:  # a smoke test's numbers never go there
         update_readme(PROJECT / "README.md", out, s)
     return drawn
 

@@ -28,7 +28,9 @@ def training_flops(metrics: pd.DataFrame) -> float:
     if metrics.empty or not metrics["experiment"].isin(list(DATASETS)).all():
         return math.nan
     total = 0.0
-    for (experiment, hidden, batch), runs in metrics.groupby(["experiment", "hidden", "batch_size"]):
+    for (experiment, hidden, batch), runs in metrics.groupby(["experiment", "hidden", "batch_size"], dropna=False):
+        if pd.isna(batch) or pd.isna(hidden):  # a full-batch run: no image classifier of the suite trains so
+            return math.nan
         spec = DATASETS[experiment]
         inputs = math.prod(spec.image_shape)
         steps = float(runs.groupby(["arm", "seed"])["step"].max().sum())
@@ -201,7 +203,7 @@ def fair_time_section(out: Path) -> list[str]:
             f"| all | | | | | | {total / 60:.1f} |", ""]
 
 
-def study_rows(out: Path) -> pd.DataFrame:
+def run_set_times(out: Path) -> pd.DataFrame:
     """Every run set under `out` with its wall seconds (its populations', as recorded; a tuning sweep's trials:
     their epochs' seconds ÷ the trials fused with them) and its training FLOPs: columns run_set, seconds, flops."""
     rows = []
@@ -223,7 +225,7 @@ def study_rows(out: Path) -> pd.DataFrame:
 def study_time_section(out: Path, peak_gflops: float | None) -> list[str]:
     """The whole study's wall time per run set and in all, against STUDY_HOURS, and its FLOP efficiency: the
     training steps' matmul FLOPs ÷ the wall time ÷ the real fp32 peak of make bench (where it ran)."""
-    table = study_rows(out)
+    table = run_set_times(out)
     if table.empty:
         return []
 
@@ -255,7 +257,8 @@ def build_bench(out: Path, bench: Path | None = None) -> str | None:
     """BENCH.md's text from `bench` (default `<out>/bench.csv`, with its `_steps.csv`) and
     `<out>/reproduce_times.csv`; None when neither has been measured."""
     bench = bench or Path(out) / "bench.csv"
-    peak = float(pd.read_csv(bench, usecols=["peak_gflops"])["peak_gflops"].iloc[0]) if bench.exists() else None
+    columns = pd.read_csv(bench, nrows=1) if bench.exists() else pd.DataFrame()
+    peak = float(columns["peak_gflops"].iloc[0]) if "peak_gflops" in columns else None
     sections = (bench_section(bench) + study_time_section(out, peak) + fair_time_section(out)
                 + reproduce_time_section(out))
     if not sections:

@@ -21,6 +21,7 @@ from experiments import PROJECT
 from experiments.errors import AylaError
 from experiments.fingerprint import experiment_of, fingerprint, stamped
 from experiments.io import git_state
+from experiments.runs import aside
 
 
 @dataclass
@@ -44,6 +45,8 @@ def other_versions(out: Path) -> Counter:
     "<experiment> <fingerprint>" ("<experiment> none (a dirty tree)" for a run that recorded none)."""
     found = Counter()
     for config in Path(out).glob("**/config.yaml"):
+        if aside(config.relative_to(out)):  # make reproduce-quick's smoke runs and Hydra's copies: never results
+            continue
         record = yaml.safe_load(config.read_text()) or {}
         if "arms" not in record:  # a launcher's file or Hydra's copy, not a run folder's config
             continue
