@@ -1,0 +1,106 @@
+"""Beyond the MLPs: any module stacked over seeds × arms (models/stack.py) is exactly that module per arm, and the
+CIFAR-100 CNN (tasks/cifar100_cnn.py) trains through the one trainer with AYLA's update equal to `ayla.AYLA`."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_config, real_data
+
+from ayla import AYLA
+from experiments.engine.config import DTYPES, arm_from_config
+from experiments.engine.trainer import SHUFFLE_STREAM, stream_seed, train
+from experiments.models import cnn, stack
+from experiments.tasks import TASKS
+
+SMALL = ["hidden=4", "epochs=1", "batch_size=32", "data.train_subset=256", "data.test_subset=128"]
+
+
+def test_the_network_has_the_sizes_it_states():
+    assert cnn.parameter_count(16) == 110_580 and cnn.parameter_count(32) == 414_596  # 0.11 M and 0.41 M
+    first, second = cnn.seeded(1, 4), cnn.seeded(1, 4)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert not torch.equal(cnn.seeded(2, 4)[0].weight, first[0].weight)
+
+
+def test_a_stacked_module_is_each_arm_exactly():
+    """Outputs, BatchNorm's running statistics and gradients of every (seed, arm) equal the plain module's."""
+    torch.manual_seed(0)
+    modules = [cnn.seeded(seed, 4, dtype=torch.float64) for seed in (3, 4)]
+    stacked, params, shapes = stack.stack(modules, arms=3)
+    assert [p.shape[:2] for p in params] == [(2, 3)] * len(params) and shapes[0] == (2, 3, 1, 1, 1, 1)
+    with torch.no_grad():  # make the arms differ, as training would
+        for p in params:
+            p.add_(0.01 * torch.randn_like(p))
+    x = torch.randn(2, 8, 3, 16, 16, dtype=torch.float64)  # any size the three poolings leave >= 1
+    weights = torch.randn(2, 3, dtype=torch.float64)
+    out = stack.forward(stacked, params, x, train=True)
+    (out.square().mean((-1, -2)) * weights).sum().backward()
+    for s in range(2):
+        for a in range(3):
+            plain = stack.arm_module(stacked, [p.detach() for p in params], s, a).train()
+            for name, buffer in plain.named_buffers():  # the running statistics as they were before this step
+                buffer.copy_(modules[s].get_buffer(name))
+            mine = plain(x[s])
+            torch.testing.assert_close(out[s, a], mine, rtol=1e-12, atol=1e-12)
+            (mine.square().mean() * weights[s, a]).backward()
+            for name, p in zip(stacked.names, params):
+                torch.testing.assert_close(p.grad[s, a], plain.get_parameter(name).grad, rtol=1e-10, atol=1e-12)
+            for name, buffer in plain.named_buffers():
+                torch.testing.assert_close(stacked.buffers[name][s, a], buffer)
+    evaluated = stack.forward(stacked, params, x, train=False)  # running statistics, not the batch's
+    plain = stack.arm_module(stacked, [p.detach() for p in params], 1, 2).eval()
+    torch.testing.assert_close(evaluated[1, 2], plain(x[1]).detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_arms_of_a_seed_share_weights_batches_and_augmentation():
+    real_data("cifar100")
+    cfg = make_config("experiment=cifar100_cnn", *SMALL)
+    task = TASKS["cifar100_cnn"](cfg, torch.device("cpu"), DTYPES[cfg.dtype])
+    params, _ = task.init_params([5, 6], 2)
+    assert all(torch.equal(p[:, 0], p[:, 1]) for p in params)  # BatchNorm's start at 1 and 0 for every seed
+    assert not torch.equal(params[0][0, 0], params[0][1, 0])  # the first convolution's weights are the seed's
+    pool = task.train_pool([5, 6])
+    first = task.augmented(task.rows_of(pool[:, :32])[0])
+    task.train_pool([5, 6])  # a population of other arms of the same seeds draws the same crops and flips
+    again = task.augmented(task.rows_of(pool[:, :32])[0])
+    assert torch.equal(first, again) and not torch.equal(first[0], first[1])
+    # a crop of the padded image: every augmented image is its original shifted by at most 4 pixels, or flipped
+    image, crop = task.rows_of(pool[:, :1])[0][0, 0], first[0, 0]
+    padded = F.pad(image, (0, 0, 4, 4, 4, 4))
+    found = any(torch.equal(crop, view[dy:dy + 32, dx:dx + 32]) for view in (padded, padded.flip(1))
+                for dy in range(9) for dx in range(9))
+    assert found
+
+
+@pytest.mark.slow
+def test_trainer_equals_ayla_wrapper_on_the_cnn():
+    """Two arms (Adam, AYLA on Adam) of one seed through the trainer; the AYLA arm ends where AYLA(torch.optim.Adam)
+    in a plain loop over the same module, batches and augmentations ends."""
+    real_data("cifar100")
+    overrides = [*SMALL, "dtype=float64", "epochs=2", "lr=0.003", "N1=0.1", "N2=1.5"]
+    cfg = make_config("experiment=cifar100_cnn", "optimizer=ayla", *overrides)
+    adam = arm_from_config(make_config("experiment=cifar100_cnn", "optimizer=adam", *overrides), "Adam")
+    task = TASKS["cifar100_cnn"](cfg, torch.device("cpu"), DTYPES[cfg.dtype])
+    seed = 7
+    trained = train(task, [adam, arm_from_config(cfg, "AYLA")], [seed], cfg.epochs, log=lambda line: None)
+
+    module = cnn.seeded(seed, 4, dtype=torch.float64).train()
+    optimizer = AYLA(torch.optim.Adam(module.parameters(), lr=0.003), N1=0.1, N2=1.5)
+    shuffler = torch.Generator().manual_seed(stream_seed(seed, SHUFFLE_STREAM))
+    pool, losses = task.train_pool([seed])[0], []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(task.n_train, generator=shuffler)
+        for start in range(0, task.n_train - task.batch_size + 1, task.batch_size):
+            rows = pool[order[start:start + task.batch_size]]
+            images = task.augmented(task.x[rows][None])[0]  # the seed's next crops and flips
+            loss = F.cross_entropy(module(task.inputs(images)), task.y[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step(loss=loss)
+            losses.append(loss.item())
+    assert max(losses) > 1  # AYLA's N2 branch (CIFAR-100's loss starts near ln 100)
+    mine = stack.arm_module(task.stacked, trained.params, 0, 1)
+    for name, p in module.state_dict().items():
+        torch.testing.assert_close(mine.state_dict()[name], p.detach(), rtol=1e-8, atol=1e-10)
+    assert not torch.equal(trained.params[0][0, 0], trained.params[0][0, 1])  # Adam's arm went elsewhere
