@@ -10,7 +10,9 @@ from experiments.analysis.compare import render_times, wall_times
 from experiments.presets import load_settings
 from experiments.runs import load_figure
 from experiments.sweeps import sweeps_of, tuning_folder
-from experiments.tasks import DATASETS
+from experiments.tasks import DATASETS, Registry
+
+FLOPS = Registry("flops_per_sample")  # a task's own count of a training sample's FLOPs, by its `hidden` (the CNN)
 
 STUDY_HOURS = 4.0  # the target for the whole study on one 2-core machine, on the one science path (issue 31)
 
@@ -23,18 +25,22 @@ def sample_flops(inputs: int, hidden: int, classes: int) -> int:
 
 def training_flops(metrics: pd.DataFrame) -> float:
     """The matmul FLOPs of every training step these metrics.csv rows record (each run's last `step` × its batch ×
-    sample_flops), summed over arms, seeds and hidden sizes; NaN for an experiment that is no image classifier
-    (the polynomial, the curve fit: a few GEMMs of width 1, their seconds are overhead)."""
+    the FLOPs of a sample: the task's own count where it has one (the CNN), else the MLP's sample_flops), summed
+    over arms, seeds and hidden sizes; NaN for an experiment that is no image classifier (the polynomial, the
+    curve fit: a few GEMMs of width 1, their seconds are overhead)."""
     if metrics.empty or not metrics["experiment"].isin(list(DATASETS)).all():
         return math.nan
     total = 0.0
     for (experiment, hidden, batch), runs in metrics.groupby(["experiment", "hidden", "batch_size"], dropna=False):
         if pd.isna(batch) or pd.isna(hidden):  # a full-batch run: no image classifier of the suite trains so
             return math.nan
-        spec = DATASETS[experiment]
-        inputs = math.prod(spec.image_shape)
+        if experiment in FLOPS:
+            per_sample = FLOPS[experiment](int(hidden))
+        else:
+            spec = DATASETS[experiment]
+            per_sample = sample_flops(math.prod(spec.image_shape), int(hidden), spec.num_classes)
         steps = float(runs.groupby(["arm", "seed"])["step"].max().sum())
-        total += steps * float(batch) * sample_flops(inputs, int(hidden), spec.num_classes)
+        total += steps * float(batch) * per_sample
     return total
 
 

@@ -79,6 +79,7 @@ class Row:
     rejected: bool = False
     detectable: float = math.nan
     deterministic: bool = False
+    family: str = "paper"      # the Holm family (conf/fair.yaml's `family`): the paper's MLPs, or beyond them
 
     @property
     def percent(self) -> bool:
@@ -128,40 +129,52 @@ def comparison_rows(out: Path, name: str, comparison: DictConfig) -> list[Row]:
             if x.empty or y.empty:
                 return None
             return Row(name, comparison.title, hidden, kind, a, b, metric, epoch,
-                       stats.paired(x, y, lower, a, b, not lower), what, deterministic=deterministic)
+                       stats.paired(x, y, lower, a, b, not lower), what, deterministic=deterministic,
+                       family=family_of(comparison))
         rows += [r for r in (pair(ayla, method_of(b), "primary") for b in comparison.baselines) if r]
         if comparison.controls:
             rows += [r for r in (pair(c, ayla, "control") for c in CONTROLS) if r]
     return rows
 
 
+def family_of(comparison: DictConfig) -> str:
+    """A comparison's Holm family: "paper" (the paper's experiments, the default) or the one it declares."""
+    return str(comparison.get("family", "paper"))
+
+
 def study_rows(out: Path, settings: DictConfig | None = None) -> list[Row]:
-    """Every comparison's rows, the primary family Holm-corrected together (deterministic rows aside)."""
+    """Every comparison's rows, the primary rows of each family Holm-corrected together (deterministic rows
+    aside): the paper's experiments form one family, a study beyond them (the CNN) its own."""
     settings = settings or load_settings("fair")
     rows = [row for name, comparison in settings.comparisons.items() for row in comparison_rows(out, name, comparison)]
-    family = [r for r in rows if r.kind == "primary" and not r.deterministic and np.isfinite(r.paired.p)]
-    adjusted, rejected = stats.holm([r.paired.p for r in family], float(settings.alpha))
-    for row, p, reject in zip(family, adjusted, rejected):
-        row.p_holm, row.rejected = float(p), bool(reject)
+    for name in dict.fromkeys(r.family for r in rows):
+        family = [r for r in rows if r.family == name and r.kind == "primary" and not r.deterministic
+                  and np.isfinite(r.paired.p)]
+        adjusted, rejected = stats.holm([r.paired.p for r in family], float(settings.alpha))
+        for row, p, reject in zip(family, adjusted, rejected):
+            row.p_holm, row.rejected = float(p), bool(reject)
     for row in rows:
         if not row.deterministic and row.paired.n >= 2:
             row.detectable = stats.detectable(row.paired.differences, float(settings.alpha), float(settings.power))
     return rows
 
 
-def family_size(rows: list[Row]) -> int:
-    return sum(r.kind == "primary" and not r.deterministic and np.isfinite(r.p_holm) for r in rows)
+def family_size(rows: list[Row], family: str = "paper") -> int:
+    return sum(r.family == family and r.kind == "primary" and not r.deterministic and np.isfinite(r.p_holm)
+               for r in rows)
 
 
-def declared_size(settings: DictConfig) -> int:
-    """The primary comparisons conf/fair.yaml declares: per comparison with seeds, hidden sizes × baselines."""
-    return sum(len(c.hidden) * len(c.baselines) for c in settings.comparisons.values() if int(c.get("seeds", 2)) >= 2)
+def declared_size(settings: DictConfig, family: str = "paper") -> int:
+    """The primary comparisons of a family conf/fair.yaml declares: per comparison with seeds, hidden sizes ×
+    baselines."""
+    return sum(len(c.hidden) * len(c.baselines) for c in settings.comparisons.values()
+               if int(c.get("seeds", 2)) >= 2 and family_of(c) == family)
 
 
-def family_text(rows: list[Row], settings: DictConfig) -> str:
+def family_text(rows: list[Row], settings: DictConfig, family: str = "paper") -> str:
     """'the 10 primary comparisons', or while some have not run: 'the 4 primary comparisons run so far (10
     declared)'."""
-    run, declared = family_size(rows), declared_size(settings)
+    run, declared = family_size(rows, family), declared_size(settings, family)
     return f"the {run} primary comparisons" + (f" run so far ({declared} declared)" if run < declared else "")
 
 

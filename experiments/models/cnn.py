@@ -45,3 +45,16 @@ def seeded(seed: int, width: int, channels: int = 3, classes: int = 100, dtype=t
 
 def parameter_count(width: int, channels: int = 3, classes: int = 100) -> int:
     return sum(p.numel() for p in network(width, channels, classes).parameters())
+
+
+def training_flops(width: int, channels: int = 3, classes: int = 100, size: int = 32) -> int:
+    """Matmul and convolution FLOPs of one training image: forward 2·(multiply-adds), backward twice that (the
+    input's gradient and the weights'), less the first convolution's input gradient, which is never needed."""
+    w, forward, first = width, 0, 0
+    for inputs, outputs, side in ((channels, w, size), (w, 2 * w, size), (2 * w, 4 * w, size // 2),
+                                  (4 * w, 8 * w, size // 4)):
+        macs = side * side * inputs * outputs * 9
+        forward += 2 * macs
+        first = first or 2 * macs
+    forward += 2 * 8 * w * classes
+    return 3 * forward - first

@@ -117,10 +117,12 @@ def chosen_trial(out: Path, sweep: str, hidden: int | None, select: DictConfig) 
     return best_trial(trials_of(tuning_folder(out, sweep, hidden), select.epoch), select.metric)
 
 
-def tuned_overrides(sweep: str, hidden: int | None, best: pd.Series, extra: list[str] = ()) -> list[str]:
-    """The chosen trial's settings (every key its sweep varies), retrained on the whole training set."""
-    return ([f"sweep={sweep}", *([f"hidden={hidden}"] if hidden is not None else []), *extra, "data.val_size=0"]
-            + [f"{key}={best[column_of(key)]:.6g}" for key in base_grid(sweep)])
+def tuned_overrides(sweep: str, hidden: int | None, best: pd.Series, extra: list[str] = (),
+                    evaluation: list[str] = ()) -> list[str]:
+    """The chosen trial's settings (every key its sweep varies), retrained on the whole training set (no rows held
+    out; `evaluation`: the comparison's own overrides, e.g. the whole training set where tuning used a subset)."""
+    return ([f"sweep={sweep}", *([f"hidden={hidden}"] if hidden is not None else []), *evaluation, *extra,
+             "data.val_size=0"] + [f"{key}={best[column_of(key)]:.6g}" for key in base_grid(sweep)])
 
 
 def evaluation_unit(comparison: DictConfig, hidden: int | None, out: Path, extra: list[str] = ()) -> Unit:
@@ -128,7 +130,7 @@ def evaluation_unit(comparison: DictConfig, hidden: int | None, out: Path, extra
     for sweep in sweeps_of(comparison):
         best = chosen_trial(out, sweep, hidden, comparison.select)
         names.append(method_of(sweep))
-        cfgs.append(compose_run(tuned_overrides(sweep, hidden, best, extra)))
+        cfgs.append(compose_run(tuned_overrides(sweep, hidden, best, extra, comparison.get("evaluation", []))))
     return Unit(comparison.runs, hidden, names, cfgs)
 
 
@@ -136,7 +138,7 @@ def controls_unit(comparison: DictConfig, hidden: int | None, out: Path, extra: 
     """Adam at AYLA's chosen setting fed the gradient × c (c: the mean AYLA factor of AYLA's evaluation runs), and
     the dynamic-eps Adam (eps / AYLA's factor of its own loss, at AYLA's exponents)."""
     ayla = tuned_overrides(comparison.ayla, hidden, chosen_trial(out, comparison.ayla, hidden, comparison.select),
-                           extra)
+                           extra, comparison.get("evaluation", []))
     c = mean_ayla_factor(load_figure(out, comparison.runs), hidden, method_of(comparison.ayla))
     cfgs = [compose_run([*ayla, "optimizer=adam", f"optimizer.grad_scale={c:.6g}"]),
             compose_run([*ayla, "optimizer=adam", "+optimizer.dynamic_eps=true"])]

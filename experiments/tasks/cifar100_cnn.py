@@ -121,3 +121,4 @@ class CNNClassification(images.ImageClassification):
 
 
 build = partial(CNNClassification, SPEC)
+flops_per_sample = partial(cnn.training_flops, channels=SPEC.image_shape[-1], classes=SPEC.num_classes)
