@@ -154,7 +154,11 @@ def final_numbers(s: Study) -> list[str]:
     return ["## Final numbers of the classifier figures", "", *final_table(s.out), ""]
 
 
-SECTIONS = (title, answer, origin, definitions, claims_table, provenance, claims_detail, final_numbers,
+def beyond(s: Study) -> list[str]:
+    return [] if s.smoke else verdict.beyond_section(s.out, rows=s.rows)
+
+
+SECTIONS = (title, answer, origin, definitions, claims_table, beyond, provenance, claims_detail, final_numbers,
             lambda s: sensitivity_section(s.out), lambda s: s.controls, lambda s: variants_section(s.out),
             lambda s: fair_section(s.out, s.rows))
 
@@ -310,6 +314,10 @@ def readme_results(s: Study) -> list[str]:
              f"paired by seed, Holm-corrected over {verdict.family_text(rows, load_settings('fair'))}. The answer in "
              "a sentence per experiment, the definitions and every number: [results/REPORT.md](results/REPORT.md).",
              "", *verdict.primary_table(rows), ""]
+    settings = load_settings("fair")
+    beyond = [(name, c) for name, c in settings.comparisons.items() if verdict.family_of(c) != "paper"]
+    lines += [f"Beyond the paper (its own Holm family): {verdict.experiment_sentence(name, c, rows, s.out)[2:]}"
+              for name, c in beyond] + ([""] if beyond else [])
     if (s.out / "figures" / "forest.png").exists():
         lines += ["![The paired differences](results/figures/forest.png)", ""]
     lines += ["The paper's own claims, against its baselines and against the tuned ones:", "",

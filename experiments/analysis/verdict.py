@@ -247,11 +247,12 @@ def experiment_sentence(name: str, comparison: DictConfig, rows: list[Row], out:
     return head + f", {seeds} seeds): " + "; ".join(parts) + ". " + control_text(mine)
 
 
-def primary_table(rows: list[Row]) -> list[str]:
+def primary_table(rows: list[Row], family: str = "paper") -> list[str]:
+    """The primary rows of one Holm family."""
     lines = ["| experiment | H | endpoint | AYLA − | difference [95 % CI], wins, Holm p: verdict |",
              "| --- | --- | --- | --- | --- |"]
     for r in rows:
-        if r.kind != "primary":
+        if r.kind != "primary" or r.family != family:
             continue
         endpoint = f"{r.what}, epoch {r.epoch}"
         lines.append(f"| {r.title} | {r.where} | {endpoint} | {short(r.b)} | {primary_cell(r)} |")
@@ -275,10 +276,37 @@ def first_screen(out: Path, settings: DictConfig | None = None, figure: str = "f
     if not rows:
         return lines + ["No runs of `make fair` yet.", ""]
     lines += primary_table(rows) + [""]
-    lines += [experiment_sentence(name, c, rows, out) for name, c in settings.comparisons.items()]
-    lines += ([f"- **Why, at the paper's settings**: {paper_controls}"] if paper_controls else []) + [""]
+    lines += [experiment_sentence(name, c, rows, out) for name, c in settings.comparisons.items()
+              if family_of(c) == "paper"]
+    lines += ([f"- **Why, at the paper's settings**: {paper_controls}"] if paper_controls else [])
+    lines += ["- **Beyond the paper** (its own Holm family, [below](#beyond-the-paper)): "
+              + experiment_sentence(name, c, rows, out).removeprefix("- ")
+              for name, c in settings.comparisons.items() if family_of(c) != "paper"] + [""]
     if (Path(out) / figure).exists():
         lines += [f"![The paired differences, primary and controls]({figure})", ""]
+    return lines
+
+
+def beyond_section(out: Path, settings: DictConfig | None = None, rows: list[Row] | None = None) -> list[str]:
+    """REPORT.md's "Beyond the paper": each comparison outside the paper's family (the CNN), answered as the first
+    screen answers the paper's: its primary table, Holm over its own family, its sentence and its curves."""
+    settings = settings or load_settings("fair")
+    rows = study_rows(out, settings) if rows is None else rows
+    beyond = {name: c for name, c in settings.comparisons.items() if family_of(c) != "paper"}
+    if not beyond:
+        return []
+    lines = ["## Beyond the paper", ""]
+    for name, c in beyond.items():
+        family = family_of(c)
+        lines += [f"### {c.title}: does AYLA help here?", "",
+                  f"The same protocol as the paper's experiments (conf/fair.yaml `{name}`): each optimizer tuned over "
+                  f"its own knobs with the same budget on seed {settings.tuning_seed}, retrained on {c.training_set}; "
+                  f"AYLA − baseline paired by seed, Holm-adjusted over {family_text(rows, settings, family)} of "
+                  "this family.", "", experiment_sentence(name, c, rows, out), ""]
+        if any(r.family == family and r.kind == "primary" for r in rows):
+            lines += primary_table(rows, family) + [""]
+        if (Path(out) / "figures" / f"fair_{name}.png").exists():
+            lines += [f"![{c.title}: the evaluation runs](figures/fair_{name}.png)", ""]
     return lines
 
 
