@@ -10,22 +10,30 @@ from ayla import AYLA
 from experiments.engine.config import DTYPES, arm_from_config
 from experiments.engine.trainer import SHUFFLE_STREAM, stream_seed, train
 from experiments.models import cnn, stack
-from experiments.tasks import TASKS
+from experiments.presets import compose_run
+from experiments.tasks import TASKS, vision
 
 SMALL = ["hidden=4", "epochs=1", "batch_size=32", "data.train_subset=256", "data.test_subset=128"]
 
 
 def test_the_network_has_the_sizes_it_states():
     assert cnn.parameter_count(16) == 110_580 and cnn.parameter_count(32) == 414_596  # 0.11 M and 0.41 M
-    first, second = cnn.seeded(1, 4), cnn.seeded(1, 4)
+    cfg = compose_run(["experiment=cifar100_cnn", "hidden=4"])
+    first, second = vision.model(cfg, 1), vision.model(cfg, 1)
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
-    assert not torch.equal(cnn.seeded(2, 4)[0].weight, first[0].weight)
+    assert not torch.equal(vision.model(cfg, 2)[0].weight, first[0].weight)
+    # FLOPs of a training image at width 16: the convolutions' multiply-adds (3·16, 16·32 at 32², 32·64 at 16²,
+    # 64·128 at 8², 9 each) and the linear layer's, ×2 forward, ×3 with the backward pass, less the first layer's
+    # input gradient
+    macs = [32 * 32 * 3 * 16 * 9, 32 * 32 * 16 * 32 * 9, 16 * 16 * 32 * 64 * 9, 8 * 8 * 64 * 128 * 9, 128 * 100]
+    assert vision.training_flops(compose_run(["experiment=cifar100_cnn", "hidden=16"])) == 6 * sum(macs) - 2 * macs[0]
 
 
 def test_a_stacked_module_is_each_arm_exactly():
     """Outputs, BatchNorm's running statistics and gradients of every (seed, arm) equal the plain module's."""
     torch.manual_seed(0)
-    modules = [cnn.seeded(seed, 4, dtype=torch.float64) for seed in (3, 4)]
+    cfg = compose_run(["experiment=cifar100_cnn", "hidden=4"])
+    modules = [vision.model(cfg, seed, torch.float64) for seed in (3, 4)]
     stacked, params, shapes = stack.stack(modules, arms=3)
     assert [p.shape[:2] for p in params] == [(2, 3)] * len(params) and shapes[0] == (2, 3, 1, 1, 1, 1)
     with torch.no_grad():  # make the arms differ, as training would
@@ -85,7 +93,7 @@ def test_trainer_equals_ayla_wrapper_on_the_cnn():
     seed = 7
     trained = train(task, [adam, arm_from_config(cfg, "AYLA")], [seed], cfg.epochs, log=lambda line: None)
 
-    module = cnn.seeded(seed, 4, dtype=torch.float64).train()
+    module = vision.model(cfg, seed, torch.float64).train()
     optimizer = AYLA(torch.optim.Adam(module.parameters(), lr=0.003), N1=0.1, N2=1.5)
     shuffler = torch.Generator().manual_seed(stream_seed(seed, SHUFFLE_STREAM))
     pool, losses = task.train_pool([seed])[0], []

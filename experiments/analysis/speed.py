@@ -7,12 +7,12 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.analysis.compare import render_times, wall_times
-from experiments.presets import load_settings
+from experiments.presets import compose_run, load_settings
 from experiments.runs import load_figure
 from experiments.sweeps import sweeps_of, tuning_folder
 from experiments.tasks import DATASETS, Registry
 
-FLOPS = Registry("flops_per_sample")  # a task's own count of a training sample's FLOPs, by its `hidden` (the CNN)
+FLOPS = Registry("training_flops")  # a task's own count of a training sample's FLOPs, from its run config (vision)
 
 STUDY_HOURS = 4.0  # the target for the whole study on one 2-core machine, on the one science path (issue 31)
 
@@ -28,14 +28,14 @@ def training_flops(metrics: pd.DataFrame) -> float:
     the FLOPs of a sample: the task's own count where it has one (the CNN), else the MLP's sample_flops), summed
     over arms, seeds and hidden sizes; NaN for an experiment that is no image classifier (the polynomial, the
     curve fit: a few GEMMs of width 1, their seconds are overhead)."""
-    if metrics.empty or not metrics["experiment"].isin(list(DATASETS)).all():
+    if metrics.empty or not metrics["experiment"].isin([*DATASETS, *FLOPS]).all():
         return math.nan
     total = 0.0
     for (experiment, hidden, batch), runs in metrics.groupby(["experiment", "hidden", "batch_size"], dropna=False):
         if pd.isna(batch) or pd.isna(hidden):  # a full-batch run: no image classifier of the suite trains so
             return math.nan
         if experiment in FLOPS:
-            per_sample = FLOPS[experiment](int(hidden))
+            per_sample = FLOPS[experiment](compose_run([f"experiment={experiment}", f"hidden={int(hidden)}"]))
         else:
             spec = DATASETS[experiment]
             per_sample = sample_flops(math.prod(spec.image_shape), int(hidden), spec.num_classes)

@@ -11,10 +11,9 @@ their residual branches and tricks).
 
 Width 16: 0.11 M parameters; width 32: 0.41 M. Convolutions have no bias (BatchNorm follows). Initial weights:
 PyTorch's defaults for each layer (Kaiming-uniform convolutions and linear layer, BatchNorm at weight 1, bias 0),
-drawn on the CPU from the seed alone, so every device and every arm of a seed start alike.
+drawn from the seed by the task that builds it (tasks/vision.py). conf/experiment/cifar100_cnn.yaml names it.
 """
 
-import torch
 from torch import nn
 
 
@@ -36,25 +35,6 @@ def network(width: int, channels: int = 3, classes: int = 100) -> nn.Sequential:
                          *block(4 * w, 8 * w, True), GlobalAveragePool(), nn.Linear(8 * w, classes))
 
 
-def seeded(seed: int, width: int, channels: int = 3, classes: int = 100, dtype=torch.float32) -> nn.Sequential:
-    """The network with the initial weights of `seed` (the global RNG is left as it was)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return network(width, channels, classes).to(dtype)
-
-
 def parameter_count(width: int, channels: int = 3, classes: int = 100) -> int:
     return sum(p.numel() for p in network(width, channels, classes).parameters())
 
-
-def training_flops(width: int, channels: int = 3, classes: int = 100, size: int = 32) -> int:
-    """Matmul and convolution FLOPs of one training image: forward 2·(multiply-adds), backward twice that (the
-    input's gradient and the weights'), less the first convolution's input gradient, which is never needed."""
-    w, forward, first = width, 0, 0
-    for inputs, outputs, side in ((channels, w, size), (w, 2 * w, size), (2 * w, 4 * w, size // 2),
-                                  (4 * w, 8 * w, size // 4)):
-        macs = side * side * inputs * outputs * 9
-        forward += 2 * macs
-        first = first or 2 * macs
-    forward += 2 * 8 * w * classes
-    return 3 * forward - first

@@ -1,23 +1,37 @@
 """The experiments, one module each (experiments/tasks/<name>.py, with `build(cfg, device, dtype) -> Task`), named
 by the preset conf/experiment/<name>.yaml (its `experiment.name`). Both are found here by name, so adding an
 experiment is one Task module and one YAML; an image data set's module also has its `SPEC` (tasks/data.py).
+A preset may instead name a shared task module (`experiment.task`): tasks/vision.py trains any torch module the
+preset names (`experiment.model`) on an image data set (`experiment.dataset`), so a new model is one module under
+experiments/models/ and one YAML.
 """
 
 import importlib
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 
-from experiments import experiment_names
+from omegaconf import OmegaConf
+
+from experiments import CONF, experiment_names
 from experiments.tasks.data import SPLITS, find_split
 
 
+@cache
+def task_of(name: str) -> str:
+    """The task module an experiment trains with: its preset's `experiment.task`, else its own name."""
+    path = CONF / "experiment" / f"{name}.yaml"
+    return str((OmegaConf.select(OmegaConf.load(path), "experiment.task") if path.exists() else None) or name)
+
+
 def experiment_module(name: str):
+    module = task_of(name)
     try:
-        return importlib.import_module(f"experiments.tasks.{name}")
+        return importlib.import_module(f"experiments.tasks.{module}")
     except ModuleNotFoundError as error:
-        if error.name != f"experiments.tasks.{name}":
+        if error.name != f"experiments.tasks.{module}":
             raise
-        raise KeyError(f"experiment {name!r} has no module experiments/tasks/{name}.py (known: "
+        raise KeyError(f"experiment {name!r} has no module experiments/tasks/{module}.py (known: "
                        f"{', '.join(experiment_names())})") from None
 
 
@@ -51,7 +65,7 @@ def check_available(cfgs) -> None:
     data.download allows it), else one DataError line, so a long run never fails at its third figure."""
     seen = set()
     for cfg in cfgs:
-        name, root = cfg.experiment.name, Path(cfg.data.root).expanduser().resolve()
+        name, root = cfg.experiment.get("dataset") or cfg.experiment.name, Path(cfg.data.root).expanduser().resolve()
         if name in DATASETS and (name, root) not in seen:
             seen.add((name, root))
             for split in SPLITS:

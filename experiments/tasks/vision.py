@@ -1,35 +1,54 @@
-"""Beyond the paper: CIFAR-100 (fine labels) with a small convolutional network (models/cnn.py) in place of the
-paper's MLP. `hidden` is the network's width (the channels of its first block).
+"""Image classification with any torch module: the task of every experiment preset that names a model
+(`experiment.task: vision`, `experiment.model` with its `_target_`, `experiment.dataset`), e.g. the CNN on
+CIFAR-100 beyond the paper (conf/experiment/cifar100_cnn.yaml, models/cnn.py). A new model is then one module and
+one YAML: nothing here names it.
 
-The images are kept on the device as uint8 (N, 32, 32, 3), normalized per channel by conf/experiment's mean and
-standard deviation (CIFAR-100's published training-set statistics), and, in training only, augmented the usual
-way: a random 32×32 crop of the image padded by 4 zero pixels on each side, and a horizontal flip with
-probability 1/2. The crops and flips of a seed are drawn on the CPU from that seed alone (its own stream), batch
-after batch, so every arm of a seed sees the same augmented batches in the same order, on any device. The network
-is stacked over seeds × arms generically (models/stack.py); BatchNorm keeps running statistics per arm, and
-evaluation uses them.
+The images are kept on the device as uint8 (N, H, W, C), normalized per channel by the preset's mean and standard
+deviation, and, in training only, augmented the usual way when the preset asks for it: a random H×W crop of the
+image padded by `pad` zero pixels on each side, and a horizontal flip with probability 1/2. The crops and flips of
+a seed are drawn on the CPU from that seed alone (its own stream), batch after batch, so every arm of a seed sees
+the same augmented batches in the same order, on any device. Each seed's model is built with the global RNG
+seeded by that seed (its layers' own initializations), stacked over seeds × arms generically (models/stack.py);
+BatchNorm keeps running statistics per arm, and evaluation uses them.
 """
-
-from functools import partial
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.engine.trainer import stream_seed
 from experiments.errors import ConfigError
-from experiments.models import cnn, mlp, stack
-from experiments.tasks import images
-from experiments.tasks.cifar100 import SPEC
-from experiments.tasks.data import DatasetSpec, load_split, subset_indices
+from experiments.models import mlp, stack
+from experiments.tasks import DATASETS, images
+from experiments.tasks.data import load_split, subset_indices
 
 AUGMENT_STREAM = 3  # a seed's stream of crops and flips (the trainer's shuffling and splitting use 1 and 2)
 EVAL_IMAGES = 2048  # images per evaluation chunk
 
 
-class CNNClassification(images.ImageClassification):
+def model(cfg, seed: int, dtype=torch.float32) -> torch.nn.Module:
+    """The preset's model with the initial weights of `seed`, built on the CPU (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return instantiate(cfg.experiment.model).to(dtype)
+
+
+def training_flops(cfg) -> int:
+    """FLOPs of one training image, forward and backward, counted by torch's FlopCounterMode on the model."""
+    spec = DATASETS[cfg.experiment.dataset]
+    H, W, C = spec.image_shape
+    net = model(cfg, 0).train()
+    with FlopCounterMode(display=False) as counter:
+        net(torch.zeros(2, C, H, W)).sum().backward()
+    return counter.get_total_flops() // 2
+
+
+class ModelClassification(images.ImageClassification):
     """The MLP task's data handling (validation split, evaluation by chunks, metrics), with images kept whole."""
 
-    def __init__(self, spec: DatasetSpec, cfg, device, dtype):
+    def __init__(self, cfg, device, dtype):
+        spec = DATASETS[cfg.experiment.dataset]
         for key in ("hidden", "batch_size", "loss"):
             if cfg[key] is None:
                 raise ConfigError(f"{key} must be set for experiment={cfg.experiment.name}")
@@ -43,9 +62,7 @@ class CNNClassification(images.ImageClassification):
             raise ConfigError(f"data.val_size={self.val_size} leaves no training rows of {len(self.y)}")
         self.n_train = len(self.y) - self.val_size
         self.batch_size = int(cfg.batch_size)
-        self.width, self.classes, self.channels = int(cfg.hidden), spec.num_classes, spec.image_shape[-1]
-        if self.width < 1:
-            raise ConfigError(f"hidden (the network's width) must be a whole number >= 1, got {cfg.hidden}")
+        self.cfg = cfg
         self.mean = torch.tensor(list(about.mean), device=device, dtype=dtype)
         self.std = torch.tensor(list(about.std), device=device, dtype=dtype)
         self.pad, self.flip = int(about.augment.pad), bool(about.augment.flip)
@@ -59,8 +76,7 @@ class CNNClassification(images.ImageClassification):
         return x[rows], y[rows]
 
     def init_params(self, seeds, arms):
-        modules = [cnn.seeded(seed, self.width, self.channels, self.classes, self.dtype).to(self.device)
-                   for seed in seeds]
+        modules = [model(self.cfg, seed, self.dtype).to(self.device) for seed in seeds]
         self.stacked, params, arm_shapes = stack.stack(modules, arms)
         return params, arm_shapes
 
@@ -120,5 +136,5 @@ class CNNClassification(images.ImageClassification):
         return {f"{prefix}_loss": loss_sum / n, f"{prefix}_acc": correct.double() / n}
 
 
-build = partial(CNNClassification, SPEC)
-flops_per_sample = partial(cnn.training_flops, channels=SPEC.image_shape[-1], classes=SPEC.num_classes)
+def build(cfg, device, dtype) -> ModelClassification:
+    return ModelClassification(cfg, device, dtype)
