@@ -112,3 +112,47 @@ def test_trainer_equals_ayla_wrapper_on_the_cnn():
     for name, p in module.state_dict().items():
         torch.testing.assert_close(mine.state_dict()[name], p.detach(), rtol=1e-8, atol=1e-10)
     assert not torch.equal(trained.params[0][0, 0], trained.params[0][0, 1])  # Adam's arm went elsewhere
+
+
+TINY_NET = '''
+import torch
+from torch import nn
+
+
+def tiny(width: int, classes: int) -> nn.Module:
+    """A third-party model for 28×28 images: one strided convolution, then a linear layer."""
+    return nn.Sequential(nn.Conv2d(1, width, 5, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(width * 12 * 12, classes))
+'''
+
+
+@pytest.mark.slow
+def test_a_new_model_is_one_module_and_one_yaml(tmp_path):
+    """A model outside the suite (a module on PYTHONPATH) and one preset in a copy of conf/experiment/, nothing
+    else: `python run.py experiment=mnist_tiny optimizer=ayla` trains it on MNIST through the one trainer."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pandas as pd
+    from conftest import PROJECT
+    real_data("mnist")
+    suite = tmp_path / "suite"
+    for name in ("ayla", "experiments", "conf"):
+        shutil.copytree(PROJECT / name, suite / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT / "run.py", suite / "run.py")
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "tiny_net.py").write_text(TINY_NET)
+    (suite / "conf" / "experiment" / "mnist_tiny.yaml").write_text(
+        "# @package _global_\nexperiment:\n  name: mnist_tiny\n  task: vision\n  dataset: mnist\n"
+        "  model: {_target_: tiny_net.tiny, width: '${hidden}', classes: 10}\n  base_optimizer: adam\n"
+        "  mean: [0.1307]\n  std: [0.3081]\n  augment: {pad: 0, flip: false}\n"
+        "lr: 3.0e-3\nhidden: 8\nepochs: 2\nbatch_size: 64\nloss: ce\ninit: pytorch\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugins")}
+    result = subprocess.run([sys.executable, str(suite / "run.py"), "experiment=mnist_tiny", "optimizer=ayla",
+                             "N1=0.5", "N2=1.5", "data.train_subset=2048", "data.test_subset=500"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    metrics = pd.read_csv(result.stdout.strip().splitlines()[-1].removeprefix("wrote "))
+    assert metrics["experiment"].eq("mnist_tiny").all() and metrics["ayla"].all() and (metrics["factor"] != 1).all()
+    assert metrics["test_acc"].iloc[-1] > 0.5  # it learns: chance is 0.1
