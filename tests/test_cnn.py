@@ -156,3 +156,17 @@ def test_a_new_model_is_one_module_and_one_yaml(tmp_path):
     metrics = pd.read_csv(result.stdout.strip().splitlines()[-1].removeprefix("wrote "))
     assert metrics["experiment"].eq("mnist_tiny").all() and metrics["ayla"].all() and (metrics["factor"] != 1).all()
     assert metrics["test_acc"].iloc[-1] > 0.5  # it learns: chance is 0.1
+
+
+def test_the_cnn_has_a_fingerprint_of_its_own():
+    """Its preset, the shared vision task, the model the preset names and what they import; the MLP experiments'
+    fingerprints do not include any of the CNN's files."""
+    from experiments import fingerprint as fp
+    files = fp.working_tree()
+    assert fp.own_sources(files, "cifar100_cnn") == {
+        "conf/experiment/cifar100_cnn.yaml", "experiments/tasks/vision.py", "experiments/tasks/images.py",
+        "experiments/tasks/data.py", "experiments/models/mlp.py", "experiments/models/stack.py",
+        "experiments/models/cnn.py"}
+    for mlp_experiment in ("mnist", "cifar100"):
+        assert not {"experiments/tasks/vision.py", "experiments/models/cnn.py", "experiments/models/stack.py"} & \
+            fp.own_sources(files, mlp_experiment)
