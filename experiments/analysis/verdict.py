@@ -303,8 +303,9 @@ def beyond_section(out: Path, settings: DictConfig | None = None, rows: list[Row
                   f"its own knobs with the same budget on seed {settings.tuning_seed}, retrained on {c.training_set}; "
                   f"AYLA − baseline paired by seed, Holm-adjusted over {family_text(rows, settings, family)} of "
                   "this family.", "", experiment_sentence(name, c, rows, out), ""]
-        if any(r.family == family and r.kind == "primary" for r in rows):
-            lines += primary_table(rows, family) + [""]
+        mine = [r for r in rows if r.experiment == name]
+        if any(r.kind == "primary" for r in mine):
+            lines += primary_table(mine, family) + [""]
         if (Path(out) / "figures" / f"fair_{name}.png").exists():
             lines += [f"![{c.title}: the evaluation runs](figures/fair_{name}.png)", ""]
     return lines

@@ -13,7 +13,7 @@ Why a loop over arms and not torch.func.vmap: for the CNN (models/cnn.py, width 
 batched convolutions are grouped, in the default layout), and about 1.0× as a loop.
 
 Arm (s, a) is exactly the module with parameters params[k][s, a] and buffers buffers[name][s, a]
-(tests/test_stack.py). The parameters are plain tensors, so the trainer's optimizers (torch.optim over the stacked
+(tests/test_cnn.py). The parameters are plain tensors, so the trainer's optimizers (torch.optim over the stacked
 tensors, StackedUpdate per arm) update every arm elementwise, as for the hand-stacked MLP (models/mlp.py, kept for
 its speed: measured 1.2–3.4× faster than this generic path at the paper's widths, docs/design.md).
 """

@@ -63,9 +63,11 @@ class ModelClassification(images.ImageClassification):
         self.n_train = len(self.y) - self.val_size
         self.batch_size = int(cfg.batch_size)
         self.cfg = cfg
-        self.mean = torch.tensor(list(about.mean), device=device, dtype=dtype)
-        self.std = torch.tensor(list(about.std), device=device, dtype=dtype)
-        self.pad, self.flip = int(about.augment.pad), bool(about.augment.flip)
+        channels = spec.image_shape[-1]
+        self.mean = torch.tensor(list(about.get("mean") or [0.0] * channels), device=device, dtype=dtype)
+        self.std = torch.tensor(list(about.get("std") or [1.0] * channels), device=device, dtype=dtype)
+        augment = about.get("augment") or {}
+        self.pad, self.flip = int(augment.get("pad", 0)), bool(augment.get("flip", False))
         self.loss_kind, self.device, self.dtype = cfg.loss, device, dtype
         self.val_rows, self.stacked, self.draws = None, None, []
 
@@ -100,7 +102,7 @@ class ModelClassification(images.ImageClassification):
         for g in self.draws:  # per seed, in a fixed order: the shifts, then the flips
             shifts.append(torch.randint(0, 2 * self.pad + 1, (2, B), generator=g))
             flips.append(torch.rand(B, generator=g) < 0.5 if self.flip else torch.zeros(B, dtype=torch.bool))
-        shifts, flips = torch.stack(shifts).to(self.device), torch.stack(flips).to(self.device)
+        shifts, flips = (self.on_device(torch.stack(t)) for t in (shifts, flips))
         rows = shifts[:, 0, :, None] + torch.arange(H, device=self.device)                  # (S, B, H)
         columns = torch.where(flips[..., None], torch.arange(W - 1, -1, -1, device=self.device),
                               torch.arange(W, device=self.device)) + shifts[:, 1, :, None]  # (S, B, W)
@@ -108,6 +110,12 @@ class ModelClassification(images.ImageClassification):
         seed_index = torch.arange(S, device=self.device).view(S, 1, 1, 1)
         image_index = torch.arange(B, device=self.device).view(1, B, 1, 1)
         return padded[seed_index, image_index, rows[..., :, None], columns[..., None, :]]
+
+    def on_device(self, t):
+        """A CPU tensor on the task's device; to a GPU from pinned memory without waiting (no host sync per step)."""
+        if self.device.type != "cuda":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
 
     def inputs(self, x_uint8):
         """(…, H, W, C) bytes → (…, C, H, W) normalized floats."""
