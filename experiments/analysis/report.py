@@ -42,7 +42,8 @@ DEFINITIONS = [
     "− each tuned baseline; their p-values are corrected together, within each family (the paper's experiments; "
     "beyond the paper, its own), by **Holm**'s step-down method (statsmodels' multipletests) at the family's α. "
     "\"AYLA better / worse\" only when Holm rejects; otherwise \"no difference shown\", with the smallest true "
-    "difference the seeds would detect (**detectable**: two-sided paired t at α, power 0.8, statsmodels' TTestPower, times the observed standard deviation of the differences).",
+    "difference the seeds would detect (**detectable**: two-sided paired t at α, power 0.8, statsmodels' "
+    "TTestPower, times the observed standard deviation of the differences).",
     "**Secondary** comparisons (the controls at AYLA's setting, the area under the curve, the claims' checks, the lr "
     "grids, the controls of the paper figures) are uncorrected, each judged by its own 95 % interval (\"better\" when "
     "it excludes 0).",
