@@ -206,3 +206,29 @@ def test_a_claims_tuned_check_on_a_primary_endpoint_is_judged_by_holm(tmp_path):
         row.rejected = False  # as if the family were larger: the raw interval still excludes 0
     (check,) = claims.build_claim("mnist_high_lr", tmp_path, rows).tuned_checks
     assert not check.passed and "AYLA, lr × N tuned better on 10/10 seeds" in check.text
+
+
+def test_beyond_the_paper_is_a_family_of_its_own(tmp_path):
+    """The CNN's primary rows are Holm-corrected among themselves: adding them leaves the paper's family as it was;
+    the first screen names them in one line, and the report's "Beyond the paper" answers with its own table."""
+    hand_made(tmp_path, GAINS)
+    paper = {(r.b, r.hidden): r.p_holm for r in verdict.study_rows(tmp_path, FAIR) if r.kind == "primary"}
+    cnn = FAIR.comparisons.cifar100_cnn
+    ayla, adam, sgd = (method_of(s) for s in sweeps_of(cnn))
+    for seed in SEEDS:
+        rows = [dict(experiment="cifar100_cnn", arm=arm, hidden=16, seed=seed, epoch=e, train_loss=1.0 / e,
+                     test_acc=0.3 + 0.01 * (seed - 46) + gain + jitter(seed, k) - 0.05 * (2 - e), diverged=False)
+                for k, (arm, gain) in enumerate(((ayla, 0.0), (adam, 0.01), (sgd, 0.0))) for e in (1, 2)]
+        write_csv(pd.DataFrame(rows), tmp_path / "fair" / "cifar100_cnn" / f"H16_seed{seed}" / "metrics.csv")
+    rows = verdict.study_rows(tmp_path, FAIR)
+    assert {(r.b, r.hidden): r.p_holm for r in rows if r.kind == "primary" and r.family == "paper"} == paper
+    beyond = [r for r in rows if r.family == "beyond" and r.kind == "primary"]
+    assert [r.b for r in beyond] == [adam, sgd] and verdict.family_size(rows, "beyond") == 2
+    assert [r.p_holm for r in beyond] == pytest.approx(list(multipletests([r.paired.p for r in beyond],
+                                                                          method="holm")[1]))
+    assert beyond[0].verdict == "AYLA worse" and not beyond[1].rejected
+    screen = "\n".join(verdict.first_screen(tmp_path, FAIR, rows=rows))
+    assert "- **Beyond the paper** (its own Holm family" in screen and "CIFAR-100, CNN |" not in screen
+    section = "\n".join(verdict.beyond_section(tmp_path, FAIR, rows))
+    assert "Holm-adjusted over the 2 primary comparisons run so far (4 declared) of this family" in section
+    assert f"| CIFAR-100, CNN | H = 16 | test accuracy, epoch 2 | {verdict.short(adam)} |" in section
