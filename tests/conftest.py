@@ -67,3 +67,17 @@ def assert_same_across_thread_counts(a, b):
                                   atol=1e-7)
     for column in accuracy:
         pd.testing.assert_series_equal(a[column], b[column], check_exact=False, rtol=0, atol=1e-3)
+
+
+def suite_with_plugin(tmp_path: Path, module: str, code: str) -> tuple[Path, dict]:
+    """A copy of the suite (ayla, experiments, conf, run.py) under tmp_path/suite, and a third-party module of the
+    given code on a PYTHONPATH outside it: what a user who adds a plugin by YAML alone has. Returns the copy and the
+    environment that sees the plugin."""
+    import shutil
+    suite = tmp_path / "suite"
+    for name in ("ayla", "experiments", "conf"):
+        shutil.copytree(PROJECT / name, suite / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT / "run.py", suite / "run.py")
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / f"{module}.py").write_text(code)
+    return suite, {**os.environ, "PYTHONPATH": str(tmp_path / "plugins")}

@@ -129,26 +129,18 @@ def tiny(width: int, classes: int) -> nn.Module:
 def test_a_new_model_is_one_module_and_one_yaml(tmp_path):
     """A model outside the suite (a module on PYTHONPATH) and one preset in a copy of conf/experiment/, nothing
     else: `python run.py experiment=mnist_tiny optimizer=ayla` trains it on MNIST through the one trainer."""
-    import os
-    import shutil
     import subprocess
     import sys
 
     import pandas as pd
-    from conftest import PROJECT
+    from conftest import suite_with_plugin
     real_data("mnist")
-    suite = tmp_path / "suite"
-    for name in ("ayla", "experiments", "conf"):
-        shutil.copytree(PROJECT / name, suite / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(PROJECT / "run.py", suite / "run.py")
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "tiny_net.py").write_text(TINY_NET)
+    suite, env = suite_with_plugin(tmp_path, "tiny_net", TINY_NET)
     (suite / "conf" / "experiment" / "mnist_tiny.yaml").write_text(
         "# @package _global_\nexperiment:\n  name: mnist_tiny\n  task: vision\n  dataset: mnist\n"
         "  model: {_target_: tiny_net.tiny, width: '${hidden}', classes: 10}\n  base_optimizer: adam\n"
         "  mean: [0.1307]\n  std: [0.3081]\n  augment: {pad: 0, flip: false}\n"
         "lr: 3.0e-3\nhidden: 8\nepochs: 2\nbatch_size: 64\nloss: ce\ninit: pytorch\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugins")}
     result = subprocess.run([sys.executable, str(suite / "run.py"), "experiment=mnist_tiny", "optimizer=ayla",
                              "N1=0.5", "N2=1.5", "data.train_subset=2048", "data.test_subset=500"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300, env=env)

@@ -3,7 +3,6 @@
 ayla.AYLA around it) does in a plain loop, fused or alone; a new one is one YAML; a base whose update is not
 elementwise is refused with its reason."""
 
-import os
 import re
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PROJECT, make_config, real_data
+from conftest import PROJECT, make_config, real_data, suite_with_plugin
 from omegaconf import OmegaConf
 
 from ayla import AYLA
@@ -151,16 +150,10 @@ def test_a_new_optimizer_is_one_yaml_a_baseline_and_ayla_s_base_without_a_python
     conf/optimizer/ and nothing else: `optimizer=signsgd` trains it, `optimizer=ayla optimizer.base=signsgd` trains
     AYLA on it. sign(factor·g) = sign(g) for AYLA's positive factor, so the two runs move alike step for step, and
     apart from plain SGD; its own range check refuses a bad value in one line."""
-    suite = tmp_path / "suite"
-    for name in ("ayla", "experiments", "conf"):
-        shutil.copytree(PROJECT / name, suite / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(PROJECT / "run.py", suite / "run.py")
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "sign_sgd.py").write_text(SIGN_SGD)
+    suite, env = suite_with_plugin(tmp_path, "sign_sgd", SIGN_SGD)
     (suite / "conf" / "optimizer" / "signsgd.yaml").write_text(
         "_target_: sign_sgd.SignSGD\nname: signsgd\nbase: signsgd\nayla: false\nlr: ${lr}\nscale: 1.0\n"
         "grad_scale: 1.0\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugins")}
 
     def run(*overrides):
         result = subprocess.run([sys.executable, str(suite / "run.py"), "experiment=polynomial", "epochs=20",
