@@ -4,8 +4,14 @@ Exactness is checked in float64, where it is the point: a population's GEMMs hav
 the kernels block and sum in another order, and how that rounds depends on the CPU (AVX2 vs AVX-512 kernels of
 MKL or oneDNN). In float64 those differences stay near 1e-15 (measured: at most 3.5e-15 absolute on an AMD EPYC,
 AVX2), so 1e-11 absolute, 1e-9 relative holds on any CPU while a real fusion bug (a wrong arm's state, a shared
-batch) is 1e-3 or more. float32, the suite's training dtype, is checked against its own rounding: weights within
-1e-4 relative, 1e-6 absolute (measured: 2.2e-8 absolute here, 1.27e-7 on an Intel Xeon, AVX-512).
+batch) is 1e-3 or more. float32, the suite's training dtype, is checked against its own rounding. Its metrics are
+compared element by element (1e-4 relative, 1e-6 absolute), each weight matrix as a whole: ‖fused − alone‖ ≤ 1e-5
+‖alone‖.
+Element by element, float32 has no CPU-independent bound: Adam divides a gradient by its own running size, so where a
+weight's gradient is near zero a last-bit difference in it becomes a sizeable share of an lr-sized step (measured on
+CIFAR-100, one epoch: 2.2e-8 absolute on an AMD EPYC, AVX2; 1.27e-7, then 1.45e-6 on one of 49,152 weights of 4e-3, on
+Intel Xeons, AVX-512). In norm they stay near 1e-7 of the weights (at most 9.9e-8 on the Xeon), while a fusion bug
+moves every weight by steps of the lr, 1e-3 of the weights or more.
 """
 
 import pytest
@@ -28,6 +34,7 @@ def build(experiment, *overrides):
 
 
 TOLERANCE = {"float64": {"rtol": 1e-9, "atol": 1e-11}, "float32": {"rtol": 1e-4, "atol": 1e-6}}
+WEIGHTS_IN_NORM = 1e-5  # float32: ‖fused − alone‖ / ‖alone‖ per weight matrix
 
 
 MNIST = ["hidden=32", "epochs=2", "lr=0.003", "data.train_subset=3072", "data.test_subset=2000"]
@@ -66,7 +73,12 @@ def assert_fused_equals_alone(task, arms, seeds, epochs, columns, rtol, atol):
                 torch.testing.assert_close(torch.tensor(rows[column].to_numpy()),
                                            torch.tensor(alone.metrics[column].to_numpy()), rtol=rtol, atol=atol)
             for p_fused, p_alone in zip(mlp.arm_weights(fused.params, s, a), mlp.arm_weights(alone.params, 0, 0)):
-                torch.testing.assert_close(p_fused, p_alone, rtol=rtol, atol=atol)
+                if p_alone.dtype == torch.float64:
+                    torch.testing.assert_close(p_fused, p_alone, rtol=rtol, atol=atol)
+                else:
+                    assert p_fused.shape == p_alone.shape and torch.isfinite(p_fused).all()
+                    gap = (p_fused - p_alone).norm() / p_alone.norm()
+                    assert gap <= WEIGHTS_IN_NORM, f"{arm.name} seed {seed}: weights {gap:.2e} apart in norm"
 
 
 @pytest.mark.slow

