@@ -236,3 +236,18 @@ def test_beyond_the_paper_is_a_family_of_its_own(tmp_path):
     section = "\n".join(verdict.beyond_section(tmp_path, FAIR, rows))
     assert "Holm-adjusted over the 2 primary comparisons run so far (4 declared) of this family" in section
     assert f"| CIFAR-100, CNN | H = 16 | test accuracy, epoch 2 | {verdict.short(adam)} |" in section
+
+
+def test_the_first_screen_states_each_paper_control_share_once_per_figure_and_share():
+    """The 'why' line merges the settings of one figure that share a share, and keeps the others apart."""
+    from experiments.analysis.controls import paper_controls
+    scaled = {"fig05": [f"H = 128, epoch 100, AYLA N1={n}: 0 % (worse)" for n in (0.2, 0.4, 0.8)],
+              "fig07": ["H = 8: 97 % over the 4 seeds Adam did not collapse on (no difference to AYLA shown)",
+                        "H = 256: 57 % (Adam × c worse)", "H = 512: – (AYLA's gain not shown)"],
+              "fig07 dynamic eps": ["H = 256: 103 % (no difference to AYLA shown)"]}
+    line = paper_controls(scaled)
+    assert "fig05 H = 128, epoch 100, AYLA N1=0.2, 0.4, 0.8: 0 % each" in line
+    assert "fig07 H = 8: 97 % (the 4 seeds Adam did not collapse on); fig07 H = 256: 57 %" in line
+    assert "H = 512" not in line and line.count("fig05") == 1
+    assert line.endswith("and the dynamic-eps Adam fig07 H = 256: 103 % (per figure and hidden size; the controls "
+                         "section has the intervals).")

@@ -209,14 +209,37 @@ def paper_controls(scaled: dict) -> str:
                 share, _, kept = rest.split(" (", 1)[0].partition(" over the ")
                 if share[:1].isdigit():  # a share exists only where AYLA's gain is shown
                     seeds = f" (the {kept.split(' Adam')[0]} Adam did not collapse on)" if kept else ""
-                    shown.append(f"{figure.removesuffix(' dynamic eps')} {where}: {share}{seeds}")
-        return "; ".join(shown)
+                    shown.append((figure.removesuffix(" dynamic eps"), where, f"{share}{seeds}"))
+        return "; ".join(merged(shown))
     constant, dynamic = listed(False), listed(True)
     if not constant and not dynamic:
         return ""
     return ("where AYLA beats the paper's own Adam, a constant gradient scale (Adam × c) reproduces "
             f"{constant or 'not run'} of its gain, and the dynamic-eps Adam {dynamic or 'not run'} (per figure "
             "and hidden size; the controls section has the intervals).")
+
+
+def merged(shown: list[tuple[str, str, str]]) -> list[str]:
+    """"<figure> <where>: <share>" per entry, entries of one figure with the same share in one: the settings they
+    share, then what differs ("fig05 H = 128, epoch 100, AYLA N1=0.2, 0.4: 0 % each")."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for figure, where, share in shown:
+        groups.setdefault((figure, share), []).append(where)
+    texts = []
+    for (figure, share), wheres in groups.items():
+        if len(wheres) == 1:
+            texts.append(f"{figure} {wheres[0]}: {share}")
+            continue
+        parts = [w.split(", ") for w in wheres]
+        common = next((i for i, column in enumerate(zip(*parts)) if len(set(column)) > 1), min(map(len, parts)))
+        rest = [", ".join(p[common:]) for p in parts]
+        lead, first = ", ".join(parts[0][:common]), rest[0]
+        key, _, _ = first.partition("=")
+        values = [r.partition("=")[2] if "=" in first and r.startswith(key + "=") else r for r in rest]
+        listed = (f"{key}={', '.join(values)}" if all(r.startswith(key + "=") for r in rest) and "=" in first
+                  else " / ".join(rest))
+        texts.append(f"{figure} {', '.join(x for x in (lead, listed) if x)}: {share} each")
+    return texts
 
 
 def variants_section(out: Path) -> list[str]:
