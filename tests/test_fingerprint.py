@@ -2,6 +2,7 @@
 version's fingerprint comes from git alone."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import PROJECT
@@ -114,3 +115,13 @@ def test_every_new_run_records_it():
     recorded = provenance(torch.device("cpu"))["fingerprints"]
     assert recorded == {name: fp.fingerprint(name) for name in experiment_names()} and "mnist" in recorded
     assert all(len(value) == 12 for value in recorded.values())
+
+
+def test_the_report_says_whether_each_experiment_has_one_code_version():
+    from experiments.analysis.provenance import UNKNOWN, Provenance
+    runs = {Path(f"r{i}"): e for i, e in enumerate(["mnist", "mnist", "curvefit"])}
+    one = Provenance(prints=dict(zip(runs, ["aaa", "aaa", "bbb"])), experiments=runs)
+    assert one.code_line().startswith("one code version per experiment: curvefit bbb, mnist aaa")
+    for other in ("ccc", None, UNKNOWN):  # another version, a dirty tree, a commit this clone lacks
+        mixed = Provenance(prints=dict(zip(runs, ["aaa", other, "bbb"])), experiments=runs)
+        assert mixed.code_line() == "several code versions mixed in mnist (their runs carry the fingerprints below)"

@@ -27,12 +27,32 @@ class Provenance:
     runs: int = 0
     populations: int = 0
     train_seconds: float = 0.0
-    commits: list[str] = field(default_factory=list)
+    commits: Counter = field(default_factory=Counter)  # short commit (" (dirty)") → run folders trained there
     torch: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
     python: list[str] = field(default_factory=list)
     prints: dict[Path, str | None] = field(default_factory=dict)  # run folder → its fingerprint (None: dirty)
     experiments: dict[Path, str | None] = field(default_factory=dict)  # run folder → its experiment
+
+    @property
+    def versions(self) -> dict[str, set[str | None]]:
+        """Each experiment's fingerprints over its run folders (None: a dirty tree's run)."""
+        found: dict[str, set[str | None]] = {}
+        for run, value in self.prints.items():
+            found.setdefault(str(self.experiments.get(run)), set()).add(value)
+        return found
+
+    def code_line(self) -> str:
+        """One line: each experiment at one code version, or the experiments whose runs mix several."""
+        versions = self.versions
+        mixed = sorted(e for e, v in versions.items() if len(v) > 1 or None in v or UNKNOWN in v)
+        if not versions:
+            return "no runs yet"
+        if not mixed:
+            return ("one code version per experiment: " + ", ".join(f"{e} {next(iter(v))}"
+                                                                    for e, v in sorted(versions.items()))
+                    + " (each experiment's runs carry one fingerprint, whichever commit trained them)")
+        return f"several code versions mixed in {', '.join(mixed)} (their runs carry the fingerprints below)"
 
     @property
     def fingerprints(self) -> Counter:
@@ -67,7 +87,7 @@ def provenance_summary(out: Path) -> Provenance:
     return Provenance(
         runs=len(records), populations=len(fused),
         train_seconds=sum(seconds for seconds, _ in fused.values()) + single,
-        commits=sorted({f"{p.get('commit')}{' (dirty)' if p.get('dirty') else ''}" for p in provenance}),
+        commits=Counter(f"{str(p.get('commit'))[:7]}{' (dirty)' if p.get('dirty') else ''}" for p in provenance),
         torch=sorted({str(p.get("torch")) for p in provenance}),
         devices=sorted({str(p.get("device_name")) for p in provenance}),
         python=sorted({str(p.get("python")) for p in provenance}),

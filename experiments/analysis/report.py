@@ -118,7 +118,9 @@ def provenance(s: Study) -> list[str]:
     lines = ["## How this was produced", "",
              f"- {info.runs} run folders (one per figure, hidden size and seed), {info.populations} fused "
              f"training populations, {info.train_seconds / 60:.1f} minutes of training in all",
-             f"- code: commit {', '.join(info.commits)}",
+             f"- code: {info.code_line()}",
+             "- commits that trained them: " + ", ".join(f"{c} ({n} run folders)"
+                                                        for c, n in sorted(info.commits.items())),
              "- code fingerprints per experiment (experiments/fingerprint.py: the sources that turn a run config "
              "into numbers): " + ", ".join(f"{value} ({n} run folders)"
                                            for value, n in sorted(info.fingerprints.items())),
