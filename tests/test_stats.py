@@ -173,3 +173,9 @@ def test_the_stall_rule_on_hand_made_curves(experiment, accs, stalled, collapsed
 def test_the_area_under_a_curve_is_its_mean_over_epochs():
     assert stats.area_under(pd.Series([0.2, 0.4, 0.9])) == pytest.approx(0.5)
     assert math.isnan(stats.area_under(pd.Series([], dtype=float)))
+
+
+def test_a_classifier_has_the_classes_of_the_data_set_its_preset_reads():
+    """The CNN (its preset's experiment.dataset: cifar100) is judged at chance like the MLP on CIFAR-100."""
+    assert [stats.classes_of(e) for e in ("mnist", "cifar100", "cifar100_cnn", "curvefit", "polynomial")] == \
+        [10, 100, 100, None, None]

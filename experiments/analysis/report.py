@@ -57,9 +57,9 @@ DEFINITIONS = [
     "**Time-to-target**: the first epoch whose value reaches the target; a seed that never does is counted (k/n "
     "reach it) and ranks after every epoch in the median (\"> E\" when fewer than half reach it).",
     "**Tuned** arms (make fair): each optimizer tuned over its own two knobs with the same number of trials on the "
-    "tuning seed, never an evaluation seed; chosen on data training never sees (classifiers: 10,000 held-out training "
-    "rows; curve fit: a second noise draw at epoch 100; the polynomial has none: f(x)); retrained on the whole "
-    "training set over the evaluation seeds.",
+    "tuning seed, never an evaluation seed; chosen on data training never sees (classifiers: held-out training rows, "
+    "as many as each comparison's training set states; curve fit: a second noise draw at epoch 100; the polynomial "
+    "has none: f(x)); retrained on the whole training set over the evaluation seeds.",
     "A claim made of several checks is \"confirmed\" when every check passes, \"not confirmed\" when none does and "
     "\"partly confirmed\" otherwise; \"no data\" without runs. Two verdicts per claim: against the paper's own "
     "baseline (its untuned Adam or SGD at the paper's settings) and against the tuned baseline of make fair.",

@@ -207,9 +207,10 @@ def share(x: pd.Series, ayla: pd.Series, base: pd.Series, lower_is_better: bool,
 
 
 def classes_of(experiment) -> int | None:
-    """Number of classes of a classifier experiment (mnist 10, cifar100 100); None for the others."""
-    from experiments.tasks import DATASETS
-    spec = DATASETS.get(str(experiment)) if isinstance(experiment, str) else None
+    """Number of classes of a classifier experiment (mnist 10, cifar100 and cifar100_cnn 100: the data set its
+    preset reads); None for the others."""
+    from experiments.tasks import DATASETS, dataset_of
+    spec = DATASETS.get(dataset_of(experiment)) if isinstance(experiment, str) else None
     return spec.num_classes if spec else None
 
 

@@ -18,10 +18,20 @@ from experiments.tasks.data import SPLITS, find_split
 
 
 @cache
+def preset_value(name: str, key: str) -> str | None:
+    """`experiment.<key>` of the preset conf/experiment/<name>.yaml (None without the key or the preset)."""
+    path = CONF / "experiment" / f"{name}.yaml"
+    return OmegaConf.select(OmegaConf.load(path), f"experiment.{key}") if path.exists() else None
+
+
 def task_of(name: str) -> str:
     """The task module an experiment trains with: its preset's `experiment.task`, else its own name."""
-    path = CONF / "experiment" / f"{name}.yaml"
-    return str((OmegaConf.select(OmegaConf.load(path), "experiment.task") if path.exists() else None) or name)
+    return str(preset_value(name, "task") or name)
+
+
+def dataset_of(name: str) -> str:
+    """The image data set an experiment reads: its preset's `experiment.dataset`, else its own name."""
+    return str(preset_value(name, "dataset") or name)
 
 
 def experiment_module(name: str):

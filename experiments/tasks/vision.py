@@ -28,8 +28,9 @@ EVAL_IMAGES = 2048  # images per evaluation chunk
 
 
 def model(cfg, seed: int, dtype=torch.float32) -> torch.nn.Module:
-    """The preset's model with the initial weights of `seed`, built on the CPU (the global RNG is left as it was)."""
-    with torch.random.fork_rng(devices=[]):
+    """The preset's model with the initial weights of `seed`, built on the CPU (the global RNGs, CUDA's too since
+    manual_seed seeds them all, are left as they were)."""
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
         torch.manual_seed(seed)
         return instantiate(cfg.experiment.model).to(dtype)
 
