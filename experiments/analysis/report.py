@@ -319,8 +319,9 @@ def readme_results(s: Study) -> list[str]:
              "", *verdict.primary_table(rows), ""]
     settings = load_settings("fair")
     beyond = [(name, c) for name, c in settings.comparisons.items() if verdict.family_of(c) != "paper"]
-    lines += [f"Beyond the paper (its own Holm family): {verdict.experiment_sentence(name, c, rows, s.out)[2:]}"
-              for name, c in beyond] + ([""] if beyond else [])
+    if beyond:
+        lines += ["Beyond the paper (its own Holm family): "
+                  + " ".join(verdict.experiment_sentence(name, c, rows, s.out)[2:] for name, c in beyond), ""]
     if (s.out / "figures" / "forest.png").exists():
         lines += ["![The paired differences](results/figures/forest.png)", ""]
     lines += ["The paper's own claims, against its baselines and against the tuned ones:", "",

@@ -279,9 +279,10 @@ def first_screen(out: Path, settings: DictConfig | None = None, figure: str = "f
     lines += [experiment_sentence(name, c, rows, out) for name, c in settings.comparisons.items()
               if family_of(c) == "paper"]
     lines += ([f"- **Why, at the paper's settings**: {paper_controls}"] if paper_controls else [])
-    lines += ["- **Beyond the paper** (its own Holm family, [below](#beyond-the-paper)): "
-              + experiment_sentence(name, c, rows, out).removeprefix("- ")
-              for name, c in settings.comparisons.items() if family_of(c) != "paper"] + [""]
+    beyond = [experiment_sentence(name, c, rows, out).removeprefix("- ")
+              for name, c in settings.comparisons.items() if family_of(c) != "paper"]
+    lines += ([f"- **Beyond the paper** (its own Holm family, [below](#beyond-the-paper)): {' '.join(beyond)}"]
+              if beyond else []) + [""]
     if (Path(out) / figure).exists():
         lines += [f"![The paired differences, primary and controls]({figure})", ""]
     return lines
