@@ -81,3 +81,20 @@ def suite_with_plugin(tmp_path: Path, module: str, code: str) -> tuple[Path, dic
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / f"{module}.py").write_text(code)
     return suite, {**os.environ, "PYTHONPATH": str(tmp_path / "plugins")}
+
+
+def adam_and_ayla_trained(experiment: str, overrides: list[str], seed: int = 7):
+    """Two arms of one seed through the suite's trainer in float64, Adam and AYLA on Adam (lr 0.003, N1 0.1, N2
+    1.5: both branches of the factor), for a plain loop with AYLA(torch.optim.Adam) to be compared with. Returns
+    the AYLA arm's config, the task and what the trainer trained."""
+    import torch
+
+    from experiments.engine.config import DTYPES, arm_from_config
+    from experiments.engine.trainer import train
+    from experiments.tasks import TASKS
+    overrides = [*overrides, "dtype=float64", "epochs=2", "lr=0.003", "N1=0.1", "N2=1.5"]
+    cfg = make_config(f"experiment={experiment}", "optimizer=ayla", *overrides)
+    adam = arm_from_config(make_config(f"experiment={experiment}", "optimizer=adam", *overrides), "Adam")
+    task = TASKS[experiment](cfg, torch.device("cpu"), DTYPES[cfg.dtype])
+    trained = train(task, [adam, arm_from_config(cfg, "AYLA")], [seed], cfg.epochs, log=lambda line: None)
+    return cfg, task, trained

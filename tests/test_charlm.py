@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PROJECT, make_config
+from conftest import PROJECT, adam_and_ayla_trained, make_config
 
 from ayla import AYLA
-from experiments.engine.config import DTYPES, arm_from_config
-from experiments.engine.trainer import SHUFFLE_STREAM, stream_seed, train
+from experiments.engine.config import DTYPES
+from experiments.engine.trainer import SHUFFLE_STREAM, stream_seed
 from experiments.models import stack, transformer
 from experiments.presets import compose_run
 from experiments.tasks import TASKS, text
@@ -70,12 +70,8 @@ def test_arms_of_a_seed_share_weights_and_windows():
 def test_the_trainer_equals_ayla_wrapper_on_the_transformer():
     """Two arms (Adam, AYLA on Adam) of one seed through the trainer, in float64; the AYLA arm ends where
     AYLA(torch.optim.Adam) in a plain loop over the same module and windows ends."""
-    overrides = [*SMALL, "dtype=float64", "epochs=2", "lr=0.003", "N1=0.1", "N2=1.5"]
-    cfg = make_config("experiment=charlm", "optimizer=ayla", *overrides)
-    adam = arm_from_config(make_config("experiment=charlm", "optimizer=adam", *overrides), "Adam")
-    task = TASKS["charlm"](cfg, torch.device("cpu"), DTYPES[cfg.dtype])
     seed = 7
-    trained = train(task, [adam, arm_from_config(cfg, "AYLA")], [seed], cfg.epochs, log=lambda line: None)
+    cfg, task, trained = adam_and_ayla_trained("charlm", SMALL, seed)
 
     module = text.model(cfg, seed, len(task.alphabet), torch.float64)
     optimizer = AYLA(torch.optim.Adam(module.parameters(), lr=0.003), N1=0.1, N2=1.5)

@@ -4,11 +4,11 @@ CIFAR-100 CNN (tasks/cifar100_cnn.py) trains through the one trainer with AYLA's
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_config, real_data
+from conftest import adam_and_ayla_trained, make_config, real_data
 
 from ayla import AYLA
-from experiments.engine.config import DTYPES, arm_from_config
-from experiments.engine.trainer import SHUFFLE_STREAM, stream_seed, train
+from experiments.engine.config import DTYPES
+from experiments.engine.trainer import SHUFFLE_STREAM, stream_seed
 from experiments.models import cnn, stack
 from experiments.presets import compose_run
 from experiments.tasks import TASKS, vision
@@ -86,12 +86,8 @@ def test_trainer_equals_ayla_wrapper_on_the_cnn():
     """Two arms (Adam, AYLA on Adam) of one seed through the trainer; the AYLA arm ends where AYLA(torch.optim.Adam)
     in a plain loop over the same module, batches and augmentations ends."""
     real_data("cifar100")
-    overrides = [*SMALL, "dtype=float64", "epochs=2", "lr=0.003", "N1=0.1", "N2=1.5"]
-    cfg = make_config("experiment=cifar100_cnn", "optimizer=ayla", *overrides)
-    adam = arm_from_config(make_config("experiment=cifar100_cnn", "optimizer=adam", *overrides), "Adam")
-    task = TASKS["cifar100_cnn"](cfg, torch.device("cpu"), DTYPES[cfg.dtype])
     seed = 7
-    trained = train(task, [adam, arm_from_config(cfg, "AYLA")], [seed], cfg.epochs, log=lambda line: None)
+    cfg, task, trained = adam_and_ayla_trained("cifar100_cnn", SMALL, seed)
 
     module = vision.model(cfg, seed, torch.float64).train()
     optimizer = AYLA(torch.optim.Adam(module.parameters(), lr=0.003), N1=0.1, N2=1.5)
