@@ -98,3 +98,25 @@ def adam_and_ayla_trained(experiment: str, overrides: list[str], seed: int = 7):
     task = TASKS[experiment](cfg, torch.device("cpu"), DTYPES[cfg.dtype])
     trained = train(task, [adam, arm_from_config(cfg, "AYLA")], [seed], cfg.epochs, log=lambda line: None)
     return cfg, task, trained
+
+
+def plain_ayla_loop(task, seed: int, epochs: int, parameters, loss_of, lr: float = 0.003) -> list[float]:
+    """The plain loop the trainer must equal: AYLA(torch.optim.Adam(parameters), N1 0.1, N2 1.5) stepping on
+    `loss_of(rows)` for the seed's batches in the trainer's order (its shuffling stream, its last partial batch
+    dropped). Returns the losses."""
+    import torch
+
+    from ayla import AYLA
+    from experiments.engine.trainer import SHUFFLE_STREAM, stream_seed
+    optimizer = AYLA(torch.optim.Adam(parameters, lr=lr), N1=0.1, N2=1.5)
+    shuffler = torch.Generator().manual_seed(stream_seed(seed, SHUFFLE_STREAM))
+    pool, losses = task.train_pool([seed])[0], []
+    for _ in range(epochs):
+        order = torch.randperm(task.n_train, generator=shuffler)
+        for start in range(0, task.n_train - task.batch_size + 1, task.batch_size):
+            loss = loss_of(pool[order[start:start + task.batch_size]])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step(loss=loss)
+            losses.append(loss.item())
+    return losses

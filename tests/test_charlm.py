@@ -10,11 +10,9 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PROJECT, adam_and_ayla_trained, make_config
+from conftest import PROJECT, adam_and_ayla_trained, make_config, plain_ayla_loop
 
-from ayla import AYLA
 from experiments.engine.config import DTYPES
-from experiments.engine.trainer import SHUFFLE_STREAM, stream_seed
 from experiments.models import stack, transformer
 from experiments.presets import compose_run
 from experiments.tasks import TASKS, text
@@ -74,19 +72,12 @@ def test_the_trainer_equals_ayla_wrapper_on_the_transformer():
     cfg, task, trained = adam_and_ayla_trained("charlm", SMALL, seed)
 
     module = text.model(cfg, seed, len(task.alphabet), torch.float64)
-    optimizer = AYLA(torch.optim.Adam(module.parameters(), lr=0.003), N1=0.1, N2=1.5)
-    shuffler = torch.Generator().manual_seed(stream_seed(seed, SHUFFLE_STREAM))
-    pool, losses = task.train_pool([seed])[0], []
-    for _ in range(cfg.epochs):
-        order = torch.randperm(task.n_train, generator=shuffler)
-        for start in range(0, task.n_train - task.batch_size + 1, task.batch_size):
-            x, y = task.rows_of(pool[order[start:start + task.batch_size]])
-            loss = F.cross_entropy(module(x).flatten(0, 1), y.flatten())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step(loss=loss)
-            losses.append(loss.item())
-    assert max(losses) > 1 > 0.1  # AYLA's N2 branch (the loss starts near ln 36)
+
+    def loss_of(rows):
+        x, y = task.rows_of(rows)
+        return F.cross_entropy(module(x).flatten(0, 1), y.flatten())
+    losses = plain_ayla_loop(task, seed, cfg.epochs, module.parameters(), loss_of)
+    assert max(losses) > 1  # AYLA's N2 branch (the loss starts near ln 36)
     mine = stack.arm_module(task.stacked, trained.params, 0, 1)
     for name, p in module.state_dict().items():
         torch.testing.assert_close(mine.state_dict()[name], p.detach(), rtol=1e-8, atol=1e-10)

@@ -4,11 +4,9 @@ CIFAR-100 CNN (tasks/cifar100_cnn.py) trains through the one trainer with AYLA's
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import adam_and_ayla_trained, make_config, real_data
+from conftest import adam_and_ayla_trained, make_config, plain_ayla_loop, real_data
 
-from ayla import AYLA
 from experiments.engine.config import DTYPES
-from experiments.engine.trainer import SHUFFLE_STREAM, stream_seed
 from experiments.models import cnn, stack
 from experiments.presets import compose_run
 from experiments.tasks import TASKS, vision
@@ -90,19 +88,11 @@ def test_trainer_equals_ayla_wrapper_on_the_cnn():
     cfg, task, trained = adam_and_ayla_trained("cifar100_cnn", SMALL, seed)
 
     module = vision.model(cfg, seed, torch.float64).train()
-    optimizer = AYLA(torch.optim.Adam(module.parameters(), lr=0.003), N1=0.1, N2=1.5)
-    shuffler = torch.Generator().manual_seed(stream_seed(seed, SHUFFLE_STREAM))
-    pool, losses = task.train_pool([seed])[0], []
-    for _ in range(cfg.epochs):
-        order = torch.randperm(task.n_train, generator=shuffler)
-        for start in range(0, task.n_train - task.batch_size + 1, task.batch_size):
-            rows = pool[order[start:start + task.batch_size]]
-            images = task.augmented(task.x[rows][None])[0]  # the seed's next crops and flips
-            loss = F.cross_entropy(module(task.inputs(images)), task.y[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step(loss=loss)
-            losses.append(loss.item())
+
+    def loss_of(rows):
+        images = task.augmented(task.x[rows][None])[0]  # the seed's next crops and flips
+        return F.cross_entropy(module(task.inputs(images)), task.y[rows])
+    losses = plain_ayla_loop(task, seed, cfg.epochs, module.parameters(), loss_of)
     assert max(losses) > 1  # AYLA's N2 branch (CIFAR-100's loss starts near ln 100)
     mine = stack.arm_module(task.stacked, trained.params, 0, 1)
     for name, p in module.state_dict().items():

@@ -4,11 +4,10 @@ AYLA(torch.optim.Adam) in a plain loop ends with the trainer's parameters, at ex
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_config, real_data
+from conftest import make_config, plain_ayla_loop, real_data
 
-from ayla import AYLA
 from experiments.engine.config import DTYPES, arm_from_config
-from experiments.engine.trainer import SHUFFLE_STREAM, stream_seed, train
+from experiments.engine.trainer import train
 from experiments.models import mlp
 from experiments.tasks import TASKS
 
@@ -28,19 +27,11 @@ def test_trainer_equals_ayla_wrapper_in_a_plain_loop():
     stacked, _ = task.init_params([seed], 1)
     weights = [w.detach().clone().requires_grad_() for w in mlp.arm_weights(stacked, 0, 0)]
     W1, b1, W2, b2 = weights
-    optimizer = AYLA(torch.optim.Adam(weights, lr=cfg.optimizer.lr), N1=0.1, N2=1.5)
-    shuffler = torch.Generator().manual_seed(stream_seed(seed, SHUFFLE_STREAM))
-    pool, losses = task.train_pool([seed])[0], []
-    for _ in range(cfg.epochs):
-        order = torch.randperm(task.n_train, generator=shuffler)
-        for start in range(0, task.n_train - task.batch_size + 1, task.batch_size):
-            rows = pool[order[start:start + task.batch_size]]
-            logits = torch.relu(task.inputs(task.x[rows]) @ W1 + b1) @ W2 + b2
-            loss = F.cross_entropy(logits, task.y[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step(loss=loss)
-            losses.append(loss.item())
+
+    def loss_of(rows):
+        logits = torch.relu(task.inputs(task.x[rows]) @ W1 + b1) @ W2 + b2
+        return F.cross_entropy(logits, task.y[rows])
+    losses = plain_ayla_loop(task, seed, cfg.epochs, weights, loss_of, lr=cfg.optimizer.lr)
     assert min(losses) < 1 < max(losses), "the run must use both exponents"
     for plain, fused in zip(weights, mlp.arm_weights(trained.params, 0, 0)):
         torch.testing.assert_close(plain.detach(), fused, rtol=1e-9, atol=1e-11)
