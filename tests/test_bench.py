@@ -186,19 +186,20 @@ def test_the_studys_wall_time_and_flop_efficiency_come_from_the_runs(tmp_path):
 
     from experiments.analysis import speed
 
-    def write(folder, experiment, hidden, arms, steps, seconds, fused=1, population=None):
+    def write(folder, experiment, hidden, arms, steps, seconds, fused=1, population=None, machine="M1"):
         folder.mkdir(parents=True)
         rows = [dict(experiment=experiment, arm=arm, seed=42, hidden=hidden, batch_size=256, epoch=e, step=s,
                      seconds=seconds, arms_fused=fused) for arm in arms for e, s in enumerate(steps, 1)]
         pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
-        (folder / "config.yaml").write_text(yaml.safe_dump({"population": population} if population else {}))
+        (folder / "config.yaml").write_text(yaml.safe_dump({"provenance": {"device_name": machine}}
+                                                           | ({"population": population} if population else {})))
     write(tmp_path / "fig08" / "H8_seed42", "cifar100", 8, ["Adam", "AYLA"], [195, 390], 30.0,
           population={"seeds": [42], "wall_seconds": 120.0})
     write(tmp_path / "fig05" / "H128_seed42", "curvefit", 128, ["Adam"], [1, 2], 0.1,
           population={"seeds": [42], "wall_seconds": 6.0})
     for trial in ("0_lr=0.1", "1_lr=0.01"):  # two trials fused: each records the population's 60 s per epoch
         write(tmp_path / "fair" / "tuning" / "cifar100_adam" / "H8" / trial, "cifar100", 8, ["adam"], [156, 312],
-              60.0, fused=2)
+              60.0, fused=2, machine="M2")
     per_sample = 4 * 3072 * 8 + 6 * 8 * 100  # 103,104
     assert speed.sample_flops(3072, 8, 100) == per_sample
     table = speed.run_set_times(tmp_path).set_index("run_set")
@@ -207,10 +208,16 @@ def test_the_studys_wall_time_and_flop_efficiency_come_from_the_runs(tmp_path):
     assert np.isnan(table.loc["fig05", "flops"])  # the curve fit: no count
     assert table.loc["fair/tuning/cifar100_adam", "seconds"] == pytest.approx(2 * (60 + 60) / 2)  # counted once
     assert table.loc["fair/tuning/cifar100_adam", "flops"] == pytest.approx(2 * 312 * 256 * per_sample)
-    lines = speed.study_time_section(tmp_path, peak_gflops=100.0)
+    assert table.loc["fig08", "machines"] == "M1" and table.loc["fair/tuning/cifar100_adam", "machines"] == "M2"
+    lines = speed.study_time_section(tmp_path, peak_gflops=0.1, bench_machine="M1")  # a peak these runs show as %
     fig08 = 2 * 390 * 256 * per_sample
-    assert f"| fig08 | 2.0 | {fig08 / 1e12:.1f} | {fig08 / 120 / 100e9:.0%} |" in lines
-    assert "| fig05 | 0.1 | – | – |" in lines
+    assert f"| fig08 | M1 | 2.0 | {fig08 / 1e12:.1f} | {fig08 / 120 / 0.1e9:.0%} |" in lines  # 172%
+    assert "| fig05 | M1 | 0.1 | – | – |" in lines
+    tuning = 2 * 312 * 256 * per_sample  # another machine than the bench's: its share of that peak says nothing
+    assert f"| fair/tuning/cifar100_adam | M2 | 2.0 | {tuning / 1e12:.1f} | – |" in lines
+    # in all: the share over the run sets with a FLOP count on the bench's machine (fig08 alone)
+    assert f"| all | M1/M2 | {(120 + 6 + 120) / 60:.1f} | {(fig08 + tuning) / 1e12:.1f} | {fig08 / 120 / 0.1e9:.0%} |" \
+        in lines
     total = next(line for line in lines if line.startswith("The whole study"))
     assert total.startswith(f"The whole study: {(120 + 6 + 120) / 3600:.2f} h") and ": met)" in total
     assert speed.study_time_section(tmp_path / "empty", 100.0) == []

@@ -188,17 +188,19 @@ def populations(folder: Path, configs: dict[Path, dict] | None = None) -> dict[t
 
 def wall_times(folder: Path) -> pd.DataFrame:
     """Wall seconds of every run set and hidden size trained into `folder`, summed over its populations (a set
-    trained in several calls has several). Columns: run_set, hidden, seeds, seconds, gemm, commits."""
+    trained in several calls has several). Columns: run_set, hidden, seeds, seconds, gemm, commits, machines."""
     rows = {}
     for (run_set, hidden, seeds), (seconds, provenance) in sorted(populations(folder).items()):
         row = rows.setdefault((run_set, hidden), dict(run_set=run_set, hidden=hidden, seeds=0, seconds=0.0,
-                                                      gemm=set(), commits=set()))
+                                                      gemm=set(), commits=set(), machines=set()))
         row["seeds"] += len(seeds)
         row["seconds"] += seconds
         row["gemm"].add(str(provenance.get("gemm", "aten")))
         row["commits"].add(str(provenance.get("commit"))[:7])
-    frame = pd.DataFrame(list(rows.values()), columns=["run_set", "hidden", "seeds", "seconds", "gemm", "commits"])
-    for column in ("gemm", "commits"):
+        row["machines"].add(str(provenance.get("device_name")))
+    frame = pd.DataFrame(list(rows.values()),
+                         columns=["run_set", "hidden", "seeds", "seconds", "gemm", "commits", "machines"])
+    for column in ("gemm", "commits", "machines"):
         frame[column] = frame[column].map(lambda values: "/".join(sorted(values)))
     return frame
 

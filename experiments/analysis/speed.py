@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from experiments.analysis.compare import render_times, wall_times
 from experiments.presets import compose_run, load_settings
@@ -211,32 +212,37 @@ def fair_time_section(out: Path) -> list[str]:
 
 def run_set_times(out: Path) -> pd.DataFrame:
     """Every run set under `out` with its wall seconds (its populations', as recorded; a tuning sweep's trials:
-    their epochs' seconds ÷ the trials fused with them) and its training FLOPs: columns run_set, seconds, flops."""
+    their epochs' seconds ÷ the trials fused with them), its training FLOPs and the machines that trained it:
+    columns run_set, seconds, flops, machines."""
     rows = []
     for run_set, times in wall_times(out).groupby("run_set", sort=False):
-        rows.append((run_set, float(times["seconds"].sum()), training_flops(load_figure(out, run_set))))
+        machines = "/".join(sorted(set("/".join(times["machines"]).split("/"))))
+        rows.append((run_set, float(times["seconds"].sum()), training_flops(load_figure(out, run_set)), machines))
     settings = load_settings("fair")
     for comparison in settings.comparisons.values():
         for sweep in sweeps_of(comparison):
-            seconds, flops = 0.0, 0.0
+            seconds, flops, machines = 0.0, 0.0, set()
             for hidden in comparison.hidden:
                 folder = tuning_folder(out, sweep, hidden)
                 seconds += tuning_seconds(folder)[0]
                 flops += sum(training_flops(pd.read_csv(f)) for f in Path(folder).glob("*/metrics.csv"))  # per trial
+                machines |= {str(((yaml.safe_load(f.read_text()) or {}).get("provenance") or {}).get("device_name"))
+                             for f in sorted(Path(folder).glob("*/config.yaml"))[:1]}  # one population: one machine
             if seconds:
-                rows.append((f"fair/tuning/{sweep}", seconds, flops))
-    return pd.DataFrame(rows, columns=["run_set", "seconds", "flops"])
+                rows.append((f"fair/tuning/{sweep}", seconds, flops, "/".join(sorted(machines))))
+    return pd.DataFrame(rows, columns=["run_set", "seconds", "flops", "machines"])
 
 
-def study_time_section(out: Path, peak_gflops: float | None) -> list[str]:
-    """The whole study's wall time per run set and in all, against STUDY_HOURS, and its FLOP efficiency: the
-    training steps' matmul FLOPs ÷ the wall time ÷ the real fp32 peak of make bench (where it ran)."""
+def study_time_section(out: Path, peak_gflops: float | None, bench_machine: str | None = None) -> list[str]:
+    """The whole study's wall time per run set and in all, against STUDY_HOURS, with the machines that trained
+    each, and its FLOP efficiency: the training steps' matmul FLOPs ÷ the wall time ÷ the real fp32 peak of make
+    bench, for the run sets trained on the machine make bench measured (a peak is one machine's)."""
     table = run_set_times(out)
     if table.empty:
         return []
 
-    def share(flops: float, seconds: float) -> str:
-        if not peak_gflops or not math.isfinite(flops) or not seconds:
+    def share(flops: float, seconds: float, machines: str) -> str:
+        if not peak_gflops or not math.isfinite(flops) or not seconds or (bench_machine and machines != bench_machine):
             return "–"
         return f"{flops / seconds / (peak_gflops * 1e9):.0%}"
     lines = ["## The whole study's wall time and FLOP efficiency", "",
@@ -244,16 +250,21 @@ def study_time_section(out: Path, peak_gflops: float | None) -> list[str]:
              "count once), the matmul FLOPs of its training steps (sample_flops: forward and backward of the MLP, "
              "the evaluation passes not counted) and those FLOPs ÷ the wall time ÷ the real fp32 peak of the "
              "benchmark above" + (f" ({peak_gflops:.0f} GFLOP/s)" if peak_gflops else " (not run: no share)")
-             + ". The polynomial and the curve fit have no such count (–). The run sets were trained on the "
-             "machines and code versions REPORT.md names.", "",
-             "| run set | minutes | training TFLOP | share of the real peak |", "| --- | --- | --- | --- |"]
+             + (f" on {bench_machine}" if bench_machine else "") + ": a share only for the run sets trained on "
+             "that machine. The polynomial and the curve fit have no such count (–). Code versions: REPORT.md.", "",
+             "| run set | machine | minutes | training TFLOP | share of the real peak |",
+             "| --- | --- | --- | --- | --- |"]
     for r in table.itertuples():
         tflop = f"{r.flops / 1e12:.1f}" if math.isfinite(r.flops) else "–"
-        lines.append(f"| {r.run_set} | {r.seconds / 60:.1f} | {tflop} | {share(r.flops, r.seconds)} |")
+        lines.append(f"| {r.run_set} | {r.machines} | {r.seconds / 60:.1f} | {tflop} | "
+                     f"{share(r.flops, r.seconds, r.machines)} |")
     seconds, counted = table["seconds"].sum(), table[table["flops"].notna()]
-    flops = counted["flops"].sum()
+    if bench_machine:
+        counted = counted[counted["machines"] == bench_machine]
+    machines = "/".join(sorted(set(table["machines"])))
     hours = seconds / 3600
-    lines += [f"| all | {seconds / 60:.1f} | {flops / 1e12:.1f} | {share(flops, counted['seconds'].sum())} |", "",
+    lines += [f"| all | {machines} | {seconds / 60:.1f} | {table['flops'].sum(min_count=1) / 1e12:.1f} | "
+              f"{share(counted['flops'].sum(), counted['seconds'].sum(), bench_machine or '')} |", "",
               f"The whole study: {hours:.2f} h of training (target: ≤ {STUDY_HOURS:g} h on this 2-core machine: "
               f"{'met' if hours <= STUDY_HOURS else 'not met'}); loading data and writing files come on top.", ""]
     return lines
@@ -265,7 +276,8 @@ def build_bench(out: Path, bench: Path | None = None) -> str | None:
     bench = bench or Path(out) / "bench.csv"
     columns = pd.read_csv(bench, nrows=1) if bench.exists() else pd.DataFrame()
     peak = float(columns["peak_gflops"].iloc[0]) if "peak_gflops" in columns else None
-    sections = (bench_section(bench) + study_time_section(out, peak) + fair_time_section(out)
+    machine = str(columns["device"].iloc[0]) if "device" in columns else None
+    sections = (bench_section(bench) + study_time_section(out, peak, machine) + fair_time_section(out)
                 + reproduce_time_section(out))
     if not sections:
         return None
