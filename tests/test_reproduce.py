@@ -339,11 +339,11 @@ def test_wall_times_before_and_after_sum_each_run_sets_populations(tmp_path):
     """scripts/compare.py --times: a run set trained in two calls sums both; a set the rerun lacks stays blank."""
     from experiments.analysis import compare
 
-    def population(folder, run, seeds, seconds, gemm):
+    def population(folder, run, seeds, seconds, gemm, machine="M1"):
         for seed in seeds:
             (folder / run.format(seed=seed)).mkdir(parents=True)
             (folder / run.format(seed=seed) / "config.yaml").write_text(yaml.safe_dump(
-                {"provenance": {"commit": "abcdef0123", "gemm": gemm},
+                {"provenance": {"commit": "abcdef0123", "gemm": gemm, "device_name": machine},
                  "population": {"seeds": seeds, "wall_seconds": seconds}}))
     before, after = tmp_path / "before", tmp_path / "after"
     population(before, "fig07/H8_seed{seed}", [42, 43], 10.0, "aten")
@@ -365,6 +365,10 @@ def test_wall_times_before_and_after_sum_each_run_sets_populations(tmp_path):
     assert table[-1] == ("1 of 3 run sets and sizes rerun for as many seeds (their wall times compared); rerun for "
                          "other seeds, not timed here: fig06; not in the rerun: fig01: 0.3 min before, 0.1 min "
                          "after, 4.00× faster")
+    population(after, "fig01/seed{seed}", [42, 43, 44], 1.0, "aten", machine="M2")  # on another machine
+    later = compare.render_times(compare.time_table(before, after))[-1]
+    assert later.endswith("0.3 min before, 0.1 min after, 3.80× faster (before on M1, after on M1/M2: the ratio "
+                          "mixes code and machine)")
     write_csv(times, tmp_path / "reproduce_times.csv")  # what --times saves; the report shows it
     section = speed.reproduce_time_section(tmp_path)
     assert section[0] == "## Reproduction wall time (before and after)" and table[-1] in section

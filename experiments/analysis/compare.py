@@ -129,7 +129,7 @@ def render(rows: list[Row], reference: Path, rerun: Path) -> str:
 # --- wall time: how long the committed runs took against a rerun ---------------------------------------------
 
 TIME_COLUMNS = ["run_set", "hidden", "seeds", "before_seconds", "before_gemm", "before_commits", "after_seconds",
-                "after_gemm", "after_commits", "after_seeds"]
+                "after_gemm", "after_commits", "after_seeds", "before_machines", "after_machines"]
 
 
 def run_configs(folder: Path) -> dict[Path, dict]:
@@ -211,9 +211,9 @@ def time_table(reference: Path, rerun: Path) -> pd.DataFrame:
     before, after = wall_times(reference), wall_times(rerun)
     both = before.merge(after, on=["run_set", "hidden"], how="left", suffixes=("_before", "_after"))
     partial = both["seeds_after"].notna() & (both["seeds_after"] != both["seeds_before"])
-    both = both.rename(columns={f"{c}_{when}": f"{when}_{c}" for c in ("seconds", "gemm", "commits")
+    both = both.rename(columns={f"{c}_{when}": f"{when}_{c}" for c in ("seconds", "gemm", "commits", "machines")
                                 for when in ("before", "after")}).rename(columns={"seeds_before": "seeds"})
-    both.loc[partial, ["after_seconds", "after_gemm", "after_commits"]] = np.nan  # not comparable: other seeds
+    both.loc[partial, ["after_seconds", "after_gemm", "after_commits", "after_machines"]] = np.nan  # other seeds
     both["after_seeds"] = both["seeds_after"].astype("Int64")
     return both[TIME_COLUMNS]
 
@@ -229,11 +229,16 @@ def time_summary(times: pd.DataFrame) -> str:
     seeds = times["after_seeds"] if "after_seeds" in times else pd.Series(pd.NA, index=times.index)
     fewer = sorted(set(times.loc[times["after_seconds"].isna() & seeds.notna(), "run_set"]))
     missing = sorted(set(times.loc[times["after_seconds"].isna() & seeds.isna(), "run_set"]))
+    machines = {when: "/".join(sorted(set("/".join(done[f"{when}_machines"].dropna().astype(str)).split("/")) - {""}))
+                for when in ("before", "after") if f"{when}_machines" in done}
+    other = len(machines) == 2 and machines["before"] != machines["after"]
     return (f"{len(done)} of {len(times)} run sets and sizes rerun for as many seeds (their wall times compared)"
             + (f"; rerun for other seeds, not timed here: {', '.join(fewer)}" if fewer else "")
             + (f"; not in the rerun: {', '.join(missing)}" if missing else "")
             + f": {before / 60:.1f} min before, {after / 60:.1f} min after"
-            + (f", {before / after:.2f}× faster" if after else ""))
+            + (f", {before / after:.2f}× faster" if after else "")
+            + (f" (before on {machines['before']}, after on {machines['after']}: the ratio mixes code and machine)"
+               if other else ""))
 
 
 def render_times(times: pd.DataFrame) -> list[str]:
