@@ -100,7 +100,8 @@ def test_the_language_model_has_a_fingerprint_of_its_own():
     from experiments import fingerprint as fp
     files = fp.working_tree()
     assert fp.own_sources(files, "charlm") == {
-        "conf/experiment/charlm.yaml", "experiments/tasks/text.py", "experiments/tasks/images.py",
+        "conf/experiment/charlm.yaml", "experiments/tasks/text.py", "experiments/tasks/vision.py",
+        "experiments/tasks/images.py",
         "experiments/tasks/data.py", "experiments/models/mlp.py", "experiments/models/stack.py",
         "experiments/models/transformer.py"}
     cfg = compose_run(["experiment=charlm", "hidden=32"])

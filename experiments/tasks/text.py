@@ -18,12 +18,11 @@ import random
 from functools import cache
 
 import torch
-from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.errors import ConfigError
 from experiments.models import mlp, stack
-from experiments.tasks import images
+from experiments.tasks import images, vision
 
 EVAL_WINDOWS = 256  # windows per evaluation chunk
 
@@ -134,12 +133,15 @@ def texts(cfg) -> tuple[str, str]:
     return corpus(int(spec.seed), int(spec.train_chars)), corpus(int(spec.seed) + HELD_OUT_STREAM, int(spec.test_chars))
 
 
+def alphabet(cfg) -> list[str]:
+    """The characters of the training and held-out texts, sorted: the tokens."""
+    train, test = texts(cfg)
+    return sorted(set(train) | set(test))
+
+
 def model(cfg, seed: int, vocab: int, dtype=torch.float32) -> torch.nn.Module:
-    """The preset's model for a `vocab`-character alphabet with the initial weights of `seed`, on the CPU (the
-    global RNGs are left as they were)."""
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-        torch.manual_seed(seed)
-        return instantiate(cfg.experiment.model, vocab=vocab).to(dtype)
+    """The preset's model for a `vocab`-character alphabet with the initial weights of `seed` (vision.model)."""
+    return vision.model(cfg, seed, dtype, vocab=vocab)
 
 
 def training_flops(cfg) -> int:
@@ -147,10 +149,9 @@ def training_flops(cfg) -> int:
     torch's FlopCounterMode counts them, and attention's two T × T products per layer (scores and weighted values,
     the whole square as the kernel computes it), which the counter leaves out on the CPU: 2 · 2T²d forward, twice
     that backward."""
-    train, test = texts(cfg)
     spec = cfg.experiment.model
     context, width = int(spec.context), int(spec.width)
-    net = model(cfg, 0, len(set(train) | set(test)))
+    net = model(cfg, 0, len(alphabet(cfg)))
     with FlopCounterMode(display=False) as counter:
         net(torch.zeros(2, context, dtype=torch.long)).sum().backward()
     return counter.get_total_flops() // 2 + int(spec.layers) * 12 * context ** 2 * width
@@ -161,7 +162,7 @@ class LanguageModel(images.ImageClassification):
 
     def __init__(self, cfg, device, dtype):
         train, test = texts(cfg)
-        self.alphabet = sorted(set(train) | set(test))
+        self.alphabet = alphabet(cfg)
         lookup = {c: i for i, c in enumerate(self.alphabet)}
         self.context = int(cfg.experiment.model.context)
         self.train_tokens = torch.tensor([lookup[c] for c in train], device=device)

@@ -27,12 +27,13 @@ AUGMENT_STREAM = 3  # a seed's stream of crops and flips (the trainer's shufflin
 EVAL_IMAGES = 2048  # images per evaluation chunk
 
 
-def model(cfg, seed: int, dtype=torch.float32) -> torch.nn.Module:
+def model(cfg, seed: int, dtype=torch.float32, **given) -> torch.nn.Module:
     """The preset's model with the initial weights of `seed`, built on the CPU (the global RNGs, CUDA's too since
-    manual_seed seeds them all, are left as they were)."""
+    manual_seed seeds them all, are left as they were); `given`: arguments the task knows and the preset does not
+    (a language model's alphabet size)."""
     with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
         torch.manual_seed(seed)
-        return instantiate(cfg.experiment.model).to(dtype)
+        return instantiate(cfg.experiment.model, **given).to(dtype)
 
 
 def training_flops(cfg) -> int:
