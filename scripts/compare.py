@@ -4,9 +4,8 @@
     python scripts/compare.py --out /tmp/rerun --reference results
     python scripts/compare.py --out /tmp/rerun --times results/reproduce_times.csv   # and save the wall times
 
-Then the wall time of each run set before (the reference) and after (the rerun), e.g. the committed runs on aten
-against `make reproduce GEMM=auto OUT=/tmp/rerun`; `--times` saves that table, which REPORT.md and the README
-show.
+Then the wall time of each run set before (the reference) and after (the rerun), e.g. the committed runs against
+a clean rerun `make reproduce OUT=/tmp/rerun` at one commit; `--times` saves that table, which BENCH.md shows.
 """
 
 import argparse

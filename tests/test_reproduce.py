@@ -373,6 +373,8 @@ def test_wall_times_before_and_after_sum_each_run_sets_populations(tmp_path):
     section = speed.reproduce_time_section(tmp_path)
     assert section[0] == "## Reproduction wall time (before and after)" and table[-1] in section
     assert "| fig01 |  | 3 | 3 | aten | – | | |" in section
+    assert "before, the reference runs (at 1 commit(s)); after, a rerun of `make reproduce` into another folder " \
+           "(at abcdef0)" in section[2]
 
 
 @pytest.mark.slow

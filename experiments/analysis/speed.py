@@ -158,13 +158,16 @@ def reproduce_time_section(out: Path) -> list[str]:
         return []
     times = pd.read_csv(path, dtype={"hidden": str}, keep_default_na=False,
                         na_values={"after_seconds": [""], "after_seeds": [""]})
+    commits = {when: sorted(set("/".join(times[f"{when}_commits"].dropna().astype(str)).split("/")) - {""})
+               for when in ("before", "after")}
     return ["## Reproduction wall time (before and after)", "",
-            "Wall seconds of each run set's populations as recorded in its runs' config.yaml: before, the committed "
-            "runs (trained on aten with autograd, the one path today, at the commits named); after, a rerun of "
-            "`make reproduce` with `GEMM=auto` (timing-picked kernels and a hand-written backward pass, a path "
-            "removed since: docs/performance.md), compared by "
-            "`python scripts/compare.py --out <rerun> --times results/reproduce_times.csv`. Both on the machine "
-            "named above; its speed drifts by up to 2× from one hour to the next, so single rows are rough.", "",
+            "Wall seconds of each run set's populations as recorded in its runs' config.yaml: before, the reference "
+            f"runs (at {len(commits['before'])} commit(s)); after, a rerun of `make reproduce` into another folder "
+            f"(at {', '.join(commits['after']) or 'no commit yet'}), compared by "
+            "`python scripts/compare.py --out <rerun> --times results/reproduce_times.csv`. The kernel columns name "
+            "each side's matmul path (aten: PyTorch's own, the one path today); the last line names both machines "
+            "where they differ. A shared machine's speed drifts from one hour to the next, so single rows are rough.",
+            "",
             *render_times(times), ""]
 
 
