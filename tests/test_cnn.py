@@ -148,3 +148,34 @@ def test_the_cnn_has_a_fingerprint_of_its_own():
     for mlp_experiment in ("mnist", "cifar100"):
         assert not {"experiments/tasks/vision.py", "experiments/models/cnn.py", "experiments/models/stack.py"} & \
             fp.own_sources(files, mlp_experiment)
+
+
+@pytest.mark.slow
+def test_seeds_trained_in_several_populations_give_the_numbers_of_one(tmp_path):
+    """conf/fair.yaml's population_seeds: the CNN's evaluation trained 2 seeds at a time (each population written
+    when it ends, so that a kill loses one) gives the numbers of all its seeds fused in one population, since a
+    generically stacked model computes every arm apart; each population records its own seeds and wall time."""
+    import pandas as pd
+    import yaml
+
+    from experiments.pipelines.units import Unit, run_unit
+    real_data("cifar100")
+    cfgs = [compose_run(["experiment=cifar100_cnn", *SMALL, f"optimizer={name}"]) for name in ("adam", "ayla")]
+    seeds, said = [5, 6, 7], []
+    for folder, size in (("one", None), ("chunks", 2)):
+        run_unit(Unit("fair/cnn", 4, ["Adam", "AYLA"], cfgs, population_seeds=size), seeds, tmp_path / folder,
+                 said.append)
+    assert [line for line in said if "training" in line] == [
+        "fair/cnn H=4: training 2 arm(s) × seeds [5, 6, 7]", "fair/cnn H=4: training 2 arm(s) × seeds [5, 6]",
+        "fair/cnn H=4: training 2 arm(s) × seeds [7]"]
+    for seed in seeds:
+        one, chunked = (pd.read_csv(tmp_path / folder / "fair/cnn" / f"H4_seed{seed}" / "metrics.csv")
+                        for folder in ("one", "chunks"))
+        numbers = [c for c in one.columns if c.endswith(("_loss", "_acc"))]
+        assert len(numbers) >= 4
+        pd.testing.assert_frame_equal(one[numbers], chunked[numbers], rtol=1e-6, atol=1e-7)
+        population = yaml.safe_load((tmp_path / "chunks/fair/cnn" / f"H4_seed{seed}" / "config.yaml").read_text())
+        assert population["population"]["seeds"] == ([5, 6] if seed < 7 else [7])
+    # resumable: a unit whose seeds are all written trains nothing
+    assert not run_unit(Unit("fair/cnn", 4, ["Adam", "AYLA"], cfgs, population_seeds=2), seeds,
+                        tmp_path / "chunks", said.append)

@@ -251,6 +251,19 @@ def test_selection_uses_validation_accuracy_never_test():
         sweeps.best_trial(trials, "test_acc")
 
 
+def test_the_evaluation_retrains_on_every_training_row_and_scores_every_test_row():
+    """The CNN's sweeps tune on a 20,000-row subset and score 2,000 test images a trial; its evaluation runs train
+    on all 50,000 rows and are scored on all 10,000 test images (the primary endpoint), not the sweep's subset."""
+    best = pd.Series({"lr": 1e-3, "eps": 1e-8})
+    comparison = presets.load_settings("fair").comparisons.cifar100_cnn
+    tuning = presets.compose_run(["sweep=cifar100_cnn_adam", "hidden=8"])
+    assert (tuning.data.train_subset, tuning.data.test_subset) == (20000, 2000)
+    evaluation = presets.compose_run(fair.tuned_overrides("cifar100_cnn_adam", 8, best, (), comparison.evaluation))
+    assert (evaluation.data.train_subset, evaluation.data.test_subset, evaluation.data.val_size) == (0, 0, 0)
+    quick = presets.compose_run(fair.tuned_overrides("cifar100_cnn_adam", 8, best, ["data.test_subset=100"]))
+    assert quick.data.test_subset == 100  # the quick mode's own subsets still apply
+
+
 def test_the_curve_fit_selects_on_its_held_out_draw_at_the_judged_epoch_never_a_diverged_trial(tmp_path):
     from experiments.io import write_csv
     for k, (lr, losses) in enumerate([(1e-3, [0.5, 0.05, 0.01]), (1e-2, [0.4, 0.03, 0.02]), (1e-1, [0.3, np.nan])]):
@@ -278,3 +291,28 @@ def test_the_curve_fits_held_out_draw_is_another_noise_draw_at_the_same_inputs()
                        torch.float64)
 
 
+
+
+@pytest.mark.slow
+def test_make_fair_finds_every_committed_evaluation_complete():
+    """Resuming: every committed evaluation and control population counts as complete for this code, so make fair
+    on results/ retrains none of them (a preset's `about` prose added after they ran, or a NaN exponent of a base
+    without AYLA, once made them all look incomplete)."""
+    from conftest import PROJECT
+
+    from experiments.pipelines.units import is_complete
+    settings, out = presets.load_settings("fair"), PROJECT / "results"
+    checked = 0
+    for comparison in settings.comparisons.values():
+        if not (out / comparison.runs).is_dir():
+            continue  # not trained yet (the CNN, the language model)
+        seeds = fair.evaluation_seeds(settings, comparison, range(int(settings.first_seed),
+                                                                  int(settings.first_seed) + int(settings.seeds)))
+        for hidden in comparison.hidden:
+            units = [fair.evaluation_unit(comparison, hidden, out)]
+            units += [fair.controls_unit(comparison, hidden, out)] if comparison.controls else []
+            for unit in units:
+                incomplete = [seed for seed in seeds if not is_complete(unit, unit.folder(out, seed))]
+                assert not incomplete, (unit.figure, hidden, incomplete)
+                checked += len(seeds)
+    assert checked >= 8 * 10  # MNIST and CIFAR-100 at two sizes, evaluation and controls, 10 seeds each

@@ -120,8 +120,10 @@ def chosen_trial(out: Path, sweep: str, hidden: int | None, select: DictConfig) 
 def tuned_overrides(sweep: str, hidden: int | None, best: pd.Series, extra: list[str] = (),
                     evaluation: list[str] = ()) -> list[str]:
     """The chosen trial's settings (every key its sweep varies), retrained on the whole training set (no rows held
-    out; `evaluation`: the comparison's own overrides, e.g. the whole training set where tuning used a subset)."""
-    return ([f"sweep={sweep}", *([f"hidden={hidden}"] if hidden is not None else []), *evaluation, *extra,
+    out; `evaluation`: the comparison's own overrides, e.g. the whole training set where tuning used a subset) and
+    scored on the whole test set (a sweep may score its trials on a subset: selection never reads it)."""
+    return ([f"sweep={sweep}", *([f"hidden={hidden}"] if hidden is not None else []), "data.test_subset=0",
+             *evaluation, *extra,
              "data.val_size=0"] + [f"{key}={best[column_of(key)]:.6g}" for key in base_grid(sweep)])
 
 
@@ -131,7 +133,7 @@ def evaluation_unit(comparison: DictConfig, hidden: int | None, out: Path, extra
         best = chosen_trial(out, sweep, hidden, comparison.select)
         names.append(method_of(sweep))
         cfgs.append(compose_run(tuned_overrides(sweep, hidden, best, extra, comparison.get("evaluation", []))))
-    return Unit(comparison.runs, hidden, names, cfgs)
+    return Unit(comparison.runs, hidden, names, cfgs, population_seeds=comparison.get("population_seeds"))
 
 
 def controls_unit(comparison: DictConfig, hidden: int | None, out: Path, extra: list[str] = ()) -> Unit:
@@ -142,7 +144,8 @@ def controls_unit(comparison: DictConfig, hidden: int | None, out: Path, extra: 
     c = mean_ayla_factor(load_figure(out, comparison.runs), hidden, method_of(comparison.ayla))
     cfgs = [compose_run([*ayla, "optimizer=adam", f"optimizer.grad_scale={c:.6g}"]),
             compose_run([*ayla, "optimizer=adam", "+optimizer.dynamic_eps=true"])]
-    return Unit(f"{comparison.runs}_controls", hidden, list(CONTROL_ARMS), cfgs)
+    return Unit(f"{comparison.runs}_controls", hidden, list(CONTROL_ARMS), cfgs,
+                population_seeds=comparison.get("population_seeds"))
 
 
 def evaluation_seeds(settings: DictConfig, comparison: DictConfig, seeds: list[int]) -> list[int]:

@@ -5,6 +5,7 @@ goes to `<out>/<figure>/[H<hidden>_]seed<seed>/` (config.yaml, metrics.csv writt
 whose recorded settings match the preset's is complete and is skipped, so an interrupted run resumes.
 """
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.engine.config import arm_from_config
+from experiments.fingerprint import without_prose
 from experiments.pipelines import guard
 from experiments.pipelines.runner import run_population, write_run
 from experiments.presets import compose_run, figure_arms
@@ -35,6 +37,12 @@ class Unit:
     names: list[str]
     cfgs: list[DictConfig]
     max_seeds: int | None = None  # a preset's `figure.seeds`: an lr grid may need fewer seeds than a figure
+    population_seeds: int | None = None  # seeds trained (and written) per population; None: all in one
+
+    def chunks(self, seeds: list[int]) -> list[list[int]]:
+        """The populations `seeds` are trained in, each written when it ends (so that a kill loses one only)."""
+        size = self.population_seeds or len(seeds) or 1
+        return [seeds[k:k + size] for k in range(0, len(seeds), size)]
 
     def seeds(self, seeds: list[int]) -> list[int]:
         return list(seeds)[:self.max_seeds] if self.max_seeds else list(seeds)
@@ -84,8 +92,9 @@ def comparable(cfg: DictConfig) -> dict:
     """A run's settings without the seed, the drawing and what depends only on the machine; its optimizer as the
     update it trains with (the trainer's Arm: base, lr, AYLA's exponents, every hyperparameter its base's YAML
     passes), so that a run recorded before an optimizer YAML changed its form (a default made explicit, a key
-    another base does not read) still matches when it trained the same update."""
-    settings = OmegaConf.to_container(cfg, resolve=True)
+    another base does not read) still matches when it trained the same update. A preset's `about` prose is no
+    setting, and a NaN (an exponent a base without AYLA leaves unset) equals a NaN."""
+    settings = without_prose(OmegaConf.to_container(cfg, resolve=True))
     arm = asdict(arm_from_config(cfg))
     arm.pop("name")
     settings["optimizer"] = {"name": cfg.optimizer.name, **arm}
@@ -94,7 +103,16 @@ def comparable(cfg: DictConfig) -> dict:
         settings.pop(key, None)
     for key in MACHINE_DATA_KEYS:
         settings.get("data", {}).pop(key, None)
-    return settings
+    return nan_as_text(settings)
+
+
+def nan_as_text(data):
+    """NaN as "nan" at any depth, so that two settings with a NaN in the same place compare equal."""
+    if isinstance(data, dict):
+        return {k: nan_as_text(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [nan_as_text(v) for v in data]
+    return "nan" if isinstance(data, float) and math.isnan(data) else data
 
 
 def is_complete(unit: Unit, folder: Path) -> bool:
@@ -112,6 +130,24 @@ def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
     return cfg
 
 
+def train_population(unit: Unit, seeds: list[int], out: Path, label: str, log, epoch_log) -> None:
+    """Train `seeds` as one fused population and write each seed's run folder."""
+    log(f"{label}: training {len(unit.names)} arm(s) × seeds {seeds}")
+    started = time.perf_counter()
+    metrics, snapshots = run_population(unit.cfgs, seeds, unit.names, log=epoch_log or log)
+    population = {"seeds": seeds, "wall_seconds": round(time.perf_counter() - started, 2)}
+    diverged = metrics[metrics["diverged"]]
+    log(f"{label}: done in {population['wall_seconds']:.0f} s"
+        + (f"; diverged: {', '.join(f'{r.arm} (seed {r.seed}, epoch {r.epoch})' for r in diverged.itertuples())}"
+           if len(diverged) else ""))
+    for seed in seeds:
+        for stale in unit.folder(out, seed).glob(".*.tmp"):  # left by a write that was killed
+            stale.unlink()
+        write_run(unit.folder(out, seed), metrics[metrics["seed"] == seed],
+                  None if snapshots is None else snapshots[snapshots["seed"] == seed],
+                  [with_seed(cfg, seed) for cfg in unit.cfgs], unit.names, population)
+
+
 def run_unit(unit: Unit, seeds: list[int], out: Path, log=print, epoch_log=None) -> bool:
     """Train the seeds of one population that are not complete; `epoch_log` takes the per-epoch lines (default:
     `log`). Returns whether anything was trained."""
@@ -122,18 +158,6 @@ def run_unit(unit: Unit, seeds: list[int], out: Path, log=print, epoch_log=None)
         log(f"{label}: seeds {seeds} complete, skipped")
         return False
     guard.check(out)
-    log(f"{label}: training {len(unit.names)} arm(s) × seeds {todo}")
-    started = time.perf_counter()
-    metrics, snapshots = run_population(unit.cfgs, todo, unit.names, log=epoch_log or log)
-    population = {"seeds": todo, "wall_seconds": round(time.perf_counter() - started, 2)}
-    diverged = metrics[metrics["diverged"]]
-    log(f"{label}: done in {population['wall_seconds']:.0f} s"
-        + (f"; diverged: {', '.join(f'{r.arm} (seed {r.seed}, epoch {r.epoch})' for r in diverged.itertuples())}"
-           if len(diverged) else ""))
-    for seed in todo:
-        for stale in unit.folder(out, seed).glob(".*.tmp"):  # left by a write that was killed
-            stale.unlink()
-        write_run(unit.folder(out, seed), metrics[metrics["seed"] == seed],
-                  None if snapshots is None else snapshots[snapshots["seed"] == seed],
-                  [with_seed(cfg, seed) for cfg in unit.cfgs], unit.names, population)
+    for chunk in unit.chunks(todo):
+        train_population(unit, chunk, out, label, log, epoch_log)
     return True
