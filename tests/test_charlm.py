@@ -63,6 +63,9 @@ def test_arms_of_a_seed_share_weights_and_windows():
     metrics = task.evaluate(params)
     assert set(metrics) == {"test_loss", "test_acc", "val_loss", "val_acc"}
     assert (metrics["test_acc"] <= 1).all() and torch.allclose(metrics["test_loss"][:, 0], metrics["test_loss"][:, 1])
+    glance = TASKS["charlm"](make_config("experiment=charlm", *SMALL, "data.test_subset=20"), torch.device("cpu"),
+                             DTYPES[cfg.dtype])  # a sweep's trials score the first held-out windows only
+    assert torch.equal(glance.test_x, task.test_x[:20]) and torch.equal(glance.test_y, task.test_y[:20])
 
 
 def test_the_trainer_equals_ayla_wrapper_on_the_transformer():

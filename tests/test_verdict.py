@@ -95,6 +95,25 @@ def test_each_classifier_comparison_draws_its_curves(tmp_path):
     assert "![MNIST: the evaluation runs](figures/fair_mnist.png)" in "\n".join(fair_report.fair_section(tmp_path))
 
 
+@pytest.mark.slow
+def test_the_language_models_curves_show_its_primary_the_held_out_loss(tmp_path):
+    """A comparison judged on the test loss (the language model) draws train loss and test loss, not accuracy."""
+    from experiments.analysis import figures
+    charlm = FAIR.comparisons.charlm
+    for seed in range(42, 45):
+        write_csv(pd.DataFrame([dict(epoch=e, seed=seed, hidden=32, arm=method_of(sweep), experiment="charlm",
+                                     train_loss=2.5 - e * level, test_loss=2.6 - e * level, test_acc=0.1 * e)
+                                for sweep, level in ((charlm.ayla, 0.4), (charlm.baselines[0], 0.3))
+                                for e in (1, 2, 3)]), tmp_path / charlm.runs / f"H32_seed{seed}" / "metrics.csv")
+    drawn = fair_report.comparison_figure(tmp_path, "charlm", charlm)
+    assert drawn == [tmp_path / "figures" / "fair_charlm.png", tmp_path / "figures" / "fair_charlm.pdf"]
+    spec = OmegaConf.create({"kind": "classifier_ablation", "title": "t",
+                             "panels": [["train_loss", "train loss"], ["test_loss", "test loss"]]})
+    figure = figures.draw(spec, verdict.evaluation_runs(tmp_path, charlm))
+    assert [ax.get_ylabel() for ax in figure.axes[:2]] == ["train loss", "test loss"]
+    assert figure.axes[1].get_ylim()[0] < 1.4 < 2.3 < figure.axes[1].get_ylim()[1]  # test losses, not accuracies
+
+
 def test_time_to_target_counts_the_seeds_that_never_reach_it():
     rows = [dict(seed=s, epoch=e, test_acc=a) for s, accs in ((1, [0.5, 0.91, 0.95]), (2, [0.5, 0.6, 0.7]),
                                                               (3, [0.92, 0.93, 0.94])) for e, a in enumerate(accs, 1)]

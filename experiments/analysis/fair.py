@@ -180,17 +180,20 @@ def secondary_lines(runs: pd.DataFrame, comparison: DictConfig, rows: list, hidd
 
 
 def comparison_figure(out: Path, name: str, comparison: DictConfig) -> list[Path]:
-    """The curves of a classifier comparison's evaluation runs, the tuned arms and the controls at AYLA's setting:
-    train loss and test accuracy per hidden size, every seed a thin line and each arm's median over its seeds
-    (AYLA's thicker), a collapsed seed's end marked ×; PNG and PDF as <out>/figures/fair_<name>. None for a
-    comparison without test accuracy (the curve fit, the polynomial) or without runs yet."""
+    """The curves of a comparison's evaluation runs, the tuned arms and the controls at AYLA's setting: train loss
+    and the primary endpoint's test metric (a classifier's accuracy, the language model's held-out loss) per hidden
+    size, every seed a thin line and each arm's median over its seeds (AYLA's thicker), a collapsed seed's end
+    marked ×; PNG and PDF as <out>/figures/fair_<name>. None for a comparison judged on another metric (the curve
+    fit, the polynomial: their own figures show them) or without runs yet."""
     runs = verdict.evaluation_runs(out, comparison)
-    if comparison.primary.metric != "test_acc" or runs.empty:
+    metric = comparison.primary.metric
+    if metric not in ("test_acc", "test_loss") or runs.empty:
         return []
     ayla = method_of(comparison.ayla)
     runs = runs.assign(arm=runs["arm"].map(lambda arm: "AYLA" if arm == ayla else verdict.short(arm)))
     spec = OmegaConf.create({"kind": "classifier_ablation", "title": f"{comparison.title}: AYLA and each baseline "
-                             "tuned with the same budget, and the controls at AYLA's setting"})
+                             "tuned with the same budget, and the controls at AYLA's setting",
+                             "panels": [["train_loss", "train loss"], [metric, NAMES[metric]]]})
     return save(draw(spec, runs), Path(out) / "figures", f"fair_{name}")
 
 

@@ -244,14 +244,16 @@ def medians_and_seeds(ax, rows: pd.DataFrame, bad: list[pd.DataFrame], column: s
             label=label)
 
 
-def classifier_ablation(ax_list, metrics, predictions):
-    """Ablation arms beside Adam and AYLA: train loss and test accuracy per hidden size, each arm's median over
-    its seeds that did not collapse as a line, every seed as a thin line, a collapsed seed's end marked ×."""
+def classifier_ablation(ax_list, metrics, predictions, panels=(("train_loss", "train loss"),
+                                                                 ("test_acc", "test accuracy"))):
+    """Ablation arms beside Adam and AYLA: train loss and test accuracy (or the two `panels`: column, label) per
+    hidden size, each arm's median over its seeds that did not collapse as a line, every seed as a thin line, a
+    collapsed seed's end marked ×."""
     colors = colors_for(arms_in_order(metrics))
     collapsed = collapsed_runs(metrics)
     for row, hidden in enumerate(sorted(metrics["hidden"].unique())):
         part = metrics[metrics["hidden"] == hidden]
-        for col, (column, label) in enumerate((("train_loss", "train loss"), ("test_acc", "test accuracy"))):
+        for col, (column, label) in enumerate(panels):
             ax = ax_list[2 * row + col]
             for arm, color in colors.items():
                 rows = part[part["arm"] == arm]

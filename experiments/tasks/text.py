@@ -169,6 +169,12 @@ class LanguageModel(images.ImageClassification):
         test_tokens = torch.tensor([lookup[c] for c in test], device=device)
         self.y = self.windows(self.train_tokens)[0]  # one row per window (the split and the epochs count rows)
         self.test_x, self.test_y = (w.view(-1, self.context) for w in self.windows(test_tokens)[1:])
+        subset = int(cfg.data.test_subset or 0)  # a sweep's trials score the first windows only: a glance
+        if subset > len(self.test_x):
+            raise ConfigError(f"data.test_subset={subset} exceeds the {len(self.test_x)} held-out windows "
+                              f"(experiment.corpus.test_chars={cfg.experiment.corpus.test_chars})")
+        if subset:
+            self.test_x, self.test_y = self.test_x[:subset], self.test_y[:subset]
         self.val_size = int(cfg.data.val_size)
         if self.val_size >= len(self.y):
             raise ConfigError(f"data.val_size={self.val_size} leaves no training windows of {len(self.y)} (experiment."
