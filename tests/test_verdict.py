@@ -114,6 +114,14 @@ def test_the_language_models_curves_show_its_primary_the_held_out_loss(tmp_path)
     assert figure.axes[1].get_ylim()[0] < 1.4 < 2.3 < figure.axes[1].get_ylim()[1]  # test losses, not accuracies
 
 
+def test_stalled_is_counted_only_where_a_task_has_a_chance_level():
+    classifier = pd.DataFrame({"classes": [10, 10], "stalled": [True, False]})
+    assert fair_report.stalled_count(classifier, True) == "1/2" and fair_report.stalled_count(classifier) == "1"
+    for task in (pd.DataFrame({"classes": [np.nan, np.nan], "stalled": [False, False]}),  # curve fit, LM
+                 pd.DataFrame({"stalled": [False]})):
+        assert fair_report.stalled_count(task, True) == "–"
+
+
 def test_time_to_target_counts_the_seeds_that_never_reach_it():
     rows = [dict(seed=s, epoch=e, test_acc=a) for s, accs in ((1, [0.5, 0.91, 0.95]), (2, [0.5, 0.6, 0.7]),
                                                               (3, [0.92, 0.93, 0.94])) for e, a in enumerate(accs, 1)]

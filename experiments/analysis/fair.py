@@ -98,7 +98,15 @@ def trial_flags(out: Path, sweep: str, hidden) -> str:
     summary = stats.run_summary(pd.concat(frames, ignore_index=True)) if frames else pd.DataFrame()
     if summary.empty:
         return "–"
-    return f"{int(summary['stalled'].sum())} / {int(summary['collapsed'].sum())} / {int(summary['diverged'].sum())}"
+    return f"{stalled_count(summary)} / {int(summary['collapsed'].sum())} / {int(summary['diverged'].sum())}"
+
+
+def stalled_count(flags: pd.DataFrame, of: bool = False) -> str:
+    """How many runs stalled ('2', or '2/10' with `of`); '–' where the task has no chance level to stall near
+    (a stall is an accuracy near 1/C: the curve fit, the polynomial and the language model have no classes)."""
+    if "classes" not in flags or flags["classes"].isna().all():
+        return "–"
+    return f"{int(flags['stalled'].sum())}" + (f"/{len(flags)}" if of else "")
 
 
 def run_setting(row: pd.Series, arm: str) -> str:
@@ -135,7 +143,7 @@ def arm_table(runs: pd.DataFrame, comparison: DictConfig, hidden, epoch: int) ->
             cells.append(describe(auc, True))
         cells += [reached_text(time_to_target(rows, c, t), last) for c, t in targets.items()]
         flags = summary[summary["arm"] == arm]
-        cells += [f"{int(flags['collapsed'].sum())}/{len(flags)}", f"{int(flags['stalled'].sum())}/{len(flags)}",
+        cells += [f"{int(flags['collapsed'].sum())}/{len(flags)}", stalled_count(flags, True),
                   f"{int(flags['diverged'].sum())}/{len(flags)}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
